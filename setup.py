@@ -1,0 +1,17 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="torch_aotcache",
+    version="0.1.0",
+    description="A verified, inspectable AOTAutograd cache for torch.compile",
+    packages=find_packages(include=["torch_aotcache", "torch_aotcache.*"]),
+    python_requires=">=3.10",
+    # torch is deliberately not pinned here: supported are 2.11.x and 2.13.x,
+    # which the user installs (see README).
+    install_requires=[],
+    extras_require={
+        "test": ["pytest", "hypothesis", "expecttest"],
+        "redis": ["redis", "zstandard"],
+    },
+    entry_points={"console_scripts": ["torch-aotcache=torch_aotcache.cli:main"]},
+)

@@ -1,0 +1,805 @@
+"""
+torch_aotcache's AOTAutograd cache: the key, the cacheability checks, lookup,
+save and clear.  Takes the role of upstream's
+``torch/_functorch/_aot_autograd/autograd_cache.py``; ``patching.py`` installs
+these functions in its place.
+
+Note [What goes into a key]
+~~~~~~~~~~~~~~~~~~~~~~~~~~~
+A key is a digest over named *components*, each a digest of its own.  Keeping
+the components apart costs nothing and lets a tool say which one changed when a
+compile missed; every entry stores them in its header (schemas.py).  The
+components, in order:
+
+``format``      our entry format version, so a format change never hits old entries
+``graph``       the Dynamo graph, canonically (Note [Canonical graph encoding])
+``inputs``      each example input's dtype, shape, stride, device, requires_grad,
+                subclass metadata, and which inputs alias one storage
+``aot_config``  the AOTConfig fields that change the compiled result
+``fx_config``   cudagraphs and the forward device
+``runtime``     grad mode, autocast per device, deterministic algorithms,
+                default dtype, matmul precision and TF32 flags
+``functorch``   every functorch config value (custom estimators by uuid)
+``inductor``    every Inductor config value except logging and cache locations
+                (custom passes by uuid; a pass without one is a bypass)
+``system``      torch, CUDA/HIP, Python and Triton versions, machine
+``hardware``    properties of every GPU an input lives on; CPU features when
+                an input lives on the CPU
+``torch_src``   content fingerprint of torch's sources (Note [Torch install fingerprint])
+``triton_src``  sources of the user Triton kernels the graph calls
+``tag``         ``torch.compiler.config.cache_key_tag``
+
+When in doubt a factor goes in: a miss costs seconds, a false hit a wrong result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import pickle
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch._dynamo.utils import counters
+from torch._functorch import config as functorch_config
+from torch._functorch._aot_autograd import autograd_cache as upstream
+from torch._inductor.remote_cache import cache_stats
+
+from . import _compat, config, fingerprint, schemas
+from .graph_hashing import (
+    digest,
+    encode_inputs,
+    encode_value,
+    GraphEncoder,
+    qualified_name,
+    Unkeyable,
+)
+from .runtime_wrappers import wrap_cached_result
+from .storage import LocalStore
+
+
+log = logging.getLogger(__name__)
+
+# Upstream's exception types, by identity: code and tests that catch them keep working.
+BypassAOTAutogradCache = upstream.BypassAOTAutogradCache
+FXGraphCacheMiss = upstream.FXGraphCacheMiss
+
+KEY_PREFIX = "tac"
+STATS_NAME = "LocalAOTAutogradCache"
+
+local_store = LocalStore()
+
+
+# ---------------------------------------------------------------------------
+# Cacheability checks
+# ---------------------------------------------------------------------------
+
+_SAFE_TORCH_MODULES = ("torch.functional", "torch.nn.functional")
+_SAFE_TORCH_FUNCTIONS = frozenset(
+    {
+        "torch.Size",
+        "torch.Tensor",
+        "torch.sym_int",
+        "torch._sym_sqrt",
+        "torch.sym_float",
+        "torch.sym_sum",
+        "torch.sym_max",
+        "torch.sym_min",
+        "torch.sym_not",
+        "torch.autograd.grad",
+        "torch.distributed.tensor._api.from_local",
+    }
+)
+_SAFE_OTHER_FUNCTIONS = frozenset({"einops.einops.rearrange", "einops.einops.repeat"})
+
+
+def _in_graph_torch_functions() -> frozenset[str]:
+    """Names of the pure-Python torch functions Dynamo puts in graphs (fixed per release)."""
+    global _IN_GRAPH
+    if _IN_GRAPH is None:
+        from torch._dynamo.trace_rules import torch_non_c_binding_in_graph_functions
+
+        _IN_GRAPH = frozenset(torch_non_c_binding_in_graph_functions)
+    return _IN_GRAPH
+
+
+_IN_GRAPH: frozenset[str] | None = None
+
+
+def _function_is_cache_safe(target: Any) -> bool:
+    if isinstance(target, (torch._ops.OpOverload, torch._ops.OpOverloadPacket)):
+        return True
+    if isinstance(target, torch._ops.HigherOrderOperator):
+        cacheable = getattr(target, "cacheable", None)
+        return bool(cacheable()) if callable(cacheable) else False
+    if type(target).__name__ == "builtin_function_or_method":
+        return True
+    try:
+        from torch._dynamo.utils import is_safe_numpy_wrapper
+
+        if is_safe_numpy_wrapper(target):
+            return True
+    except ImportError:
+        pass
+    module = getattr(target, "__module__", None)
+    name = getattr(target, "__name__", "")
+    if module in _SAFE_TORCH_MODULES and not name.startswith("_"):
+        return True
+    full = f"{module}.{name}"
+    if full == "torch.autograd.function.FunctionCtx":
+        return bool(
+            getattr(functorch_config, "autograd_cache_allow_custom_autograd_functions", False)
+        )
+    if (
+        full in _SAFE_TORCH_FUNCTIONS
+        or full in _SAFE_OTHER_FUNCTIONS
+        or full in _in_graph_torch_functions()
+        or full in torch._inductor.config.unsafe_marked_cacheable_functions
+    ):
+        return True
+    return False
+
+
+def check_node_safe(node: torch.fx.Node) -> None:
+    """Raise BypassAOTAutogradCache unless the key fully determines what ``node`` does."""
+    op = node.op
+    if op == "call_function":
+        if node.meta.get("is_wrapped") and node.meta.get("user_cache_hash"):
+            return
+        if not _function_is_cache_safe(node.target):
+            raise BypassAOTAutogradCache(
+                "Unsupported call_function target %s (module %s): its behaviour is "
+                "not fixed by the torch version"
+                % (
+                    getattr(node.target, "__qualname__", node.target),
+                    getattr(node.target, "__module__", None),
+                )
+            )
+    elif op == "call_method":
+        receiver = node.args[0] if node.args else None
+        if not isinstance(receiver, torch.fx.Node) or "example_value" not in receiver.meta:
+            raise BypassAOTAutogradCache(
+                f"Unsupported call_method {node.target} on a non-tensor receiver"
+            )
+        if not isinstance(node.target, str):
+            raise BypassAOTAutogradCache(f"Unsupported call_method method {node.target!r}")
+    elif op not in ("placeholder", "get_attr", "call_module", "output"):
+        raise BypassAOTAutogradCache(f"Unsupported node op {op}")
+
+
+def check_cacheable(gm: torch.fx.GraphModule) -> None:
+    """Raise BypassAOTAutogradCache with a readable reason if ``gm`` may not be cached."""
+    if torch._inductor.config.freezing:
+        raise BypassAOTAutogradCache("Cannot cache a graph with freezing enabled")
+    from torch._inductor.utils import should_use_remote_fx_graph_cache
+
+    if not (torch._inductor.config.fx_graph_cache or should_use_remote_fx_graph_cache()):
+        raise BypassAOTAutogradCache("FX graph cache is not enabled")
+    ctx = torch._guards.TracingContext.try_get()
+    if ctx is not None and getattr(ctx, "fakify_first_call", False):
+        raise BypassAOTAutogradCache("Won't cache a graph with fakify_first_call enabled")
+    if not hasattr(gm, "graph"):
+        raise BypassAOTAutogradCache(f"{type(gm).__name__} has no FX graph")
+    for node in gm.graph.nodes:
+        check_node_safe(node)
+        if node.op == "get_attr":
+            sub = getattr(gm, str(node.target), None)
+            if isinstance(sub, torch.fx.GraphModule):
+                check_cacheable_subgraph(sub)
+    for name in ("saved_tensors_hooks_pack_0", "saved_tensors_hooks_unpack_0"):
+        sub = getattr(gm, name, None)
+        if isinstance(sub, torch.fx.GraphModule):
+            check_cacheable_subgraph(sub)
+
+
+def check_cacheable_subgraph(gm: torch.fx.GraphModule) -> None:
+    for node in gm.graph.nodes:
+        check_node_safe(node)
+        if node.op == "get_attr":
+            sub = getattr(gm, str(node.target), None)
+            if isinstance(sub, torch.fx.GraphModule):
+                check_cacheable_subgraph(sub)
+
+
+def _check_triton_version() -> None:
+    version = fingerprint.triton_version()
+    if version is not None and _compat.version_tuple(version) < (3, 2):
+        raise BypassAOTAutogradCache("AOTAutogradCache requires triton 3.2.0")
+
+
+# ---------------------------------------------------------------------------
+# The key
+# ---------------------------------------------------------------------------
+
+# Inductor config entries that do not change what is compiled.
+_INDUCTOR_IGNORED_PREFIXES = (
+    "trace.",
+    "_cache_config",
+    "_save_config_ignore",
+    "fx_graph_cache",
+    "fx_graph_remote_cache",
+    "autotune_local_cache",
+    "autotune_remote_cache",
+    "compile_threads",
+    "worker_start_method",
+    "cuda.cutlass_dir",
+    "cutlass.cutlass_dir",
+    "xpu.cutlass_dir",
+    "_profile_var",
+    "_raise_error_for_testing",
+)
+# Callables held by configs; keyed by uuid(), a bypass without one.
+_INDUCTOR_CALLABLE_KEYS = (
+    "joint_custom_pre_pass",
+    "joint_custom_post_pass",
+    "pre_grad_custom_pass",
+    "post_grad_custom_pre_pass",
+    "post_grad_custom_post_pass",
+    "_pre_fusion_custom_pass",
+    "_post_fusion_custom_pass",
+    "_fuse_ddp_communication_passes",
+    "custom_partitioner_fn",
+    "cudagraph_policy",
+)
+_FUNCTORCH_IGNORED_PREFIXES = ("_save_config_ignore", "_cache_config")
+_FUNCTORCH_CALLABLE_KEYS = (
+    "joint_custom_pass",
+    "activation_memory_budget_runtime_estimator",
+    "activation_memory_budget_solver",
+)
+
+
+def _config_component(module: Any, ignored: tuple[str, ...], callables: tuple[str, ...]) -> str:
+    values = module._config
+    lines = []
+    for name in sorted(values):
+        if name.startswith(ignored) or name in callables:
+            continue
+        value = getattr(module, name)
+        try:
+            lines.append(f"{name}={encode_value(value)}")
+        except Unkeyable as e:
+            raise BypassAOTAutogradCache(f"config {module.__name__}.{name}: {e}") from None
+    for name in callables:
+        if name not in values:
+            continue
+        value = getattr(module, name)
+        if value is None or value == [] or value == "":
+            continue
+        try:
+            lines.append(f"{name}={encode_value(value)}")
+        except Unkeyable:
+            raise BypassAOTAutogradCache(
+                f"config {module.__name__}.{name} holds {value!r}, which has no "
+                "uuid(); give it one (e.g. a CustomGraphPass) to make it cacheable"
+            ) from None
+    return "\n".join(lines)
+
+
+def _config_digest(module: Any, ignored: tuple[str, ...], callables: tuple[str, ...]) -> str:
+    return digest(_config_component(module, ignored, callables))
+
+
+def _runtime_component() -> str:
+    autocast = []
+    for dev in torch._C._autocast_supported_devices():
+        if torch.is_autocast_enabled(dev):
+            autocast.append(f"{dev}:{torch.get_autocast_dtype(dev)}")
+    parts = [
+        f"grad={torch.is_grad_enabled()}",
+        f"inference_mode={torch.is_inference_mode_enabled()}",
+        "autocast=" + ",".join(autocast),
+        f"autocast_cache={torch.is_autocast_cache_enabled()}",
+        f"deterministic={torch.are_deterministic_algorithms_enabled()}",
+        f"deterministic_warn_only={torch.is_deterministic_algorithms_warn_only_enabled()}",
+        f"default_dtype={torch.get_default_dtype()}",
+        f"matmul_precision={torch.get_float32_matmul_precision()}",
+        f"cuda_tf32={torch.backends.cuda.matmul.allow_tf32}",
+        f"cuda_fp16_reduced={torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction}",
+        f"cuda_bf16_reduced={torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction}",
+        f"cudnn_tf32={torch.backends.cudnn.allow_tf32}",
+        f"cudnn_deterministic={torch.backends.cudnn.deterministic}",
+        f"cudnn_benchmark={torch.backends.cudnn.benchmark}",
+    ]
+    return "\n".join(parts)
+
+
+_AOT_CONFIG_FIELDS = (
+    "num_params_buffers",
+    "keep_inference_input_mutations",
+    "is_export",
+    "no_tangents",
+    "dynamic_shapes",
+    "aot_autograd_arg_pos_to_source",
+    "static_input_indices",
+    "enable_log",
+    "pre_dispatch",
+    "precompile_backend_id",
+)
+
+
+def _source_name(source: Any) -> str | None:
+    if source is None:
+        return None
+    name = getattr(source, "name", None)
+    if callable(name):
+        name = name()
+    return str(name) if name is not None else str(source)
+
+
+def _aot_config_component(aot_config: Any) -> str:
+    lines = []
+    for name in _AOT_CONFIG_FIELDS:
+        value = getattr(aot_config, name, None)
+        if name == "aot_autograd_arg_pos_to_source" and value is not None:
+            value = [_source_name(s) for s in value]
+        try:
+            lines.append(f"{name}={encode_value(value)}")
+        except Unkeyable:
+            lines.append(f"{name}={value!s}")
+    return "\n".join(lines)
+
+
+def _hardware_component(example_inputs: Sequence[Any]) -> str:
+    devices: set[tuple[str, int]] = set()
+    for x in example_inputs:
+        if isinstance(x, torch.Tensor):
+            d = x.device
+            if d.type == "meta":
+                continue
+            devices.add((d.type, d.index if d.index is not None else -1))
+    lines = []
+    for dev_type, index in sorted(devices):
+        if dev_type == "cpu":
+            lines.append("cpu " + fingerprint.cpu_features())
+        else:
+            if index < 0:
+                index = torch.cuda.current_device() if dev_type == "cuda" else 0
+            lines.append(f"{dev_type}:{index} " + fingerprint.gpu_properties(dev_type, index))
+    return "\n".join(lines)
+
+
+@dataclasses.dataclass
+class KeyComputation:
+    key: str
+    components: dict[str, str]
+    detail: dict[str, str]
+
+    def debug_lines(self) -> list[str]:
+        return [f"[{name}] {value}" for name, value in self.components.items()]
+
+
+def compute_key(
+    gm: torch.fx.GraphModule,
+    example_inputs: Sequence[Any],
+    aot_config: Any,
+    fx_config: dict[str, Any],
+    *,
+    keep_detail: bool = False,
+) -> KeyComputation:
+    """Compute the key of a graph; raises BypassAOTAutogradCache if it may not be cached.
+
+    Never modifies ``gm``.
+    """
+    check_cacheable(gm)
+    _check_triton_version()
+    detail: dict[str, str] = {}
+
+    def add(name: str, text: str) -> None:
+        components[name] = digest(text)
+        if keep_detail:
+            detail[name] = text
+
+    components: dict[str, str] = {}
+    try:
+        add("format", str(schemas.FORMAT_VERSION))
+        encoder = GraphEncoder(gm)
+        add("graph", "\n".join(encoder.lines()))
+        add("inputs", "\n".join(encode_inputs(example_inputs)))
+        add("aot_config", _aot_config_component(aot_config))
+        add(
+            "fx_config",
+            "cudagraphs=%s\nforward_device=%s"
+            % (
+                bool(_compat.unbox(fx_config.get("cudagraphs"))),
+                _compat.unbox(fx_config.get("boxed_forward_device_index")),
+            ),
+        )
+        add("runtime", _runtime_component())
+    except Unkeyable as e:
+        raise BypassAOTAutogradCache(str(e)) from None
+    components["functorch"] = _config_digest(
+        functorch_config, _FUNCTORCH_IGNORED_PREFIXES, _FUNCTORCH_CALLABLE_KEYS
+    )
+    components["inductor"] = _config_digest(
+        torch._inductor.config, _INDUCTOR_IGNORED_PREFIXES, _INDUCTOR_CALLABLE_KEYS
+    )
+    if keep_detail:
+        detail["functorch"] = _config_component(
+            functorch_config, _FUNCTORCH_IGNORED_PREFIXES, _FUNCTORCH_CALLABLE_KEYS
+        )
+        detail["inductor"] = _config_component(
+            torch._inductor.config, _INDUCTOR_IGNORED_PREFIXES, _INDUCTOR_CALLABLE_KEYS
+        )
+    add("system", json.dumps(fingerprint.system_description(), sort_keys=True))
+    add("hardware", _hardware_component(example_inputs))
+    components["torch_src"] = fingerprint.torch_fingerprint.get()
+    if keep_detail:
+        detail["torch_src"] = components["torch_src"]
+    add("triton_src", "\n".join(encoder.triton_sources))
+    add("tag", str(torch.compiler.config.cache_key_tag))
+    whole = "\n".join(f"{k}={v}" for k, v in components.items())
+    return KeyComputation(KEY_PREFIX + digest(whole, 20), components, detail)
+
+
+def _unwrap_gm(mod: Any) -> Any:
+    gm_wrapper = getattr(torch._dynamo.utils, "GmWrapper", None)
+    if gm_wrapper is not None and isinstance(mod, gm_wrapper):
+        return mod.gm
+    return mod
+
+
+def autograd_cache_key(
+    mod: Any,
+    example_inputs: Sequence[Any],
+    config: Any,
+    compiler_config_extra: Any = None,
+    *rest: Any,
+) -> tuple[str, list[str]]:
+    """The key of a Dynamo graph and its inputs, with its component listing.
+
+    Installed as ``torch._functorch._aot_autograd.autograd_cache.autograd_cache_key``;
+    the pipeline and the public key API reach it there.  The fourth argument
+    is 2.13's ``CompilerConfigExtra`` or 2.11's fx_config dict.
+    """
+    gm = _unwrap_gm(mod)
+    fx_config = _compat.fx_config_from(compiler_config_extra, *rest)
+    result = compute_key(gm, example_inputs, config, fx_config)
+    _remember_components(result.key, result.components)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("torch_aotcache key %s components:\n%s", result.key, "\n".join(result.debug_lines()))
+    return result.key, result.debug_lines()
+
+
+def describe_key(
+    gm: torch.fx.GraphModule,
+    example_inputs: Sequence[Any],
+    aot_config: Any,
+    fx_config: dict[str, Any] | None = None,
+) -> KeyComputation:
+    """The key with the readable text of every component (for tools and tests)."""
+    return compute_key(
+        _unwrap_gm(gm), example_inputs, aot_config, fx_config or {}, keep_detail=True
+    )
+
+
+# The components of recent keys, kept until the compile saves its entry.
+_recent_components: OrderedDict[str, dict[str, str]] = OrderedDict()
+_recent_lock = threading.Lock()
+
+
+def _remember_components(key: str, components: dict[str, str]) -> None:
+    with _recent_lock:
+        _recent_components[key] = components
+        _recent_components.move_to_end(key)
+        while len(_recent_components) > 256:
+            _recent_components.popitem(last=False)
+
+
+# ---------------------------------------------------------------------------
+# Lookup
+# ---------------------------------------------------------------------------
+
+_warned: set[str] = set()
+
+
+def _warn_once(tag: str, msg: str, *args: Any) -> None:
+    if tag not in _warned:
+        _warned.add(tag)
+        log.warning(msg, *args)
+
+
+def _record_result(local_hit: bool, local_miss: bool) -> None:
+    if local_hit:
+        cache_stats.hit(STATS_NAME)
+        _compat.increment_compile_event("aotautograd_local_cache_hit_count")
+    if local_miss:
+        cache_stats.miss(STATS_NAME)
+        _compat.increment_compile_event("aotautograd_local_cache_miss_count")
+
+
+def find_entry(
+    key: str, local: bool, hints: list[Any], cache_info: dict[str, Any]
+) -> tuple[Any, bytes] | None:
+    """The first verified entry under ``key`` whose guards pass, unpickled.
+
+    Returns (result object, entry bytes) or None.  Entries that fail
+    verification are skipped (they are never unpickled).
+    """
+    status = "full_miss"
+    sample_guard = None
+    found = None
+    if local:
+        torch_version = torch.__version__
+        for stored in local_store.candidates(key):
+            try:
+                header, payload = schemas.decode_header(stored.data)
+                if header.key != key:
+                    raise schemas.EntryFormatError("entry is under the wrong key")
+            except schemas.EntryFormatError as e:
+                _warn_once(stored.path, "torch_aotcache: ignoring bad entry %s: %s", stored.path, e)
+                counters["torch_aotcache"]["entry_rejected"] += 1
+                continue
+            if header.guards_expr:
+                ok = bool(upstream.AOTAutogradCache.evaluate_guards(header.guards_expr, hints))
+                if not ok:
+                    status = "guard_miss"
+                    sample_guard = header.guards_expr
+                    continue
+                sample_guard = header.guards_expr
+            try:
+                header, payload = schemas.verify_entry(stored.data, key=key, torch_version=torch_version)
+            except schemas.EntryFormatError as e:
+                _warn_once(stored.path, "torch_aotcache: ignoring bad entry %s: %s", stored.path, e)
+                counters["torch_aotcache"]["entry_rejected"] += 1
+                continue
+            found = (schemas.load_payload(payload), stored.data)
+            status = "hit"
+            break
+    cache_info["cache_status_detailed"] = status
+    if sample_guard is not None:
+        cache_info["cache_status_guard_expr"] = sample_guard
+    _record_result(local_hit=found is not None, local_miss=found is None and local)
+    return found
+
+
+def lookup(
+    key: str,
+    local: bool,
+    remote: bool,
+    args: list[Any],
+    cache_info: dict[str, Any],
+    aot_config: Any,
+) -> tuple[Any, bytes] | None:
+    """Installed as ``AOTAutogradCache._lookup``: (result, entry bytes) or None."""
+    symints = upstream.AOTAutogradCache._filter_backed_symints(args)
+    hints = [_compat.guard_hint(s) for s in symints]
+    result = None
+    try:
+        result = find_entry(key, local, hints, cache_info)
+        if result is None and cache_info.get("cache_status_detailed") == "guard_miss":
+            counters["aot_autograd"]["autograd_cache_guard_miss"] += 1
+        if result is not None:
+            entry, data = result
+            _compat.record_artifact_if_present(key, data)
+            if (
+                upstream.should_bundle_autograd_cache()
+                and aot_config is not None
+                and getattr(aot_config, "precompile_backend_id", None) is not None
+            ):
+                _compat.record_precompile_artifact(aot_config.precompile_backend_id, entry)
+    except Exception as e:
+        log.info("torch_aotcache unable to load compiled graph: %s", e)
+        if functorch_config.strict_autograd_cache:
+            raise
+        return None
+    return result
+
+
+# ---------------------------------------------------------------------------
+# try_load: the entry point from aot_module_simplified
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class LoadOutcome:
+    compiled_fn: Callable[..., Any] | None
+    cache_key: str | None
+    symints: list[Any]
+
+
+def try_load_impl(
+    mod: Any,
+    args: list[Any],
+    aot_config: Any,
+    fx_config: dict[str, Any],
+    local: bool,
+    remote: bool,
+    key_arg: Any = None,
+) -> LoadOutcome:
+    """Shared body of the version-specific ``try_load`` adapters in _compat.py."""
+    compiled_fn = None
+    cache_key: str | None = None
+    cache_info: dict[str, Any] = {}
+    debug_lines: list[str] = []
+    cache_state = "miss"
+    event_time = time.time_ns()
+    if remote:
+        _warn_once(
+            "remote",
+            "torch_aotcache: a remote AOTAutograd cache was requested, but "
+            "torch_aotcache has no remote tier configured; using the local store only",
+        )
+    try:
+        # Look the key function up at call time, as upstream does: tests and
+        # tools may patch it.
+        cache_key, debug_lines = upstream.autograd_cache_key(mod, args, aot_config, key_arg)
+        result = lookup(cache_key, local, remote, args, cache_info, aot_config)
+        if result is not None:
+            entry, data = result
+            compiled_fn = wrap_cached_result(entry, data, args, aot_config, fx_config)
+            log.info("AOTAutograd cache hit for key %s", cache_key)
+            counters["aot_autograd"]["autograd_cache_hit"] += 1
+            cache_state = "hit"
+            fw = entry.forward_time_taken_ns // 1_000_000
+            bw = entry.backward_time_taken_ns // 1_000_000
+            cache_info.update(
+                forward_time_saved_ms=fw, backward_time_saved_ms=bw, time_saved_ms=fw + bw
+            )
+        else:
+            log.info("AOTAutograd cache miss for key %s", cache_key)
+            counters["aot_autograd"]["autograd_cache_miss"] += 1
+        event_time = time.time_ns()
+    except FXGraphCacheMiss as e:
+        # The entry refers to Inductor graphs that are gone: a miss, and the
+        # compile's save replaces the entry.
+        counters["aot_autograd"]["autograd_cache_miss"] += 1
+        cache_state = "miss"
+        if functorch_config.strict_autograd_cache or _compat.strict_precompile():
+            raise e
+    except Exception as e:
+        cache_key = None
+        counters["aot_autograd"]["autograd_cache_bypass"] += 1
+        log.info("Bypassing autograd cache due to: %s", e)
+        cache_state = "bypass"
+        event_time = time.time_ns()
+        cache_info["cache_bypass_reason"] = str(e)
+        cache_info["cache_bypass_exception_type"] = type(e).__name__
+        cache_info["cache_bypass_traceback"] = traceback.format_exc().split("\n")
+        cache_info["cache_bypass_hard_exception"] = not isinstance(e, BypassAOTAutogradCache)
+        if functorch_config.strict_autograd_cache or _compat.strict_precompile():
+            raise e
+
+    symints = []
+    if compiled_fn is None:
+        symints = upstream.AOTAutogradCache._filter_backed_symints(args)
+    cache_info.update(key=cache_key, cache_state=cache_state, components=debug_lines)
+    _compat.log_cache_event(cache_state, cache_info, event_time, local, remote)
+    torch._logging.trace_structured(
+        "artifact",
+        metadata_fn=lambda: {"name": f"aotautograd_cache_{cache_state}", "encoding": "json"},
+        payload_fn=lambda: json.dumps(cache_info, default=str),
+    )
+    return LoadOutcome(compiled_fn, cache_key if compiled_fn is None else None, symints)
+
+
+# ---------------------------------------------------------------------------
+# Save
+# ---------------------------------------------------------------------------
+
+
+# Returned by generate_guards_expression when the guards cannot be produced:
+# save() refuses such an entry (an entry without its guards could hit falsely).
+UNSAVEABLE_GUARDS = "<torch_aotcache: guards unavailable>"
+
+
+def generate_guards_expression(cls: Any, cache_info: Any) -> str | None:
+    """Installed as ``AOTAutogradCache.generate_guards_expression`` (a classmethod)."""
+    try:
+        shape_env = upstream.AOTAutogradCache._get_shape_env()
+        if shape_env is None:
+            return None
+        symints = cache_info.forward_symints
+        guards = shape_env.get_pruned_guards(symints)
+        return shape_env.produce_guards_expression(placeholders=symints, guards=guards)
+    except Exception as e:
+        log.warning("torch_aotcache: cannot produce shape guards, entry not saved: %s", e)
+        if functorch_config.strict_autograd_cache:
+            raise
+        return UNSAVEABLE_GUARDS
+
+
+def pickle_entry(entry: Any) -> bytes:
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    with _disable_current_modes():
+        return pickle.dumps(entry)
+
+
+def encode_for_store(key: str, entry: Any, payload: bytes) -> bytes:
+    with _recent_lock:
+        components = _recent_components.get(key, {})
+    mode = "bundled" if _compat.is_bundled_result(entry) else "fxgraphcache"
+    header = schemas.make_header(
+        key=key,
+        payload=payload,
+        torch_version=torch.__version__,
+        created_ns=time.time_ns(),
+        forward_cost_ns=getattr(entry, "forward_time_taken_ns", 0) or 0,
+        backward_cost_ns=getattr(entry, "backward_time_taken_ns", 0) or 0,
+        guards_expr=getattr(entry, "guards_expr", None),
+        mode=mode,
+        components=components,
+    )
+    return schemas.encode_entry(header, payload)
+
+
+def save(key: str, entry: Any, remote: bool) -> None:
+    """Installed as ``AOTAutogradCache.save``.  Never raises outside strict mode."""
+    try:
+        if getattr(entry, "guards_expr", None) == UNSAVEABLE_GUARDS:
+            counters["torch_aotcache"]["save_skipped_no_guards"] += 1
+            return
+        entry.pre_save()
+        try:
+            payload = pickle_entry(entry)
+        except (pickle.PicklingError, TypeError, AttributeError) as e:
+            log.warning("AOTAutograd cache unable to serialize compiled graph: %s", e)
+            counters["torch_aotcache"]["pickle_failed"] += 1
+            if functorch_config.strict_autograd_cache:
+                raise
+            return
+        data = encode_for_store(key, entry, payload)
+        _compat.record_artifact(key, data)
+        if upstream.should_bundle_autograd_cache():
+            cfg = getattr(entry, "sanitized_aot_config", None)
+            backend_id = getattr(cfg, "precompile_backend_id", None)
+            if backend_id is not None:
+                _compat.record_precompile_artifact(backend_id, entry)
+                cfg.precompile_backend_id = None
+        header, _ = schemas.decode_header(data)
+        path = local_store.put(key, header.entry_id, data)
+        log.info("Writing AOTAutograd cache entry to %s", path)
+        counters["aot_autograd"]["autograd_cache_saved"] += 1
+        cache_stats.put(STATS_NAME)
+    except BypassAOTAutogradCache as e:
+        counters["aot_autograd"]["autograd_cache_bypass"] += 1
+        log.info("Bypassing autograd cache due to: %s", e)
+        if functorch_config.strict_autograd_cache:
+            raise
+    except OSError as e:
+        counters["torch_aotcache"]["store_write_failed"] += 1
+        _warn_once("write:" + type(e).__name__, "torch_aotcache: cannot write cache entry: %s", e)
+        if functorch_config.strict_autograd_cache:
+            raise
+    except Exception as e:
+        log.warning("AOTAutograd cache unable to save compiled graph: %s", e)
+        counters["torch_aotcache"]["save_failed"] += 1
+        if functorch_config.strict_autograd_cache:
+            raise
+
+
+def write_to_local_cache(key: str, content: bytes) -> None:
+    """Installed as ``AOTAutogradCache._write_to_local_cache`` (Mega-Cache loading).
+
+    Content in our format is verified and stored; anything else is an upstream
+    entry and goes to upstream's own folder, where we never read it.
+    """
+    try:
+        header, _ = schemas.verify_entry(content, key=key, torch_version=torch.__version__)
+    except schemas.EntryFormatError as e:
+        if content[: len(schemas.MAGIC) - 2] == schemas.MAGIC[:-2]:
+            log.warning("torch_aotcache: refusing cache artifact for key %s: %s", key, e)
+            counters["torch_aotcache"]["entry_rejected"] += 1
+            return
+        from . import patching
+
+        patching.get_original(upstream.AOTAutogradCache, "_write_to_local_cache")(key, content)
+        return
+    local_store.put(key, header.entry_id, content)
+
+
+def clear() -> None:
+    """Installed as ``AOTAutogradCache.clear``: removes every local entry."""
+    local_store.clear()
+
+
+def make_entry(*args: Any, **kwargs: Any) -> Any:
+    """Installed as ``AOTAutogradCache.make_entry``; see _compat.make_entry."""
+    return _compat.make_entry(*args, **kwargs)

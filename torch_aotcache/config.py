@@ -1,0 +1,38 @@
+"""
+Configuration of torch_aotcache.
+
+Knobs live in torch's config machinery (``torch.utils._config_module``), so they
+can be read, patched in tests with ``config.patch(...)`` and set from the
+environment like PyTorch's own.  Upstream's knobs for the AOTAutograd cache
+(``torch._functorch.config.enable_autograd_cache`` and friends) keep their
+meaning and are read where upstream reads them; this module holds only what
+torch_aotcache adds.
+"""
+
+# No ``from __future__ import annotations`` here: install_config_module turns
+# every module global into a knob.
+import sys
+
+from torch.utils._config_module import Config, install_config_module
+
+# Name of the folder under Inductor's ``cache_dir()`` that holds our store.
+# Stock torch uses ``aotautograd/``; keeping apart means neither reads the
+# other's entries (see Note [Sharing a cache dir with stock torch] in storage.py).
+subdir: str = "torch_aotcache"
+
+# Keep the content fingerprint of the torch install between processes, keyed
+# by a stat signature of its source files.  See Note [Torch install fingerprint].
+persist_torch_fingerprint: bool = Config(
+    env_name_default="TORCH_AOTCACHE_PERSIST_FINGERPRINT", default=True
+)
+
+# Upper bound on the number of guarded entries kept under one key; a save past
+# it drops the oldest entry of that key.
+max_entries_per_key: int = 64
+
+# Log the per-component digests of every key at DEBUG (cheap: they are computed
+# anyway) and include them in the structured trace.
+log_key_components: bool = True
+
+
+install_config_module(sys.modules[__name__])

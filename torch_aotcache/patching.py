@@ -1,0 +1,252 @@
+"""
+Installing torch_aotcache in place of upstream's AOTAutograd cache.
+
+Note [Patch sites]
+~~~~~~~~~~~~~~~~~~
+``aot_autograd.py`` and ``graph_compile.py`` import the *class*
+``AOTAutogradCache`` by name, so rebinding module globals would not reach
+them; attributes on the class are shared by identity and do.  The key function
+is the exception: upstream looks it up as the module global
+``autograd_cache.autograd_cache_key`` at call time, and so does the public key
+API.  :data:`PATCH_SITES` lists every attribute we replace; a test checks the
+list against upstream's call sites and each original's signature.
+
+Originals are read with ``vars(owner)`` (the raw ``staticmethod`` /
+``classmethod`` object, never a bound method) and saved once: installing twice
+changes nothing, and ``uninstall()`` puts back the identical objects.  On a
+torch release we do not support, ``install()`` warns once and touches
+nothing; it also touches nothing if any site is missing or has another
+signature than expected, so torch is never left half-patched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import logging
+import threading
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from . import _compat
+
+
+log = logging.getLogger(__name__)
+
+_OWNER_MODULE = "torch._functorch._aot_autograd.autograd_cache"
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchSite:
+    """One attribute we replace: ``<module>.<owner>.<attr>`` (owner None: a module global)."""
+
+    owner: str | None
+    attr: str
+    kind: str  # "function", "staticmethod" or "classmethod"
+    # Our replacement, by name: "module:function" under torch_aotcache, or a
+    # dict from release to such a name.
+    replacement: str | dict[str, str]
+    # Upstream's parameter names, per release (cls excluded for classmethods).
+    params: dict[str, tuple[str, ...]]
+    module: str = _OWNER_MODULE
+
+    @property
+    def name(self) -> str:
+        return f"{self.module}.{self.owner + '.' if self.owner else ''}{self.attr}"
+
+    def replacement_for(self, release: str) -> Callable[..., Any]:
+        spec = self.replacement[release] if isinstance(self.replacement, dict) else self.replacement
+        mod_name, func = spec.split(":")
+        return getattr(importlib.import_module("torch_aotcache." + mod_name), func)
+
+
+def _both(params: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    return {rel: params for rel in _compat.SUPPORTED_RELEASES}
+
+
+PATCH_SITES: tuple[PatchSite, ...] = (
+    PatchSite(
+        None,
+        "autograd_cache_key",
+        "function",
+        "autograd_cache:autograd_cache_key",
+        {
+            "2.11": ("gm", "example_inputs", "config", "fx_config"),
+            "2.13": ("mod", "example_inputs", "config", "compiler_config_extra"),
+        },
+    ),
+    PatchSite(
+        "AOTAutogradCache",
+        "try_load",
+        "staticmethod",
+        {"2.11": "_compat:try_load_v2_11", "2.13": "_compat:try_load_v2_13"},
+        {
+            "2.11": ("mod", "args", "aot_config", "cudagraphs", "boxed_forward_device_index", "local", "remote"),
+            "2.13": ("mod", "args", "aot_config", "compiler_config_extra", "local", "remote", "compile_region_name"),
+        },
+    ),
+    PatchSite(
+        "AOTAutogradCache",
+        "_lookup",
+        "staticmethod",
+        "autograd_cache:lookup",
+        _both(("key", "local", "remote", "args", "cache_info", "aot_config")),
+    ),
+    PatchSite(
+        "AOTAutogradCache",
+        "make_entry",
+        "staticmethod",
+        "autograd_cache:make_entry",
+        {rel: p for rel, p in _compat.MAKE_ENTRY_PARAMS.items()},
+    ),
+    PatchSite(
+        "AOTAutogradCache",
+        "save",
+        "staticmethod",
+        "autograd_cache:save",
+        _both(("key", "entry", "remote")),
+    ),
+    PatchSite(
+        "AOTAutogradCache",
+        "generate_guards_expression",
+        "classmethod",
+        "autograd_cache:generate_guards_expression",
+        _both(("cache_info",)),
+    ),
+    PatchSite(
+        "AOTAutogradCache",
+        "clear",
+        "staticmethod",
+        "autograd_cache:clear",
+        _both(()),
+    ),
+    PatchSite(
+        "AOTAutogradCache",
+        "_write_to_local_cache",
+        "staticmethod",
+        "autograd_cache:write_to_local_cache",
+        _both(("key", "content")),
+    ),
+)
+
+# Attributes of AOTAutogradCache that upstream code calls and that we
+# deliberately leave as upstream's (they are building blocks we reuse).
+UNPATCHED_BY_DESIGN = frozenset(
+    {"evaluate_guards", "_filter_backed_symints", "_get_shape_env", "get_remote_cache"}
+)
+
+_lock = threading.RLock()
+# (module, owner, attr) -> the original raw object.  See Note [Patch sites].
+_saved: dict[tuple[str, str | None, str], Any] = {}
+_warned_unsupported = False
+
+
+def _owner_object(site: PatchSite) -> Any:
+    module = importlib.import_module(site.module)
+    return getattr(module, site.owner) if site.owner else module
+
+
+def _raw(owner: Any, attr: str) -> Any:
+    """The attribute as stored (not bound), found along the MRO for classes."""
+    if inspect.isclass(owner):
+        for klass in owner.__mro__:
+            if attr in vars(klass):
+                return vars(klass)[attr]
+        raise AttributeError(attr)
+    return vars(owner)[attr]
+
+
+def _function_of(raw: Any) -> Callable[..., Any]:
+    return raw.__func__ if isinstance(raw, (staticmethod, classmethod)) else raw
+
+
+def expected_signature_problem(site: PatchSite, release: str) -> str | None:
+    """Why ``site``'s current original does not match what we expect, or None."""
+    try:
+        owner = _owner_object(site)
+        raw = _saved.get((site.module, site.owner, site.attr)) or _raw(owner, site.attr)
+    except (ImportError, AttributeError) as e:
+        return f"{site.name} is missing: {e}"
+    kinds = {"staticmethod": staticmethod, "classmethod": classmethod}
+    if site.kind in kinds and not isinstance(raw, kinds[site.kind]):
+        return f"{site.name} is a {type(raw).__name__}, expected a {site.kind}"
+    params = list(inspect.signature(_function_of(raw)).parameters)
+    if site.kind == "classmethod":
+        params = params[1:]
+    if tuple(params) != site.params[release]:
+        return f"{site.name} takes {tuple(params)}, expected {site.params[release]}"
+    return None
+
+
+def is_installed() -> bool:
+    return bool(_saved)
+
+
+def get_original(owner: Any, attr: str) -> Any:
+    """The upstream object behind a patched attribute (bound as ``getattr`` would)."""
+    module = owner.__module__ if inspect.isclass(owner) else owner.__name__
+    owner_name = owner.__name__ if inspect.isclass(owner) else None
+    raw = _saved.get((module, owner_name, attr))
+    if raw is None:
+        return getattr(owner, attr)
+    return raw.__get__(None, owner) if isinstance(raw, (staticmethod, classmethod)) else raw
+
+
+def install() -> bool:
+    """Put torch_aotcache in place of upstream's cache; returns whether it is installed."""
+    global _warned_unsupported
+    with _lock:
+        if _saved:
+            return True
+        import torch
+
+        release = _compat.torch_release()
+        if release is None:
+            if not _warned_unsupported:
+                _warned_unsupported = True
+                warnings.warn(
+                    "torch_aotcache supports torch %s; this is torch %s, so torch's "
+                    "own AOTAutograd cache stays in use"
+                    % (" and ".join(f"{r}.x" for r in _compat.SUPPORTED_RELEASES), torch.__version__),
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            return False
+        problems = [p for s in PATCH_SITES if (p := expected_signature_problem(s, release))]
+        if problems:
+            warnings.warn(
+                "torch_aotcache left torch untouched: " + "; ".join(problems),
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return False
+        plan = []
+        for site in PATCH_SITES:
+            owner = _owner_object(site)
+            func = site.replacement_for(release)
+            new = {"staticmethod": staticmethod, "classmethod": classmethod}.get(site.kind)
+            plan.append((site, owner, new(func) if new else func))
+        for site, owner, new_obj in plan:
+            _saved.setdefault((site.module, site.owner, site.attr), _raw(owner, site.attr))
+            setattr(owner, site.attr, new_obj)
+        from .fingerprint import torch_fingerprint
+
+        torch_fingerprint.prefetch()
+        log.debug("torch_aotcache installed over torch %s", torch.__version__)
+        return True
+
+
+def uninstall() -> None:
+    """Restore every patched attribute to the identical upstream object."""
+    with _lock:
+        for site in reversed(PATCH_SITES):
+            k = (site.module, site.owner, site.attr)
+            if k in _saved:
+                setattr(_owner_object(site), site.attr, _saved.pop(k))
+        _saved.clear()
+
+
+def is_patched(site: PatchSite) -> bool:
+    return (site.module, site.owner, site.attr) in _saved

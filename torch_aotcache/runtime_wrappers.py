@@ -1,0 +1,44 @@
+"""
+The hit path: turning a loaded entry back into the callable AOTAutograd
+returns.  Takes the role of upstream's ``runtime_wrappers.py`` for cached
+results: the wrappers themselves are AOTAutograd's (the entry's
+``wrap_post_compile`` re-applies them), and this module adds what a cache hit
+needs around them.
+
+Note [Serializing a cache hit]
+~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+Precompile and ``torch.compiler`` artifact tools ask a compiled function to
+serialize itself.  A hit returns AOTAutograd's ``SerializableCompiledFunction``
+whose ``serialize()`` re-reads the *verified* payload of the entry it came
+from, so the artifact is the entry as it was before post-compile mutated it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from torch._dynamo.utils import counters
+from torch._functorch._aot_autograd.runtime_wrappers import SerializableCompiledFunction
+
+from . import schemas
+
+
+def wrap_cached_result(
+    entry: Any,
+    entry_bytes: bytes,
+    args: list[Any],
+    aot_config: Any,
+    fx_config: dict[str, Any],
+) -> Callable[..., Any]:
+    """Re-apply AOTAutograd's post-compile wrappers to a loaded entry."""
+    start = time.perf_counter_ns()
+    compiled_fn = entry.wrap_post_compile(args, aot_config, fx_config)
+    counters["torch_aotcache"]["post_compile_ns"] += time.perf_counter_ns() - start
+
+    def serialize() -> Any:
+        _, payload = schemas.decode_header(entry_bytes)
+        return schemas.load_payload(payload)
+
+    return SerializableCompiledFunction(compiled_fn, serialize)

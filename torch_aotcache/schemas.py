@@ -1,0 +1,222 @@
+"""
+The on-disk (and on-the-wire) form of a torch_aotcache entry.
+
+Upstream's ``schemas.py`` holds the metadata AOTAutograd carries between its
+stages; ours holds the metadata an *entry* carries between processes.  The
+payload is one of AOTAutograd's own result classes
+(``AOTAutogradResult`` / ``BundledAOTAutogradResult``), pickled; everything a
+reader needs in order to decide whether to trust that pickle sits in front of
+it, in a header that is parsed without unpickling anything.
+
+Note [Entry layout]
+~~~~~~~~~~~~~~~~~~~
+An entry is::
+
+    MAGIC (16 bytes) | header length (4 bytes, big endian) | header (JSON) | payload
+
+``MAGIC`` carries the format version.  The header is UTF-8 JSON with the
+fields of :class:`EntryHeader`.  ``payload_size`` and ``payload_sha256``
+describe the payload exactly; a reader checks both before ``pickle.loads``
+ever sees a byte of it.  A file that fails any check (wrong magic, unknown
+format version, another torch version, a header that does not parse, a size
+or checksum that does not match) is a miss, never an error, and is never
+unpickled.  JSON keeps the header readable by tools that do not import torch
+(``python -m torch_aotcache ls``) and makes a corrupted header fail to parse
+instead of executing anything.
+
+Rejected: putting the header inside the pickle (a reader would have to
+unpickle to learn whether to unpickle), and a fixed binary struct (each new
+field would need a new format version).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+import pickle
+import struct
+from typing import Any
+
+
+FORMAT_VERSION = 1
+MAGIC = b"TORCH-AOTCACHE" + bytes([0, FORMAT_VERSION])
+assert len(MAGIC) == 16
+_LEN = struct.Struct(">I")
+# A header beyond this size is taken as corruption rather than read.
+MAX_HEADER_BYTES = 1 << 20
+
+
+class EntryFormatError(Exception):
+    """An entry that cannot be trusted: it is a miss, and is never unpickled."""
+
+
+@dataclasses.dataclass
+class EntryHeader:
+    """Everything known about an entry without unpickling its payload."""
+
+    format_version: int
+    key: str
+    torch_version: str
+    created_ns: int
+    forward_cost_ns: int
+    backward_cost_ns: int
+    payload_size: int
+    payload_sha256: str
+    # ShapeEnv guard expression the entry is valid under ("" when unguarded).
+    guards_expr: str
+    # "bundled" (compiled code inside the payload) or "fxgraphcache" (payload
+    # refers to Inductor's FX graph cache by key).
+    mode: str
+    # Per-component digests of the key, for ``explain``.
+    components: dict[str, str]
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def compile_cost_ns(self) -> int:
+        return self.forward_cost_ns + self.backward_cost_ns
+
+    @property
+    def entry_id(self) -> str:
+        """Name of the entry under its key: one entry per key and guard."""
+        return hashlib.sha256(self.guards_expr.encode()).hexdigest()[:24]
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            dataclasses.asdict(self), sort_keys=True, separators=(",", ":")
+        ).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> EntryHeader:
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise EntryFormatError(f"header does not parse: {e}") from None
+        if not isinstance(obj, dict):
+            raise EntryFormatError("header is not an object")
+        names = {f.name for f in dataclasses.fields(cls)}
+        required = {
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+        }
+        missing = required - obj.keys()
+        if missing:
+            raise EntryFormatError(f"header lacks {sorted(missing)}")
+        header = cls(**{k: v for k, v in obj.items() if k in names})
+        _check_types(header)
+        return header
+
+
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "format_version": int,
+    "key": str,
+    "torch_version": str,
+    "created_ns": int,
+    "forward_cost_ns": int,
+    "backward_cost_ns": int,
+    "payload_size": int,
+    "payload_sha256": str,
+    "guards_expr": str,
+    "mode": str,
+    "components": dict,
+    "extra": dict,
+}
+
+
+def _check_types(header: EntryHeader) -> None:
+    for name, typ in _FIELD_TYPES.items():
+        value = getattr(header, name)
+        if not isinstance(value, typ) or isinstance(value, bool) and typ is int:
+            raise EntryFormatError(f"header field {name} has type {type(value)}")
+
+
+def payload_digest(payload: bytes | memoryview) -> str:
+    return hashlib.sha256(payload).hexdigest()
+
+
+def encode_entry(header: EntryHeader, payload: bytes) -> bytes:
+    """Serialize an entry; ``header``'s size and checksum must describe ``payload``."""
+    raw = header.to_json()
+    return b"".join((MAGIC, _LEN.pack(len(raw)), raw, payload))
+
+
+def make_header(
+    *,
+    key: str,
+    payload: bytes,
+    torch_version: str,
+    created_ns: int,
+    forward_cost_ns: int,
+    backward_cost_ns: int,
+    guards_expr: str | None,
+    mode: str,
+    components: dict[str, str],
+    extra: dict[str, Any] | None = None,
+) -> EntryHeader:
+    return EntryHeader(
+        format_version=FORMAT_VERSION,
+        key=key,
+        torch_version=torch_version,
+        created_ns=int(created_ns),
+        forward_cost_ns=int(forward_cost_ns),
+        backward_cost_ns=int(backward_cost_ns),
+        payload_size=len(payload),
+        payload_sha256=payload_digest(payload),
+        guards_expr=guards_expr or "",
+        mode=mode,
+        components=dict(components),
+        extra=dict(extra or {}),
+    )
+
+
+def decode_header(data: bytes) -> tuple[EntryHeader, memoryview]:
+    """Parse an entry's header; returns it with a view of the (unverified) payload.
+
+    Raises :class:`EntryFormatError` for anything that is not a well-formed
+    entry of this format version.  Never unpickles.
+    """
+    if len(data) < len(MAGIC) + _LEN.size:
+        raise EntryFormatError(f"entry is truncated ({len(data)} bytes)")
+    if data[: len(MAGIC) - 1] != MAGIC[:-1]:
+        raise EntryFormatError("not a torch_aotcache entry")
+    if data[len(MAGIC) - 1] != FORMAT_VERSION:
+        raise EntryFormatError(
+            f"entry has format version {data[len(MAGIC) - 1]}, expected {FORMAT_VERSION}"
+        )
+    (hlen,) = _LEN.unpack_from(data, len(MAGIC))
+    start = len(MAGIC) + _LEN.size
+    if hlen > MAX_HEADER_BYTES or start + hlen > len(data):
+        raise EntryFormatError("header length is out of range")
+    header = EntryHeader.from_json(bytes(data[start : start + hlen]))
+    if header.format_version != FORMAT_VERSION:
+        raise EntryFormatError(f"header has format version {header.format_version}")
+    payload = memoryview(data)[start + hlen :]
+    return header, payload
+
+
+def verify_entry(
+    data: bytes, *, key: str | None, torch_version: str
+) -> tuple[EntryHeader, memoryview]:
+    """Parse and fully verify an entry; after this the payload may be unpickled."""
+    header, payload = decode_header(data)
+    if key is not None and header.key != key:
+        raise EntryFormatError(f"entry is for key {header.key}, not {key}")
+    if header.torch_version != torch_version:
+        raise EntryFormatError(
+            f"entry was written by torch {header.torch_version}, this is {torch_version}"
+        )
+    if len(payload) != header.payload_size:
+        raise EntryFormatError(
+            f"payload has {len(payload)} bytes, header says {header.payload_size}"
+        )
+    if not hmac.compare_digest(payload_digest(payload), header.payload_sha256):
+        raise EntryFormatError("payload checksum does not match")
+    return header, payload
+
+
+def load_payload(payload: memoryview | bytes) -> Any:
+    """Unpickle a payload.  Only call on a payload :func:`verify_entry` accepted."""
+    return pickle.loads(payload)

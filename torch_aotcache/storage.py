@@ -1,0 +1,154 @@
+"""
+The local disk store of torch_aotcache entries.
+
+Note [Store layout]
+~~~~~~~~~~~~~~~~~~~
+``<cache_dir>/torch_aotcache/entries/<key[3:5]>/<key>/<entry_id>.entry``
+
+``cache_dir`` is Inductor's (``TORCHINDUCTOR_CACHE_DIR`` moves it, and
+``fresh_cache()`` points it at a temporary folder); it is read on every call,
+never cached, so both take effect at once.  One folder per key holds one file
+per guard expression (``entry_id`` hashes the guard), so a lookup lists one
+small folder whatever the size of the store, and a second save of the same key
+and guard replaces the file instead of adding a duplicate.  The two-character
+fan-out keeps any one folder small.
+
+Writes are atomic: the bytes go to a hidden temporary file in the same folder,
+then ``os.replace`` puts it in place.  Readers skip names starting with ``.``;
+a writer killed mid-write leaves only such a file.
+
+Note [Sharing a cache dir with stock torch]
+~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+Stock torch keeps its entries in ``<cache_dir>/aotautograd/``; we never read
+that folder and it never reads ours.  Even if a file were copied across, ours
+start with a magic header that is not a pickle, and a reader of ours rejects
+anything without it (see Note [Entry layout] in schemas.py).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from torch._inductor.runtime.runtime_utils import cache_dir
+
+from . import config
+
+
+log = logging.getLogger(__name__)
+
+ENTRY_SUFFIX = ".entry"
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    path: str
+    data: bytes
+
+
+def store_root() -> str:
+    return os.path.join(cache_dir(), config.subdir)
+
+
+def entries_root() -> str:
+    return os.path.join(store_root(), "entries")
+
+
+def key_dir(key: str) -> str:
+    # Keys look like "tac<hex>"; fan out on the first hex characters.
+    shard = key[3:5] if len(key) > 5 else "__"
+    return os.path.join(entries_root(), shard, key)
+
+
+class LocalStore:
+    """Entries on the local disk.  All methods fail soft: see each docstring."""
+
+    def candidates(self, key: str) -> Iterator[StoredEntry]:
+        """Yield the entries stored under ``key``, newest first.
+
+        A folder that is missing or unreadable yields nothing; a file that
+        vanishes between listing and reading is skipped.
+        """
+        folder = key_dir(key)
+        try:
+            with os.scandir(folder) as it:
+                found = [
+                    (e.stat().st_mtime_ns, e.path)
+                    for e in it
+                    if e.name.endswith(ENTRY_SUFFIX) and not e.name.startswith(".")
+                ]
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            log.warning("torch_aotcache: cannot list %s: %s", folder, e)
+            return
+        found.sort(reverse=True)
+        for _, path in found:
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                log.warning("torch_aotcache: cannot read %s: %s", path, e)
+                continue
+            yield StoredEntry(path, data)
+
+    def put(self, key: str, entry_id: str, data: bytes) -> str:
+        """Write an entry atomically; returns its path.  Raises ``OSError``."""
+        folder = key_dir(key)
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, entry_id + ENTRY_SUFFIX)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        self._trim(folder)
+        return path
+
+    def _trim(self, folder: str) -> None:
+        limit = config.max_entries_per_key
+        try:
+            with os.scandir(folder) as it:
+                files = sorted(
+                    (e.stat().st_mtime_ns, e.path)
+                    for e in it
+                    if e.name.endswith(ENTRY_SUFFIX) and not e.name.startswith(".")
+                )
+        except OSError:
+            return
+        for _, path in files[: max(0, len(files) - limit)]:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+    def remove(self, path: str) -> None:
+        try:
+            os.unlink(path)
+        except OSError as e:
+            if e.errno != errno.ENOENT:
+                log.debug("torch_aotcache: cannot remove %s: %s", path, e)
+
+    def iter_paths(self) -> Iterator[str]:
+        """Every entry file in the store (for tools; not on the hot path)."""
+        root = entries_root()
+        for dirpath, _dirs, files in os.walk(root):
+            for name in sorted(files):
+                if name.endswith(ENTRY_SUFFIX) and not name.startswith("."):
+                    yield os.path.join(dirpath, name)
+
+    def clear(self) -> None:
+        shutil.rmtree(entries_root(), ignore_errors=True)
