@@ -1,0 +1,8 @@
+"""``python -m torch_aotcache``: the command line (see cli.py)."""
+
+from __future__ import annotations
+
+from .cli import main
+
+
+raise SystemExit(main())
