@@ -374,6 +374,15 @@ class KeyComputation:
     def debug_lines(self) -> list[str]:
         return [f"[{name}] {value}" for name, value in self.components.items()]
 
+    def subkey(self, names: Sequence[str]) -> str:
+        """A digest over some components only (e.g. those that do not depend on the machine)."""
+        return digest("\n".join(f"{k}={self.components[k]}" for k in names), 20)
+
+
+# Components that depend only on the graph, its inputs and the user's settings,
+# not on the torch build or the machine: the same on every machine and release.
+PORTABLE_COMPONENTS = ("format", "graph", "inputs", "aot_config", "fx_config", "runtime", "triton_src", "tag")
+
 
 def compute_key(
     gm: torch.fx.GraphModule,

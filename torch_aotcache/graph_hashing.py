@@ -158,12 +158,12 @@ def encode_value(value: Any, ref: Callable[[torch.fx.Node], str] | None = None) 
         if ref is None:
             raise Unkeyable("node outside a graph")
         return ref(value)
-    if typ is tuple or typ is list or typ is torch.Size:
-        inner = ",".join(encode_value(v, ref) for v in value)
-        return ("[%s]" if typ is list else "(%s)") % inner
     if isinstance(value, tuple) and hasattr(value, "_fields"):  # namedtuple
         inner = ",".join(encode_value(v, ref) for v in value)
         return f"{qualified_name(typ)}({inner})"
+    if isinstance(value, (list, tuple)):  # FX's immutable_list too, and torch.Size
+        inner = ",".join(encode_value(v, ref) for v in value)
+        return ("[%s]" if isinstance(value, list) else "(%s)") % inner
     if isinstance(value, dict):
         items = sorted(
             (encode_value(k, ref), encode_value(v, ref)) for k, v in value.items()

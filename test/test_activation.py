@@ -1,0 +1,200 @@
+"""
+Activation: install, uninstall, import order, the disable variable and
+unsupported releases.  Each import-order case runs in its own interpreter.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import unittest
+import unittest.mock
+
+import torch
+import torch._functorch._aot_autograd.autograd_cache as upstream_cache
+import torch._functorch._aot_autograd.graph_compile as graph_compile
+import torch._functorch.aot_autograd as aot_autograd_module
+
+import torch_aotcache
+from torch_aotcache import _compat, patching
+
+from common import run_python
+
+
+def _raw_attrs() -> dict[str, object]:
+    out = {}
+    for site in patching.PATCH_SITES:
+        owner = patching._owner_object(site)
+        out[site.name] = patching._raw(owner, site.attr)
+    return out
+
+
+class TestInstall(unittest.TestCase):
+    def tearDown(self) -> None:
+        torch_aotcache.install()
+
+    def test_installed_by_import(self) -> None:
+        self.assertTrue(torch_aotcache.is_installed())
+        from torch_aotcache import autograd_cache as ours
+
+        self.assertIs(upstream_cache.autograd_cache_key, ours.autograd_cache_key)
+
+    def test_install_twice_changes_nothing(self) -> None:
+        before = _raw_attrs()
+        saved = dict(patching._saved)
+        self.assertTrue(torch_aotcache.install())
+        self.assertEqual(_raw_attrs(), before)
+        self.assertEqual(patching._saved, saved)
+        for k, original in saved.items():
+            self.assertIs(patching._saved[k], original)
+
+    def test_uninstall_restores_identical_objects(self) -> None:
+        originals = dict(patching._saved)
+        self.assertEqual(len(originals), len(patching.PATCH_SITES))
+        torch_aotcache.uninstall()
+        self.assertFalse(torch_aotcache.is_installed())
+        now = _raw_attrs()
+        for site in patching.PATCH_SITES:
+            self.assertIs(now[site.name], originals[(site.module, site.owner, site.attr)], site.name)
+        # Uninstalling twice is harmless, and install brings ours back.
+        torch_aotcache.uninstall()
+        self.assertTrue(torch_aotcache.install())
+        self.assertIsNot(upstream_cache.AOTAutogradCache.__dict__["try_load"], originals[
+            (patching._OWNER_MODULE, "AOTAutogradCache", "try_load")
+        ])
+
+    def test_get_original(self) -> None:
+        original = patching.get_original(upstream_cache.AOTAutogradCache, "clear")
+        self.assertEqual(original.__module__, upstream_cache.__name__)
+
+
+class TestPatchTable(unittest.TestCase):
+    """The table of patch sites is complete and each target has the expected signature."""
+
+    def test_every_call_site_is_covered(self) -> None:
+        called = set()
+        for module in (aot_autograd_module, graph_compile):
+            called |= set(re.findall(r"AOTAutogradCache\.(\w+)\(", inspect.getsource(module)))
+        from torch._inductor import standalone_compile
+
+        called |= set(re.findall(r"AOTAutogradCache\.(\w+)\(", inspect.getsource(standalone_compile)))
+        from torch._functorch._aot_autograd import aot_autograd_result
+
+        called |= set(re.findall(r"AOTAutogradCache\.(\w+)\(", inspect.getsource(aot_autograd_result)))
+        from torch.compiler import _cache  # noqa: F401 - Mega-Cache populates through the class
+
+        called.add("_write_to_local_cache")
+        patched = {s.attr for s in patching.PATCH_SITES if s.owner == "AOTAutogradCache"}
+        self.assertTrue(called, "found no call sites: the scan is broken")
+        missing = called - patched - patching.UNPATCHED_BY_DESIGN
+        self.assertEqual(missing, set(), "call sites reach upstream code we do not replace")
+        self.assertIn("try_load", called)
+
+    def test_key_function_is_reached_as_module_global(self) -> None:
+        src = inspect.getsource(upstream_cache.AOTAutogradCache.__dict__["try_load"].__func__
+                                if not torch_aotcache.is_installed()
+                                else patching._saved[(patching._OWNER_MODULE, "AOTAutogradCache", "try_load")].__func__)
+        self.assertIn("autograd_cache_key(", src)
+
+    def test_signatures_match_this_release(self) -> None:
+        release = _compat.torch_release()
+        self.assertIsNotNone(release)
+        for site in patching.PATCH_SITES:
+            self.assertIsNone(patching.expected_signature_problem(site, release), site.name)
+
+    def test_replacements_accept_upstream_arguments(self) -> None:
+        release = _compat.torch_release()
+        for site in patching.PATCH_SITES:
+            params = list(inspect.signature(site.replacement_for(release)).parameters.values())
+            if site.kind == "classmethod":
+                params = params[1:]
+            if any(p.kind is p.VAR_POSITIONAL for p in params):
+                continue
+            names = tuple(p.name for p in params if p.kind is not p.VAR_KEYWORD)
+            self.assertEqual(len(names), len(site.params[release]), site.name)
+
+    def test_signature_mismatch_leaves_torch_untouched(self) -> None:
+        torch_aotcache.uninstall()
+        before = _raw_attrs()
+        bad = patching.PATCH_SITES[2]
+        fake = patching.PatchSite(bad.owner, bad.attr, bad.kind, bad.replacement, {r: ("nope",) for r in _compat.SUPPORTED_RELEASES})
+        sites = (patching.PATCH_SITES[0], fake) + patching.PATCH_SITES[2:]
+        with unittest.mock.patch.object(patching, "PATCH_SITES", sites):
+            with self.assertWarnsRegex(RuntimeWarning, "left torch untouched"):
+                self.assertFalse(patching.install())
+        self.assertEqual(_raw_attrs(), before)
+        self.assertFalse(torch_aotcache.is_installed())
+
+
+class TestImportOrder(unittest.TestCase):
+    PROBE = """
+        import json, sys
+        import torch._functorch._aot_autograd.autograd_cache as ac
+        import torch_aotcache
+        from torch_aotcache import autograd_cache as ours
+        print(json.dumps({
+            "installed": torch_aotcache.is_installed(),
+            "key_is_ours": ac.autograd_cache_key is ours.autograd_cache_key,
+            "try_load_ours": ac.AOTAutogradCache.try_load.__module__.startswith("torch_aotcache"),
+        }))
+    """
+
+    def _probe(self, prelude: str, env: dict[str, str] | None = None) -> dict[str, bool]:
+        proc = run_python(prelude + "\n" + self.PROBE.replace("\n        ", "\n"), env=env)
+        self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    def test_torch_first(self) -> None:
+        got = self._probe("import torch\nimport torch._functorch.aot_autograd")
+        self.assertEqual(got, {"installed": True, "key_is_ours": True, "try_load_ours": True})
+
+    def test_package_first(self) -> None:
+        got = self._probe("import torch_aotcache\nimport torch")
+        self.assertEqual(got, {"installed": True, "key_is_ours": True, "try_load_ours": True})
+
+    def test_disable_variable(self) -> None:
+        got = self._probe("import torch", env={"TORCH_AOTCACHE_DISABLE": "1"})
+        self.assertEqual(got, {"installed": False, "key_is_ours": False, "try_load_ours": False})
+
+    def test_disable_variable_imports_no_torch(self) -> None:
+        proc = run_python(
+            "import sys, torch_aotcache; print('torch' in sys.modules)",
+            env={"TORCH_AOTCACHE_DISABLE": "1"},
+        )
+        self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+        self.assertEqual(proc.stdout.strip(), "False")
+
+    def test_unsupported_release_warns_once_and_touches_nothing(self) -> None:
+        code = """
+            import warnings, json
+            import torch
+            torch.__version__ = "2.12.1"
+            import torch._functorch._aot_autograd.autograd_cache as ac
+            before = {k: v for k, v in vars(ac.AOTAutogradCache).items()}
+            key_before = ac.autograd_cache_key
+            with warnings.catch_warnings(record=True) as w:
+                warnings.simplefilter("always")
+                import torch_aotcache
+                again = torch_aotcache.install()
+            after = {k: v for k, v in vars(ac.AOTAutogradCache).items()}
+            msgs = [str(x.message) for x in w if "torch_aotcache supports" in str(x.message)]
+            print(json.dumps({
+                "installed": torch_aotcache.is_installed(), "again": again,
+                "untouched": before == after and ac.autograd_cache_key is key_before,
+                "warnings": msgs,
+            }))
+        """
+        proc = run_python(code)
+        self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+        got = json.loads(proc.stdout.strip().splitlines()[-1])
+        self.assertFalse(got["installed"])
+        self.assertFalse(got["again"])
+        self.assertTrue(got["untouched"])
+        self.assertEqual(len(got["warnings"]), 1)
+        self.assertIn("2.11.x and 2.13.x", got["warnings"][0])
+        self.assertIn("2.12.1", got["warnings"][0])
+
+
+if __name__ == "__main__":
+    unittest.main()
