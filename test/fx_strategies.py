@@ -340,8 +340,9 @@ def _relu_(b: Builder, x: str, t: torch.Tensor, out: str) -> list[str]:
     return [f"{out} = {x}.clone()", f"{out}.relu_()"]
 
 
-def _setitem(b: Builder, x: str, t: torch.Tensor, out: str) -> list[str]:
-    return [f"{out} = {x}.clone()", f"{out}[..., 0] = {b.constant(t)}"]
+def _fill_slice(b: Builder, x: str, t: torch.Tensor, out: str) -> list[str]:
+    # An in-place op through a view (what ``out[..., 0] = c`` does; FX cannot trace item assignment).
+    return [f"{out} = {x}.clone()", f"{out}.select(-1, 0).fill_({b.constant(t)})"]
 
 
 OP_TABLE: tuple[Op, ...] = (
@@ -402,7 +403,7 @@ OP_TABLE: tuple[Op, ...] = (
     Op("add_", "inplace", any_tensor, _inplace_scalar("add_")),
     Op("mul_", "inplace", any_tensor, _inplace_tensor("mul_")),
     Op("relu_", "inplace", is_float, _relu_),
-    Op("setitem", "inplace", rank_at_least(1), _setitem),
+    Op("fill_slice", "inplace", rank_at_least(1), _fill_slice),
 )
 
 

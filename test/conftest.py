@@ -1,0 +1,42 @@
+"""
+pytest configuration shared by torch_aotcache's tests: Hypothesis profiles.
+
+``ci`` (the default) is derandomized and keeps no example database, like
+PyTorch's ``pytorch_ci`` profile: every run draws the same examples, so a
+failure reproduces from the printed blob and never depends on a previous run.
+``dev`` draws ten times more examples and remembers failing ones in
+``.hypothesis/``.  Pick one with ``HYPOTHESIS_PROFILE=dev``.
+
+Cache directories are left alone here: a test that compiles wraps itself in
+``torch._inductor.utils.fresh_cache()``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+from hypothesis.database import DirectoryBasedExampleDatabase
+
+
+_SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
+
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=_SLOW_OK,
+)
+settings.register_profile(
+    "dev",
+    max_examples=1000,
+    database=DirectoryBasedExampleDatabase(
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".hypothesis", "examples")
+    ),
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=_SLOW_OK,
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
