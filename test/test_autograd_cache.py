@@ -395,6 +395,33 @@ class TestAutogradCache(CacheTestCase):
         self.assertEqual(counters["torch_aotcache"]["store_write_failed"], 1)
         self.assertNotIn("autograd_cache_saved", aot_counts())
 
+    def test_entry_that_fails_to_load_is_replaced(self) -> None:
+        f = lambda x: x.erf() + 1  # noqa: E731
+        x = torch.randn(4)
+        torch.compile(f)(x)
+        clear_in_memory_state()
+        with unittest.mock.patch.object(ours, "wrap_cached_result", side_effect=RuntimeError("stale")):
+            torch.testing.assert_close(torch.compile(f)(x), f(x))
+        self.assertEqual(aot_counts(), {"autograd_cache_miss": 1, "autograd_cache_saved": 1})
+        self.assertEqual(counters["torch_aotcache"]["load_failed"], 1)
+        self.assertEqual(len(self.entry_files()), 1)
+
+    def test_missing_inductor_artifacts_are_a_miss(self) -> None:
+        from torch._inductor.runtime.runtime_utils import cache_dir
+
+        f = lambda x: x.sqrt() * 3  # noqa: E731
+        x = torch.rand(4)
+        torch.compile(f)(x)
+        import shutil
+
+        shutil.rmtree(os.path.join(cache_dir(), "fxgraph"))
+        clear_in_memory_state()
+        torch.testing.assert_close(torch.compile(f)(x), f(x))
+        self.assertEqual(aot_counts(), {"autograd_cache_miss": 1, "autograd_cache_saved": 1})
+        clear_in_memory_state()
+        torch.compile(f)(x)
+        self.assertEqual(aot_counts(), {"autograd_cache_hit": 1})
+
 
 if __name__ == "__main__":
     from torch._dynamo.test_case import run_tests

@@ -537,27 +537,19 @@ def find_entry(
     if local:
         torch_version = torch.__version__
         for stored in local_store.candidates(key):
-            try:
-                header, payload = schemas.decode_header(stored.data)
-                if header.key != key:
-                    raise schemas.EntryFormatError("entry is under the wrong key")
-            except schemas.EntryFormatError as e:
-                _warn_once(stored.path, "torch_aotcache: ignoring bad entry %s: %s", stored.path, e)
-                counters["torch_aotcache"]["entry_rejected"] += 1
-                continue
-            if header.guards_expr:
-                ok = bool(upstream.AOTAutogradCache.evaluate_guards(header.guards_expr, hints))
-                if not ok:
-                    status = "guard_miss"
-                    sample_guard = header.guards_expr
-                    continue
-                sample_guard = header.guards_expr
+            # Verify the whole entry before anything in it is used: guard
+            # expressions are evaluated by the ShapeEnv, payloads unpickled.
             try:
                 header, payload = schemas.verify_entry(stored.data, key=key, torch_version=torch_version)
             except schemas.EntryFormatError as e:
                 _warn_once(stored.path, "torch_aotcache: ignoring bad entry %s: %s", stored.path, e)
                 counters["torch_aotcache"]["entry_rejected"] += 1
                 continue
+            if header.guards_expr:
+                sample_guard = header.guards_expr
+                if not bool(upstream.AOTAutogradCache.evaluate_guards(header.guards_expr, hints)):
+                    status = "guard_miss"
+                    continue
             found = (schemas.load_payload(payload), stored.data)
             status = "hit"
             break
@@ -642,7 +634,19 @@ def try_load_impl(
         result = lookup(cache_key, local, remote, args, cache_info, aot_config)
         if result is not None:
             entry, data = result
-            compiled_fn = wrap_cached_result(entry, data, args, aot_config, fx_config)
+            try:
+                compiled_fn = wrap_cached_result(entry, data, args, aot_config, fx_config)
+            except FXGraphCacheMiss:
+                raise
+            except Exception as e:
+                # A verified entry that does not load (e.g. it refers to code
+                # that changed) is a miss: the compile saves a replacement.
+                if functorch_config.strict_autograd_cache:
+                    raise
+                log.warning("torch_aotcache: cannot load entry for key %s, compiling: %s", cache_key, e)
+                counters["torch_aotcache"]["load_failed"] += 1
+                result = None
+        if result is not None:
             log.info("AOTAutograd cache hit for key %s", cache_key)
             counters["aot_autograd"]["autograd_cache_hit"] += 1
             cache_state = "hit"
