@@ -422,6 +422,32 @@ class TestAutogradCache(CacheTestCase):
         torch.compile(f)(x)
         self.assertEqual(aot_counts(), {"autograd_cache_hit": 1})
 
+    def test_standalone_compile_round_trip(self) -> None:
+        import tempfile
+
+        def f(x):
+            return x.sin() * 2
+
+        x = torch.randn(4)
+        captured = []
+
+        def backend(gm, example_inputs):
+            captured.append((gm, example_inputs))
+            return gm.forward
+
+        torch.compile(f, backend=backend)(x)
+        gm, example_inputs = captured[0]
+        art = torch._inductor.standalone_compile(gm, example_inputs, dynamic_shapes="from_example_inputs")
+        self.assertEqual(len(self.entry_files()), 1)
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "artifact.bin")
+            art.save(path=path, format="binary")
+            with fresh_cache():
+                clear_in_memory_state()
+                loaded = torch._inductor.CompiledArtifact.load(path=path, format="binary")
+                self.assertEqual(len(list(LocalStore().iter_paths())), 1)
+                torch.testing.assert_close(loaded(x)[0], f(x))
+
 
 if __name__ == "__main__":
     from torch._dynamo.test_case import run_tests
