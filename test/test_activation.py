@@ -126,6 +126,20 @@ class TestPatchTable(unittest.TestCase):
         self.assertEqual(_raw_attrs(), before)
         self.assertFalse(torch_aotcache.is_installed())
 
+    def test_optional_site_mismatch_is_skipped(self) -> None:
+        torch_aotcache.uninstall()
+        opt = patching.PATCH_SITES[-1]
+        self.assertTrue(opt.optional)
+        fake = patching.PatchSite(
+            opt.owner, opt.attr, opt.kind, opt.replacement,
+            {r: ("nope",) for r in _compat.SUPPORTED_RELEASES}, module=opt.module, optional=True,
+        )
+        with unittest.mock.patch.object(patching, "PATCH_SITES", patching.PATCH_SITES[:-1] + (fake,)):
+            self.assertTrue(patching.install())
+            self.assertFalse(patching.is_patched(fake))
+        self.assertTrue(torch_aotcache.is_installed())
+        torch_aotcache.uninstall()
+
 
 class TestImportOrder(unittest.TestCase):
     PROBE = """

@@ -51,6 +51,9 @@ class PatchSite:
     # Upstream's parameter names, per release (cls excluded for classmethods).
     params: dict[str, tuple[str, ...]]
     module: str = _OWNER_MODULE
+    # An optional site speeds things up but is not needed for correctness: if
+    # it is missing or differs, it is skipped (logged) and the rest installs.
+    optional: bool = False
 
     @property
     def name(self) -> str:
@@ -128,6 +131,16 @@ PATCH_SITES: tuple[PatchSite, ...] = (
         "staticmethod",
         "autograd_cache:write_to_local_cache",
         _both(("key", "content")),
+    ),
+    # See Note [Persisting Inductor's ISA probe] in inductor_probes.py.
+    PatchSite(
+        "VecISA",
+        "check_build",
+        "function",
+        "inductor_probes:check_build",
+        _both(("self", "code")),
+        module="torch._inductor.cpu_vec_isa",
+        optional=True,
     ),
 )
 
@@ -214,7 +227,16 @@ def install() -> bool:
                     stacklevel=3,
                 )
             return False
-        problems = [p for s in PATCH_SITES if (p := expected_signature_problem(s, release))]
+        sites = []
+        problems = []
+        for s in PATCH_SITES:
+            problem = expected_signature_problem(s, release)
+            if problem is None:
+                sites.append(s)
+            elif s.optional:
+                log.info("torch_aotcache: skipping optional patch: %s", problem)
+            else:
+                problems.append(problem)
         if problems:
             warnings.warn(
                 "torch_aotcache left torch untouched: " + "; ".join(problems),
@@ -223,7 +245,7 @@ def install() -> bool:
             )
             return False
         plan = []
-        for site in PATCH_SITES:
+        for site in sites:
             owner = _owner_object(site)
             func = site.replacement_for(release)
             new = {"staticmethod": staticmethod, "classmethod": classmethod}.get(site.kind)

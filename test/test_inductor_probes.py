@@ -1,0 +1,81 @@
+"""Inductor's ISA probe answers are reused between processes only while their inputs match."""
+
+from __future__ import annotations
+
+import unittest
+import unittest.mock
+
+from torch._inductor.cpu_vec_isa import VecAVX2, VecISA
+from torch._inductor.utils import fresh_cache
+
+import torch_aotcache
+from torch_aotcache import fingerprint, inductor_probes, patching
+
+
+class TestIsaProbeMemo(unittest.TestCase):
+    def setUp(self) -> None:
+        self._fresh = fresh_cache()
+        self._fresh.__enter__()
+        self.assertTrue(torch_aotcache.is_installed())
+        self.calls = []
+
+        def fake_original(isa, code):
+            self.calls.append((str(isa), code))
+            return True
+
+        key = ("torch._inductor.cpu_vec_isa", "VecISA", "check_build")
+        self.assertIn(key, patching._saved)
+        self._orig = unittest.mock.patch.dict(patching._saved, {key: fake_original})
+        self._orig.start()
+
+    def tearDown(self) -> None:
+        self._orig.stop()
+        self._fresh.__exit__(None, None, None)
+
+    def test_patched_and_restored(self) -> None:
+        self.assertIs(VecISA.__dict__["check_build"], inductor_probes.check_build)
+
+    def test_second_probe_is_remembered(self) -> None:
+        isa = VecAVX2()
+        self.assertTrue(VecISA.check_build(isa, "int x;"))
+        self.assertTrue(VecISA.check_build(isa, "int x;"))
+        self.assertEqual(len(self.calls), 1)
+
+    def test_other_code_or_cpu_probes_again(self) -> None:
+        isa = VecAVX2()
+        VecISA.check_build(isa, "int x;")
+        VecISA.check_build(isa, "int y;")
+        self.assertEqual(len(self.calls), 2)
+        with unittest.mock.patch.object(fingerprint, "cpu_features", return_value="another-cpu"):
+            VecISA.check_build(isa, "int x;")
+        self.assertEqual(len(self.calls), 3)
+
+    def test_compiler_change_probes_again(self) -> None:
+        isa = VecAVX2()
+        VecISA.check_build(isa, "int x;")
+        with unittest.mock.patch(
+            "torch._inductor.cpu_vec_isa._get_isa_dry_compile_fingerprint",
+            return_value="another compiler",
+        ):
+            VecISA.check_build(isa, "int x;")
+        self.assertEqual(len(self.calls), 2)
+
+    def test_negative_answers_are_remembered_too(self) -> None:
+        key = ("torch._inductor.cpu_vec_isa", "VecISA", "check_build")
+        with unittest.mock.patch.dict(patching._saved, {key: lambda isa, code: self.calls.append(1) or False}):
+            self.assertFalse(VecISA.check_build(VecAVX2(), "int z;"))
+            self.assertFalse(VecISA.check_build(VecAVX2(), "int z;"))
+        self.assertEqual(len(self.calls), 1)
+
+    def test_corrupt_record_probes_again(self) -> None:
+        isa = VecAVX2()
+        VecISA.check_build(isa, "int q;")
+        path = inductor_probes._record_path(inductor_probes.probe_digest(isa, "int q;"))
+        with open(path, "w") as f:
+            f.write("garbage")
+        VecISA.check_build(isa, "int q;")
+        self.assertEqual(len(self.calls), 2)
+
+
+if __name__ == "__main__":
+    unittest.main()
