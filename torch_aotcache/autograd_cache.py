@@ -523,6 +523,23 @@ def _record_result(local_hit: bool, local_miss: bool) -> None:
         _compat.increment_compile_event("aotautograd_local_cache_miss_count")
 
 
+def reject_entry(path: str, error: schemas.EntryFormatError) -> None:
+    """Count, log once and (by default) quarantine an entry that failed verification."""
+    counters["torch_aotcache"]["entry_rejected"] += 1
+    if isinstance(error, schemas.EntrySignatureError):
+        counters["torch_aotcache"]["signature_rejected"] += 1
+    moved = local_store.quarantine(path) if config.quarantine_bad_entries else None
+    if moved is not None:
+        counters["torch_aotcache"]["quarantined"] += 1
+    _warn_once(
+        path,
+        "torch_aotcache: refused cache entry %s (%s)%s",
+        path,
+        error,
+        f"; moved to {moved}" if moved else "",
+    )
+
+
 def find_entry(
     key: str, local: bool, hints: list[Any], cache_info: dict[str, Any]
 ) -> tuple[Any, bytes] | None:
@@ -542,8 +559,7 @@ def find_entry(
             try:
                 header, payload = schemas.verify_entry(stored.data, key=key, torch_version=torch_version)
             except schemas.EntryFormatError as e:
-                _warn_once(stored.path, "torch_aotcache: ignoring bad entry %s: %s", stored.path, e)
-                counters["torch_aotcache"]["entry_rejected"] += 1
+                reject_entry(stored.path, e)
                 continue
             if header.guards_expr:
                 sample_guard = header.guards_expr

@@ -12,6 +12,7 @@ torch_aotcache adds.
 # No ``from __future__ import annotations`` here: install_config_module turns
 # every module global into a knob.
 import sys
+from typing import Optional
 
 from torch.utils._config_module import Config, install_config_module
 
@@ -33,6 +34,23 @@ max_entries_per_key: int = 64
 # Log the per-component digests of every key at DEBUG (cheap: they are computed
 # anyway) and include them in the structured trace.
 log_key_components: bool = True
+
+# Signed entries; see Note [Signed entries] in signing.py and SECURITY.md.
+# The secret used to sign every entry written (and to verify), given directly
+# or as a path to a file holding it.
+signing_key: Optional[str] = Config(env_name_default="TORCH_AOTCACHE_SIGNING_KEY", default=None)
+signing_key_file: Optional[str] = Config(
+    env_name_default="TORCH_AOTCACHE_SIGNING_KEY_FILE", default=None
+)
+# Further secrets accepted when verifying (key rotation): paths to files, one
+# secret each, separated by os.pathsep.
+verify_key_files: Optional[str] = Config(
+    env_name_default="TORCH_AOTCACHE_VERIFY_KEY_FILES", default=None
+)
+
+# Move entries that fail verification to <store>/quarantine/ (instead of
+# leaving them where every lookup would read them again).
+quarantine_bad_entries: bool = True
 
 
 install_config_module(sys.modules[__name__])

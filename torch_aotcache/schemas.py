@@ -52,6 +52,10 @@ class EntryFormatError(Exception):
     """An entry that cannot be trusted: it is a miss, and is never unpickled."""
 
 
+class EntrySignatureError(EntryFormatError):
+    """An entry without a valid signature while signing is on (Note [Signed entries])."""
+
+
 @dataclasses.dataclass
 class EntryHeader:
     """Everything known about an entry without unpickling its payload."""
@@ -72,6 +76,10 @@ class EntryHeader:
     # Per-component digests of the key, for ``explain``.
     components: dict[str, str]
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # HMAC of the header (this field empty) and the id of the key that made
+    # it; empty when unsigned.  See Note [Signed entries] in signing.py.
+    key_id: str = ""
+    signature: str = ""
 
     @property
     def compile_cost_ns(self) -> int:
@@ -86,6 +94,9 @@ class EntryHeader:
         return json.dumps(
             dataclasses.asdict(self), sort_keys=True, separators=(",", ":")
         ).encode()
+
+    def signing_message(self) -> bytes:
+        return MAGIC + dataclasses.replace(self, signature="").to_json()
 
     @classmethod
     def from_json(cls, raw: bytes) -> EntryHeader:
@@ -123,6 +134,8 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "mode": str,
     "components": dict,
     "extra": dict,
+    "key_id": str,
+    "signature": str,
 }
 
 
@@ -138,7 +151,16 @@ def payload_digest(payload: bytes | memoryview) -> str:
 
 
 def encode_entry(header: EntryHeader, payload: bytes) -> bytes:
-    """Serialize an entry; ``header``'s size and checksum must describe ``payload``."""
+    """Serialize an entry, signed when a signing key is configured.
+
+    ``header``'s size and checksum must describe ``payload``.
+    """
+    from . import signing
+
+    signer, _ = signing.keys()
+    if signer is not None:
+        header = dataclasses.replace(header, key_id=signing.key_id(signer), signature="")
+        header = dataclasses.replace(header, signature=signing.sign(header.signing_message(), signer))
     raw = header.to_json()
     return b"".join((MAGIC, _LEN.pack(len(raw)), raw, payload))
 
@@ -200,7 +222,9 @@ def decode_header(data: bytes) -> tuple[EntryHeader, memoryview]:
 def verify_entry(
     data: bytes, *, key: str | None, torch_version: str
 ) -> tuple[EntryHeader, memoryview]:
-    """Parse and fully verify an entry; after this the payload may be unpickled."""
+    """Parse and fully verify an entry (format, key, torch version, size,
+    checksum, and signature when signing is on); only then may its guards be
+    evaluated and its payload unpickled."""
     header, payload = decode_header(data)
     if key is not None and header.key != key:
         raise EntryFormatError(f"entry is for key {header.key}, not {key}")
@@ -214,7 +238,20 @@ def verify_entry(
         )
     if not hmac.compare_digest(payload_digest(payload), header.payload_sha256):
         raise EntryFormatError("payload checksum does not match")
+    check_signature(header)
     return header, payload
+
+
+def check_signature(header: EntryHeader) -> None:
+    """Raise EntrySignatureError unless signing is off or ``header`` is validly signed."""
+    from . import signing
+
+    if not signing.enabled():
+        return
+    if not header.signature:
+        raise EntrySignatureError("entry is not signed")
+    if not signing.verify(header.signing_message(), header.signature, header.key_id):
+        raise EntrySignatureError(f"entry signature does not verify (key id {header.key_id or '?'})")
 
 
 def load_payload(payload: memoryview | bytes) -> Any:

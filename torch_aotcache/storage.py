@@ -32,6 +32,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -134,6 +135,20 @@ class LocalStore:
                 os.unlink(path)
             except OSError:
                 pass
+
+    def quarantine(self, path: str) -> str | None:
+        """Move a bad entry aside to ``<store>/quarantine/``; returns its new path."""
+        folder = os.path.join(store_root(), "quarantine")
+        target = os.path.join(
+            folder, "%d-%s-%s" % (time.time_ns(), os.path.basename(os.path.dirname(path)), os.path.basename(path))
+        )
+        try:
+            os.makedirs(folder, exist_ok=True)
+            os.replace(path, target)
+        except OSError as e:
+            log.debug("torch_aotcache: cannot quarantine %s: %s", path, e)
+            return None
+        return target
 
     def remove(self, path: str) -> None:
         try:
