@@ -40,4 +40,14 @@ def is_installed() -> bool:
 
 
 if not _disabled():
-    install()
+    try:
+        install()
+    except Exception as _e:  # noqa: BLE001 - an import must never break the program
+        import warnings
+
+        warnings.warn(
+            f"torch_aotcache could not install itself ({type(_e).__name__}: {_e}); "
+            "torch's own AOTAutograd cache stays in use",
+            RuntimeWarning,
+            stacklevel=2,
+        )

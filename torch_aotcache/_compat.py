@@ -224,7 +224,7 @@ def make_entry(*args: Any, **kwargs: Any) -> Any:
     bsi, nsym = v.pop("backward_state_indices"), v.pop("num_symints_saved_for_bw")
     if bw is not None and (bsi is None or nsym is None):
         raise AssertionError("a backward needs backward_state_indices and num_symints_saved_for_bw")
-    if should_bundle_autograd_cache():
+    if should_bundle_autograd_cache() or _bundle_for_remote():
         v["compiled_fw"] = results.BundledCompiledForward(_unwrap_output_code(fw))
         v["compiled_bw"] = (
             None
@@ -243,6 +243,15 @@ def make_entry(*args: Any, **kwargs: Any) -> Any:
         )
     )
     return _construct(results.AOTAutogradResult, v)
+
+
+def _bundle_for_remote() -> bool:
+    """Remote entries must be self-sufficient: see Note [Remote tier]."""
+    from . import config
+    from .autograd_cache import remote_tier_requested
+    from torch._functorch._aot_autograd.autograd_cache import should_use_remote_autograd_cache
+
+    return config.bundle_for_remote and remote_tier_requested(should_use_remote_autograd_cache())
 
 
 def is_bundled_result(entry: Any) -> bool:

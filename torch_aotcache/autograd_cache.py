@@ -514,13 +514,17 @@ def _warn_once(tag: str, msg: str, *args: Any) -> None:
         log.warning(msg, *args)
 
 
-def _record_result(local_hit: bool, local_miss: bool) -> None:
+def _record_result(local_hit: bool, local_miss: bool, remote_hit: bool, remote_miss: bool) -> None:
     if local_hit:
         cache_stats.hit(STATS_NAME)
         _compat.increment_compile_event("aotautograd_local_cache_hit_count")
     if local_miss:
         cache_stats.miss(STATS_NAME)
         _compat.increment_compile_event("aotautograd_local_cache_miss_count")
+    if remote_hit:
+        _compat.increment_compile_event("aotautograd_remote_cache_hit_count")
+    if remote_miss:
+        _compat.increment_compile_event("aotautograd_remote_cache_miss_count")
 
 
 def reject_entry(path: str, error: schemas.EntryFormatError) -> None:
@@ -541,38 +545,79 @@ def reject_entry(path: str, error: schemas.EntryFormatError) -> None:
 
 
 def find_entry(
-    key: str, local: bool, hints: list[Any], cache_info: dict[str, Any]
+    key: str,
+    local: bool,
+    hints: list[Any],
+    cache_info: dict[str, Any],
+    remote: bool = False,
 ) -> tuple[Any, bytes] | None:
     """The first verified entry under ``key`` whose guards pass, unpickled.
 
-    Returns (result object, entry bytes) or None.  Entries that fail
-    verification are skipped (they are never unpickled).
+    Looks in the local store, then (if ``remote``) in the remote tier; a
+    remote hit is written to the local store.  Returns (result object, entry
+    bytes) or None.  Entries that fail verification are skipped and never
+    unpickled.
     """
-    status = "full_miss"
-    sample_guard = None
+    torch_version = torch.__version__
+    state = {"status": "full_miss", "guard": None}
+
+    def accept(data: bytes) -> tuple[schemas.EntryHeader, memoryview] | None:
+        # Verify the whole entry before anything in it is used: guard
+        # expressions are evaluated by the ShapeEnv, payloads unpickled.
+        header, payload = schemas.verify_entry(data, key=key, torch_version=torch_version)
+        if header.guards_expr:
+            state["guard"] = header.guards_expr
+            if not bool(upstream.AOTAutogradCache.evaluate_guards(header.guards_expr, hints)):
+                state["status"] = "guard_miss"
+                return None
+        return header, payload
+
     found = None
+    in_local = False
     if local:
-        torch_version = torch.__version__
         for stored in local_store.candidates(key):
-            # Verify the whole entry before anything in it is used: guard
-            # expressions are evaluated by the ShapeEnv, payloads unpickled.
             try:
-                header, payload = schemas.verify_entry(stored.data, key=key, torch_version=torch_version)
+                verified = accept(stored.data)
             except schemas.EntryFormatError as e:
                 reject_entry(stored.path, e)
                 continue
-            if header.guards_expr:
-                sample_guard = header.guards_expr
-                if not bool(upstream.AOTAutogradCache.evaluate_guards(header.guards_expr, hints)):
-                    status = "guard_miss"
-                    continue
-            found = (schemas.load_payload(payload), stored.data)
-            status = "hit"
+            if verified is not None:
+                found = (schemas.load_payload(verified[1]), stored.data)
+                in_local = True
+                break
+    if found is None and remote:
+        from . import remote as remote_tier
+
+        for data in remote_tier.remote_entries(key, True):
+            try:
+                verified = accept(data)
+            except schemas.EntryFormatError as e:
+                counters["torch_aotcache"]["remote_rejected"] += 1
+                if isinstance(e, schemas.EntrySignatureError):
+                    counters["torch_aotcache"]["signature_rejected"] += 1
+                _warn_once("remote:" + str(e), "torch_aotcache: refused remote entry for %s: %s", key, e)
+                continue
+            if verified is None:
+                continue
+            found = (schemas.load_payload(verified[1]), data)
+            if local:
+                try:
+                    local_store.put(key, verified[0].entry_id, data)
+                except OSError as e:
+                    counters["torch_aotcache"]["store_write_failed"] += 1
+                    _warn_once("write:" + type(e).__name__, "torch_aotcache: cannot write cache entry: %s", e)
             break
-    cache_info["cache_status_detailed"] = status
-    if sample_guard is not None:
-        cache_info["cache_status_guard_expr"] = sample_guard
-    _record_result(local_hit=found is not None, local_miss=found is None and local)
+    if found is not None:
+        state["status"] = "hit"
+    cache_info["cache_status_detailed"] = state["status"]
+    if state["guard"] is not None:
+        cache_info["cache_status_guard_expr"] = state["guard"]
+    _record_result(
+        local_hit=found is not None and in_local,
+        local_miss=local and (found is None or not in_local),
+        remote_hit=found is not None and not in_local,
+        remote_miss=remote and found is None,
+    )
     return found
 
 
@@ -589,7 +634,7 @@ def lookup(
     hints = [_compat.guard_hint(s) for s in symints]
     result = None
     try:
-        result = find_entry(key, local, hints, cache_info)
+        result = find_entry(key, local, hints, cache_info, remote=remote)
         if result is None and cache_info.get("cache_status_detailed") == "guard_miss":
             counters["aot_autograd"]["autograd_cache_guard_miss"] += 1
         if result is not None:
@@ -612,6 +657,17 @@ def lookup(
 # ---------------------------------------------------------------------------
 # try_load: the entry point from aot_module_simplified
 # ---------------------------------------------------------------------------
+
+
+def remote_tier_requested(remote: bool) -> bool:
+    """Whether the remote tier is on: upstream's flag, or a Redis URL of ours."""
+    from . import remote as remote_tier
+
+    try:
+        return remote_tier.configured_url(remote) is not None
+    except Exception as e:  # noqa: BLE001 - configuration problems never fail a compile
+        _warn_once("remote-config", "torch_aotcache: remote cache configuration: %s", e)
+        return False
 
 
 @dataclasses.dataclass
@@ -637,12 +693,7 @@ def try_load_impl(
     debug_lines: list[str] = []
     cache_state = "miss"
     event_time = time.time_ns()
-    if remote:
-        _warn_once(
-            "remote",
-            "torch_aotcache: a remote AOTAutograd cache was requested, but "
-            "torch_aotcache has no remote tier configured; using the local store only",
-        )
+    remote = remote_tier_requested(remote)
     try:
         # Look the key function up at call time, as upstream does: tests and
         # tools may patch it.
@@ -787,14 +838,21 @@ def save(key: str, entry: Any, remote: bool) -> None:
         log.info("Writing AOTAutograd cache entry to %s", path)
         counters["aot_autograd"]["autograd_cache_saved"] += 1
         cache_stats.put(STATS_NAME)
+        if remote_tier_requested(remote):
+            from . import remote as remote_tier
+
+            t = remote_tier.tier(True)
+            if t is not None:
+                t.put(key, header.entry_id, data)
     except BypassAOTAutogradCache as e:
         counters["aot_autograd"]["autograd_cache_bypass"] += 1
         log.info("Bypassing autograd cache due to: %s", e)
         if functorch_config.strict_autograd_cache:
             raise
     except OSError as e:
-        counters["torch_aotcache"]["store_write_failed"] += 1
-        _warn_once("write:" + type(e).__name__, "torch_aotcache: cannot write cache entry: %s", e)
+        # Counted, and warned about once per errno together with read
+        # faults: see Note [Disk faults] in storage.py.
+        local_store.report_fault("write", e)
         if functorch_config.strict_autograd_cache:
             raise
     except Exception as e:
@@ -816,6 +874,9 @@ def write_to_local_cache(key: str, content: bytes) -> None:
         if content[: len(schemas.MAGIC) - 2] == schemas.MAGIC[:-2]:
             log.warning("torch_aotcache: refusing cache artifact for key %s: %s", key, e)
             counters["torch_aotcache"]["entry_rejected"] += 1
+            # Counted as in reject_entry, so a forged artifact shows up the same way.
+            if isinstance(e, schemas.EntrySignatureError):
+                counters["torch_aotcache"]["signature_rejected"] += 1
             return
         from . import patching
 

@@ -52,5 +52,27 @@ verify_key_files: Optional[str] = Config(
 # leaving them where every lookup would read them again).
 quarantine_bad_entries: bool = True
 
+# The remote tier; see Note [Remote tier] in remote.py.  Upstream's
+# TORCHINDUCTOR_REDIS_URL / _HOST / _PORT and enable_remote_autograd_cache
+# work too.
+redis_url: Optional[str] = Config(env_name_default="TORCH_AOTCACHE_REDIS_URL", default=None)
+# Load remote entries without a signature.  Off by default: remote data is
+# only trusted when signed.
+trust_unsigned_remote: bool = Config(
+    env_name_default="TORCH_AOTCACHE_TRUST_UNSIGNED_REMOTE", default=False
+)
+remote_read_timeout_s: float = 0.05
+remote_write_timeout_s: float = 1.0
+remote_failure_threshold: int = 3
+remote_cooldown_s: float = 30.0
+remote_queue_size: int = 64
+remote_sync_writes: bool = Config(env_name_default="TORCH_AOTCACHE_REMOTE_SYNC", default=False)
+# Expiry of remote entries in seconds (None or "0": none).
+remote_ttl_s: Optional[str] = Config(env_name_default="TORCH_AOTCACHE_REMOTE_TTL", default=None)
+remote_flush_timeout_s: float = 5.0
+remote_max_entry_bytes: int = 1 << 30
+# Make entries self-sufficient (compiled code inside) while a remote tier is on.
+bundle_for_remote: bool = True
+
 
 install_config_module(sys.modules[__name__])

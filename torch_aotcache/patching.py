@@ -250,9 +250,13 @@ def install() -> bool:
             func = site.replacement_for(release)
             new = {"staticmethod": staticmethod, "classmethod": classmethod}.get(site.kind)
             plan.append((site, owner, new(func) if new else func))
-        for site, owner, new_obj in plan:
-            _saved.setdefault((site.module, site.owner, site.attr), _raw(owner, site.attr))
-            setattr(owner, site.attr, new_obj)
+        try:
+            for site, owner, new_obj in plan:
+                _saved.setdefault((site.module, site.owner, site.attr), _raw(owner, site.attr))
+                setattr(owner, site.attr, new_obj)
+        except BaseException:
+            uninstall()  # never leave torch half-patched
+            raise
         from .fingerprint import torch_fingerprint
 
         torch_fingerprint.prefetch()

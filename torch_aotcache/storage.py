@@ -17,6 +17,18 @@ Writes are atomic: the bytes go to a hidden temporary file in the same folder,
 then ``os.replace`` puts it in place.  Readers skip names starting with ``.``;
 a writer killed mid-write leaves only such a file.
 
+Note [Disk faults]
+~~~~~~~~~~~~~~~~~~
+The store only saves time, so a disk fault (a cache dir that is read-only,
+full, not ours to read, or deleted under us) never fails a compile: the read
+is a miss, the write is skipped.  Each failed operation is counted
+(``store_read_failed`` / ``store_write_failed`` in
+``counters["torch_aotcache"]``) and the first failure of each kind (errno) in
+a process is logged as one warning, without a traceback; a broken cache dir
+would otherwise log once per compile.  A file that vanishes between listing
+and reading (another process trimmed, quarantined or cleared it) is no fault:
+it is counted as ``entry_vanished`` and skipped.
+
 Note [Sharing a cache dir with stock torch]
 ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
 Stock torch keeps its entries in ``<cache_dir>/aotautograd/``; we never read
@@ -36,6 +48,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from torch._dynamo.utils import counters
 from torch._inductor.runtime.runtime_utils import cache_dir
 
 from . import config
@@ -50,6 +63,32 @@ ENTRY_SUFFIX = ".entry"
 class StoredEntry:
     path: str
     data: bytes
+
+
+# Kinds of disk fault (errno names) already warned about in this process.
+# See Note [Disk faults].
+_warned_faults: set[str] = set()
+
+
+def report_fault(op: str, error: OSError) -> None:
+    """Count a failed store ``op`` ("read" or "write"); warn once per errno.
+
+    See Note [Disk faults].
+    """
+    counters["torch_aotcache"][f"store_{op}_failed"] += 1
+    kind = errno.errorcode.get(error.errno or 0, type(error).__name__)
+    if kind in _warned_faults:
+        log.debug("torch_aotcache: cannot %s the local cache store: %s", op, error)
+        return
+    _warned_faults.add(kind)
+    log.warning(
+        "torch_aotcache: cannot %s the local cache store (%s); compiling without it. "
+        "Further %s errors are only counted in counters['torch_aotcache']['store_%s_failed'].",
+        op,
+        error,
+        kind,
+        op,
+    )
 
 
 def store_root() -> str:
@@ -76,17 +115,22 @@ class LocalStore:
         vanishes between listing and reading is skipped.
         """
         folder = key_dir(key)
+        found = []
         try:
             with os.scandir(folder) as it:
-                found = [
-                    (e.stat().st_mtime_ns, e.path)
-                    for e in it
-                    if e.name.endswith(ENTRY_SUFFIX) and not e.name.startswith(".")
-                ]
+                for e in it:
+                    if not e.name.endswith(ENTRY_SUFFIX) or e.name.startswith("."):
+                        continue
+                    try:
+                        found.append((e.stat().st_mtime_ns, e.path))
+                    except FileNotFoundError:
+                        # Gone since it was listed: skip that file only, not
+                        # the whole folder.  See Note [Disk faults].
+                        counters["torch_aotcache"]["entry_vanished"] += 1
         except FileNotFoundError:
             return
         except OSError as e:
-            log.warning("torch_aotcache: cannot list %s: %s", folder, e)
+            report_fault("read", e)
             return
         found.sort(reverse=True)
         for _, path in found:
@@ -94,11 +138,16 @@ class LocalStore:
                 with open(path, "rb") as f:
                     data = f.read()
             except FileNotFoundError:
+                counters["torch_aotcache"]["entry_vanished"] += 1
                 continue
             except OSError as e:
-                log.warning("torch_aotcache: cannot read %s: %s", path, e)
+                report_fault("read", e)
                 continue
             yield StoredEntry(path, data)
+
+    def report_fault(self, op: str, error: OSError) -> None:
+        """See :func:`report_fault`."""
+        report_fault(op, error)
 
     def put(self, key: str, entry_id: str, data: bytes) -> str:
         """Write an entry atomically; returns its path.  Raises ``OSError``."""
