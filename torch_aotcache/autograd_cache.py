@@ -550,6 +550,7 @@ def find_entry(
     hints: list[Any],
     cache_info: dict[str, Any],
     remote: bool = False,
+    record: bool = True,
 ) -> tuple[Any, bytes] | None:
     """The first verified entry under ``key`` whose guards pass, unpickled.
 
@@ -612,12 +613,43 @@ def find_entry(
     cache_info["cache_status_detailed"] = state["status"]
     if state["guard"] is not None:
         cache_info["cache_status_guard_expr"] = state["guard"]
+    if not record:
+        return found
     _record_result(
         local_hit=found is not None and in_local,
         local_miss=local and (found is None or not in_local),
         remote_hit=found is not None and not in_local,
         remote_miss=remote and found is None,
     )
+    return found
+
+
+def _hints(args: list[Any]) -> list[Any]:
+    symints = upstream.AOTAutogradCache._filter_backed_symints(args)
+    return [_compat.guard_hint(s) for s in symints]
+
+
+def wait_for_other_compile(
+    key: str, local: bool, remote: bool, args: list[Any], cache_info: dict[str, Any]
+) -> tuple[Any, bytes] | None:
+    """After a miss: take the key's single-flight locks, or wait for the process
+    that holds them and return its entry.  See Note [Single flight]."""
+    from . import remote as remote_tier, single_flight
+
+    hints = _hints(args)
+
+    def again() -> tuple[Any, bytes] | None:
+        try:
+            return find_entry(key, local, hints, {}, remote=remote, record=False)
+        except Exception as e:  # noqa: BLE001 - keep waiting; the bound still holds
+            log.debug("torch_aotcache: lookup while waiting failed: %s", e)
+            return None
+
+    tier = remote_tier.tier(True) if remote else None
+    found = single_flight.coordinate(key, again, tier)
+    if found is not None:
+        cache_info["cache_status_detailed"] = "hit"
+        _compat.record_artifact_if_present(key, found[1])
     return found
 
 
@@ -630,8 +662,7 @@ def lookup(
     aot_config: Any,
 ) -> tuple[Any, bytes] | None:
     """Installed as ``AOTAutogradCache._lookup``: (result, entry bytes) or None."""
-    symints = upstream.AOTAutogradCache._filter_backed_symints(args)
-    hints = [_compat.guard_hint(s) for s in symints]
+    hints = _hints(args)
     result = None
     try:
         result = find_entry(key, local, hints, cache_info, remote=remote)
@@ -699,6 +730,8 @@ def try_load_impl(
         # tools may patch it.
         cache_key, debug_lines = upstream.autograd_cache_key(mod, args, aot_config, key_arg)
         result = lookup(cache_key, local, remote, args, cache_info, aot_config)
+        if result is None:
+            result = wait_for_other_compile(cache_key, local, remote, args, cache_info)
         if result is not None:
             entry, data = result
             try:
@@ -812,6 +845,15 @@ def encode_for_store(key: str, entry: Any, payload: bytes) -> bytes:
 
 def save(key: str, entry: Any, remote: bool) -> None:
     """Installed as ``AOTAutogradCache.save``.  Never raises outside strict mode."""
+    from . import single_flight
+
+    try:
+        _save(key, entry, remote)
+    finally:
+        single_flight.release(key)
+
+
+def _save(key: str, entry: Any, remote: bool) -> None:
     try:
         if getattr(entry, "guards_expr", None) == UNSAVEABLE_GUARDS:
             counters["torch_aotcache"]["save_skipped_no_guards"] += 1

@@ -74,5 +74,12 @@ remote_max_entry_bytes: int = 1 << 30
 # Make entries self-sufficient (compiled code inside) while a remote tier is on.
 bundle_for_remote: bool = True
 
+# Single-flight compiles; see Note [Single flight] in single_flight.py.
+single_flight: bool = Config(env_name_default="TORCH_AOTCACHE_SINGLE_FLIGHT", default=True)
+single_flight_wait_s: float = 300.0
+single_flight_poll_s: float = 0.05
+single_flight_remote_ttl_s: float = 60.0
+single_flight_max_hold_s: float = 3600.0
+
 
 install_config_module(sys.modules[__name__])

@@ -84,7 +84,7 @@ def report_fault(op: str, error: OSError) -> None:
     log.warning(
         "torch_aotcache: cannot %s the local cache store (%s); compiling without it. "
         "Further %s errors are only counted in counters['torch_aotcache']['store_%s_failed'].",
-        op,
+        "read from" if op == "read" else "write to",
         error,
         kind,
         op,

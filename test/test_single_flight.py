@@ -1,0 +1,256 @@
+"""
+Single-flight compiles: concurrent cold processes compile a graph once; a
+dead holder never blocks anyone for long.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+from torch._dynamo.utils import counters
+from torch._inductor.utils import fresh_cache
+
+from torch_aotcache import config as tac_config
+from torch_aotcache import remote, single_flight
+
+from common import REPO_ROOT
+from redis_server import RedisServer, redis_server_binary
+
+HAVE_REDIS = redis_server_binary() is not None
+
+
+WORKER = """
+import json, os, sys, time, torch
+import torch_aotcache
+from torch._dynamo.utils import counters
+torch.manual_seed(0)
+m = torch.nn.Sequential(torch.nn.Linear(10, 20), torch.nn.SiLU(), torch.nn.Linear(20, 2))
+x = torch.randn(3, 10)
+# Line up: start compiling together.
+go = float(sys.argv[1])
+while time.time() < go:
+    time.sleep(0.01)
+out = torch.compile(m)(x)
+out.sum().backward()
+print(json.dumps({"aot": dict(counters["aot_autograd"]), "tac": dict(counters["torch_aotcache"]),
+                  "out": out.tolist(), "grad": m[0].weight.grad.tolist()}))
+"""
+
+
+def spawn(code: str, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    full = dict(os.environ)
+    full.pop("TORCH_AOTCACHE_DISABLE", None)
+    full["PYTHONPATH"] = REPO_ROOT + os.pathsep + full.get("PYTHONPATH", "")
+    full.update(env)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args], env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+class TestConcurrentColdProcesses(unittest.TestCase):
+    def test_eight_processes_compile_once(self) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            go = time.time() + 12  # after every process has imported torch
+            procs = [spawn(WORKER, {"TORCHINDUCTOR_CACHE_DIR": d}, str(go)) for _ in range(8)]
+            results = []
+            for p in procs:
+                out, err = p.communicate(timeout=600)
+                self.assertEqual(p.returncode, 0, err[-3000:])
+                results.append(json.loads(out.strip().splitlines()[-1]))
+        saved = sum(r["aot"].get("autograd_cache_saved", 0) for r in results)
+        hits = sum(r["aot"].get("autograd_cache_hit", 0) for r in results)
+        self.assertEqual(saved, 1, [r["aot"] for r in results])
+        self.assertEqual(hits, 7)
+        self.assertGreaterEqual(sum(r["tac"].get("single_flight_waited", 0) for r in results), 1)
+        for r in results[1:]:
+            self.assertEqual(r["out"], results[0]["out"])
+            self.assertEqual(r["grad"], results[0]["grad"])
+
+
+HOLDER = """
+import sys, time
+import torch_aotcache
+from torch_aotcache import single_flight
+assert single_flight.coordinate(sys.argv[1], lambda: None, None) is None
+print("holding", flush=True)
+time.sleep(600)
+"""
+
+
+class TestLocalLock(unittest.TestCase):
+    def setUp(self) -> None:
+        self._fresh = fresh_cache()
+        self._fresh.__enter__()
+        counters.clear()
+
+    def tearDown(self) -> None:
+        single_flight.release_all()
+        self._fresh.__exit__(None, None, None)
+
+    def start_holder(self, key: str) -> subprocess.Popen[str]:
+        from torch._inductor.runtime.runtime_utils import cache_dir
+
+        p = spawn(HOLDER, {"TORCHINDUCTOR_CACHE_DIR": cache_dir()}, key)
+        self.assertEqual(p.stdout.readline().strip(), "holding")
+        return p
+
+    def test_dead_holder_frees_the_lock_at_once(self) -> None:
+        key = "tac" + "1" * 40
+        holder = self.start_holder(key)
+        threading.Timer(0.5, lambda: holder.send_signal(signal.SIGKILL)).start()
+        start = time.monotonic()
+        with tac_config.patch(single_flight_wait_s=30):
+            self.assertIsNone(single_flight.coordinate(key, lambda: None, None))
+        waited = time.monotonic() - start
+        holder.wait()
+        self.assertGreater(waited, 0.3)
+        self.assertLess(waited, 10)
+        self.assertTrue(single_flight.holding(key))
+        self.assertEqual(counters["torch_aotcache"]["single_flight_timeout"], 0)
+
+    def test_waiter_loads_the_holders_entry(self) -> None:
+        key = "tac" + "2" * 40
+        holder = self.start_holder(key)
+        state = {"ready": False}
+        threading.Timer(0.4, lambda: state.update(ready=True)).start()
+        try:
+            got = single_flight.coordinate(key, lambda: ("entry", b"bytes") if state["ready"] else None, None)
+        finally:
+            holder.kill()
+            holder.wait()
+        self.assertEqual(got, ("entry", b"bytes"))
+        self.assertFalse(single_flight.holding(key))
+        self.assertEqual(counters["torch_aotcache"]["single_flight_waited"], 1)
+
+    def test_wait_is_bounded(self) -> None:
+        key = "tac" + "3" * 40
+        holder = self.start_holder(key)
+        try:
+            start = time.monotonic()
+            with tac_config.patch(single_flight_wait_s=0.5):
+                self.assertIsNone(single_flight.coordinate(key, lambda: None, None))
+            self.assertLess(time.monotonic() - start, 5)
+        finally:
+            holder.kill()
+            holder.wait()
+        self.assertEqual(counters["torch_aotcache"]["single_flight_timeout"], 1)
+        self.assertFalse(single_flight.holding(key))
+
+    def test_disabled(self) -> None:
+        key = "tac" + "4" * 40
+        holder = self.start_holder(key)
+        try:
+            with tac_config.patch(single_flight=False):
+                start = time.monotonic()
+                self.assertIsNone(single_flight.coordinate(key, lambda: None, None))
+                self.assertLess(time.monotonic() - start, 0.2)
+        finally:
+            holder.kill()
+            holder.wait()
+
+
+@unittest.skipUnless(HAVE_REDIS, "redis-server is not installed")
+class TestRedisLock(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.server = RedisServer().start()
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.server.close()
+
+    def setUp(self) -> None:
+        self._fresh = fresh_cache()
+        self._fresh.__enter__()
+        remote.reset()
+        self._patch = tac_config.patch(redis_url=self.server.url, signing_key="k")
+        self._patch.__enter__()
+        counters.clear()
+
+    def tearDown(self) -> None:
+        single_flight.release_all()
+        self._patch.__exit__(None, None, None)
+        remote.reset()
+        self._fresh.__exit__(None, None, None)
+
+    def test_dead_holder_on_another_machine_expires(self) -> None:
+        key = "tac" + "5" * 40
+        tier = remote.tier(True)
+        lock_name = "torch_aotcache:lock:" + tier.redis_key(key)
+        # Another machine took the lock and died: nobody refreshes it.
+        self.server.client().set(lock_name, "dead-machine-token", px=700)
+        start = time.monotonic()
+        self.assertIsNone(single_flight.coordinate(key, lambda: None, tier))
+        waited = time.monotonic() - start
+        self.assertGreater(waited, 0.4)
+        self.assertLess(waited, 10)
+        self.assertTrue(single_flight.holding(key))
+        token = self.server.client().get(lock_name)
+        self.assertNotEqual(token, b"dead-machine-token")
+        single_flight.release(key)
+        self.assertIsNone(self.server.client().get(lock_name))
+
+    def test_holder_refreshes_its_lock(self) -> None:
+        key = "tac" + "6" * 40
+        tier = remote.tier(True)
+        with tac_config.patch(single_flight_remote_ttl_s=0.3):
+            self.assertIsNone(single_flight.coordinate(key, lambda: None, tier))
+            time.sleep(0.8)  # well past the expiry: the heartbeat kept it
+            lock_name = "torch_aotcache:lock:" + tier.redis_key(key)
+            self.assertIsNotNone(self.server.client().get(lock_name))
+            single_flight.release(key)
+            self.assertIsNone(self.server.client().get(lock_name))
+
+    def test_release_never_deletes_another_holders_lock(self) -> None:
+        key = "tac" + "7" * 40
+        tier = remote.tier(True)
+        self.assertIsNone(single_flight.coordinate(key, lambda: None, tier))
+        lock_name = "torch_aotcache:lock:" + tier.redis_key(key)
+        self.server.client().set(lock_name, "someone-else")
+        single_flight.release(key)
+        self.assertEqual(self.server.client().get(lock_name), b"someone-else")
+
+
+@unittest.skipUnless(HAVE_REDIS, "redis-server is not installed")
+class TestFleetCompilesOnce(unittest.TestCase):
+    def test_four_machines_compile_once(self) -> None:
+        server = RedisServer().start()
+        try:
+            with tempfile.TemporaryDirectory() as d:
+                go = time.time() + 10
+                procs = [
+                    spawn(
+                        WORKER,
+                        {
+                            "TORCHINDUCTOR_CACHE_DIR": os.path.join(d, f"machine{i}"),
+                            "TORCH_AOTCACHE_REDIS_URL": server.url,
+                            "TORCH_AOTCACHE_SIGNING_KEY": "fleet",
+                            "TORCH_AOTCACHE_REMOTE_SYNC": "1",
+                        },
+                        str(go),
+                    )
+                    for i in range(4)
+                ]
+                results = []
+                for p in procs:
+                    out, err = p.communicate(timeout=600)
+                    self.assertEqual(p.returncode, 0, err[-3000:])
+                    results.append(json.loads(out.strip().splitlines()[-1]))
+        finally:
+            server.close()
+        self.assertEqual(sum(r["aot"].get("autograd_cache_saved", 0) for r in results), 1)
+        self.assertEqual(sum(r["aot"].get("autograd_cache_hit", 0) for r in results), 3)
+        self.assertEqual(sum(r["tac"].get("remote_hit", 0) for r in results), 3)
+
+
+if __name__ == "__main__":
+    unittest.main()
+

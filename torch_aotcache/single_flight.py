@@ -1,0 +1,227 @@
+"""
+Single-flight compiles: when several processes miss the same key at once, one
+compiles and the others wait for its entry.
+
+Note [Single flight]
+~~~~~~~~~~~~~~~~~~~~
+On a miss, before the compile starts, the process takes the key's lock:
+
+* on one machine, an exclusive ``flock`` on ``<store>/locks/<key>.lock``; the
+  operating system drops it when the holder exits or dies, so a dead holder
+  never blocks anyone;
+* across machines (when the remote tier is on), a Redis key
+  ``torch_aotcache:lock:`` + the entry's Redis key set with ``NX`` and an expiry,
+  holding a random token; the holder refreshes the expiry while it compiles
+  and deletes the key only if it still holds its token.  A holder that dies
+  stops refreshing, and a waiter takes over once the key expires.
+
+A process that cannot take a lock waits, looking the key up again every
+``single_flight_poll_s``; when the entry appears it loads it (a hit), when the
+lock frees it takes it and compiles.  Waiting is bounded by
+``single_flight_wait_s``: past it the process compiles anyway (counted), so a
+holder that never saves (its compile failed, or the graph turned out not to be
+cacheable) costs its waiters at most that long.  The holder releases its locks
+when it saves the entry (or fails to), and at exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import errno
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from torch._dynamo.utils import counters
+
+from . import config
+
+
+log = logging.getLogger(__name__)
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no local single flight
+    fcntl = None  # type: ignore[assignment]
+
+_RELEASE_SCRIPT = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('del', KEYS[1])
+end
+return 0
+"""
+_REFRESH_SCRIPT = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+def _count(name: str) -> None:
+    counters["torch_aotcache"][name] += 1
+
+
+class Flight:
+    """The locks a compiling process holds for one key."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.fd: int | None = None
+        self.redis_client: Any = None
+        self.redis_name: str | None = None
+        self.token: str | None = None
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+
+    # -- local ----------------------------------------------------------------
+
+    def try_local(self) -> bool:
+        if fcntl is None:
+            return True
+        from .storage import store_root
+
+        folder = os.path.join(store_root(), "locks")
+        try:
+            os.makedirs(folder, exist_ok=True)
+            fd = os.open(os.path.join(folder, self.key + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            log.debug("torch_aotcache: no local lock for %s: %s", self.key, e)
+            return True  # no lock to be had: compile without one
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                return False
+            return True
+        self.fd = fd
+        return True
+
+    # -- remote ---------------------------------------------------------------
+
+    def try_remote(self, tier: Any) -> bool:
+        if tier is None:
+            return True
+        if not tier.breaker.allow():
+            return True  # remote unavailable: coordinate locally only
+        name = "torch_aotcache:lock:" + tier.redis_key(self.key)
+        token = secrets.token_hex(16)
+        ttl_ms = int(config.single_flight_remote_ttl_s * 1000)
+        try:
+            got = tier._write.set(name, token, nx=True, px=ttl_ms)
+        except Exception as e:  # noqa: BLE001 - a dead remote never blocks a compile
+            tier._failed("lock", e)
+            return True
+        if not got:
+            return False
+        self.redis_client, self.redis_name, self.token = tier._write, name, token
+        self._heartbeat = threading.Thread(
+            target=self._refresh, args=(ttl_ms,), name="torch_aotcache-lock", daemon=True
+        )
+        self._heartbeat.start()
+        return True
+
+    def _refresh(self, ttl_ms: int) -> None:
+        deadline = time.monotonic() + config.single_flight_max_hold_s
+        while not self._stop.wait(ttl_ms / 3000.0):
+            if time.monotonic() > deadline:
+                return
+            try:
+                self.redis_client.eval(_REFRESH_SCRIPT, 1, self.redis_name, self.token, ttl_ms)
+            except Exception:  # noqa: BLE001 - the lock will expire; fine
+                pass
+
+    # -- release --------------------------------------------------------------
+
+    def release(self) -> None:
+        self._stop.set()
+        if self.redis_client is not None:
+            try:
+                self.redis_client.eval(_RELEASE_SCRIPT, 1, self.redis_name, self.token)
+            except Exception:  # noqa: BLE001 - it expires by itself
+                pass
+            self.redis_client = None
+        if self.fd is not None:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = None
+
+
+_held: dict[str, Flight] = {}
+_held_lock = threading.Lock()
+
+
+def holding(key: str) -> bool:
+    with _held_lock:
+        return key in _held
+
+
+def release(key: str) -> None:
+    with _held_lock:
+        flight = _held.pop(key, None)
+    if flight is not None:
+        flight.release()
+
+
+@atexit.register
+def release_all() -> None:
+    with _held_lock:
+        flights = list(_held.values())
+        _held.clear()
+    for f in flights:
+        f.release()
+
+
+def coordinate(key: str, lookup_again: Callable[[], Any], tier: Any) -> Any:
+    """Take the key's locks, or wait for the holder's entry.
+
+    Returns the result of ``lookup_again()`` if the entry appeared while
+    waiting (the caller loads it), else None: the caller compiles, holding the
+    locks until :func:`release` (called from save).
+    """
+    if not config.single_flight or holding(key):
+        return None
+    flight = Flight(key)
+    deadline = time.monotonic() + config.single_flight_wait_s
+    waited = False
+    have_local = False
+    while True:
+        if not have_local:
+            have_local = flight.try_local()
+        if have_local and flight.try_remote(tier):
+            if waited:
+                # The previous holder may have saved just before letting go.
+                found = lookup_again()
+                if found is not None:
+                    flight.release()
+                    _count("single_flight_waited")
+                    return found
+            with _held_lock:
+                _held[key] = flight
+            return None
+        if not waited:
+            waited = True
+            log.info("torch_aotcache: another process is compiling %s; waiting for it", key)
+        time.sleep(config.single_flight_poll_s)
+        found = lookup_again()
+        if found is not None:
+            flight.release()
+            _count("single_flight_waited")
+            return found
+        if time.monotonic() > deadline:
+            flight.release()
+            _count("single_flight_timeout")
+            log.warning(
+                "torch_aotcache: waited %.0f s for another process to compile %s; compiling here",
+                config.single_flight_wait_s,
+                key,
+            )
+            return None
