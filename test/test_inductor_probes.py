@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import unittest
 import unittest.mock
 
@@ -79,3 +80,57 @@ class TestIsaProbeMemo(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestPrecompiledHeaderMemo(unittest.TestCase):
+    KEY = ("torch._inductor.codecache", None, "_precompile_header")
+
+    def setUp(self) -> None:
+        import tempfile
+
+        self._fresh = fresh_cache()
+        self._fresh.__enter__()
+        self.assertIn(self.KEY, patching._saved)
+        self.dir = tempfile.mkdtemp()
+        self.calls = []
+
+        def fake_original(header, cmd, **kw):
+            self.calls.append((header, cmd))
+            path = os.path.join(self.dir, f"h{len(self.calls)}.h")
+            open(path, "w").close()
+            open(path + ".gch", "w").close()
+            return path
+
+        self._orig = unittest.mock.patch.dict(patching._saved, {self.KEY: fake_original})
+        self._orig.start()
+
+    def tearDown(self) -> None:
+        self._orig.stop()
+        self._fresh.__exit__(None, None, None)
+
+    def call(self, **kw):
+        import torch._inductor.codecache as codecache
+
+        return codecache._precompile_header("torch/csrc/inductor/cpp_prefix.h", "g++ -O3", vec_isa=VecAVX2(), **kw)
+
+    def test_remembered_while_header_exists(self) -> None:
+        first = self.call(shared=True)
+        self.assertEqual(self.call(shared=True), first)
+        self.assertEqual(len(self.calls), 1)
+        self.call(shared=False)
+        self.assertEqual(len(self.calls), 2)
+
+    def test_missing_compiled_header_rebuilds(self) -> None:
+        first = self.call(shared=True)
+        os.unlink(first + ".gch")
+        second = self.call(shared=True)
+        self.assertEqual(len(self.calls), 2)
+        self.assertNotEqual(first, second)
+
+    def test_unstable_argument_is_not_memoized(self) -> None:
+        class Opaque:
+            pass
+
+        self.call(extra=Opaque())
+        self.call(extra=Opaque())
+        self.assertEqual(len(self.calls), 2)

@@ -562,10 +562,16 @@ def find_entry(
     torch_version = torch.__version__
     state = {"status": "full_miss", "guard": None}
 
-    def accept(data: bytes) -> tuple[schemas.EntryHeader, memoryview] | None:
+    def accept(data: bytes, entry_id: str | None = None) -> tuple[schemas.EntryHeader, memoryview] | None:
         # Verify the whole entry before anything in it is used: guard
         # expressions are evaluated by the ShapeEnv, payloads unpickled.
         header, payload = schemas.verify_entry(data, key=key, torch_version=torch_version)
+        # A local file is named after the hash of its guard expression (Note
+        # [Store layout]).  Unsigned, nothing else covers the header: a guard
+        # that no longer matches the name was corrupted and is never evaluated
+        # (eval'd, it could raise, or pass for shapes the entry is not valid for).
+        if entry_id is not None and entry_id != header.entry_id:
+            raise schemas.EntryFormatError("entry's guard expression does not match its file name")
         if header.guards_expr:
             state["guard"] = header.guards_expr
             if not bool(upstream.AOTAutogradCache.evaluate_guards(header.guards_expr, hints)):
@@ -578,7 +584,7 @@ def find_entry(
     if local:
         for stored in local_store.candidates(key):
             try:
-                verified = accept(stored.data)
+                verified = accept(stored.data, stored.entry_id)
             except schemas.EntryFormatError as e:
                 reject_entry(stored.path, e)
                 continue

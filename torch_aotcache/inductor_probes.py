@@ -119,3 +119,84 @@ def check_build(self: Any, code: str) -> bool:
     ok = bool(original(self, code))
     _write(digest, ok, str(self))
     return ok
+
+
+# Note [Persisting Inductor's precompiled-header lookup]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# To find (or build) the precompiled header its C++ kernels are compiled with,
+# Inductor runs the preprocessor over the header in every process and hashes
+# the output (about 0.4 s), because the header's path is part of every
+# compiled library's cache key.  The preprocessed output depends on the header,
+# the command line, the compiler and torch's own headers; we record the path
+# Inductor returned under a digest of exactly those, and reuse it while the
+# header and its compiled form still exist.  A system header that changes
+# without any of these changing is caught by the compiler itself, which
+# ignores a precompiled header that no longer matches.
+
+
+def _torch_include_signature() -> str:
+    include = os.path.join(os.path.dirname(torch.__file__), "include")
+    try:
+        st = os.stat(os.path.join(include, "torch", "csrc", "inductor", "cpp_prefix.h"))
+        sig = f"{st.st_size}:{st.st_mtime_ns}"
+    except OSError:
+        sig = "-"
+    return f"{include}|{sig}|{torch.__version__}|{_libtorch_signature()}"
+
+
+def _stable_repr(value: Any) -> str:
+    """A repr that is the same in every process, or ValueError."""
+    from torch._inductor.cpu_vec_isa import VecISA
+
+    if isinstance(value, VecISA):
+        return f"{type(value).__name__}:{value}:{value.build_arch_flags()}"
+    if isinstance(value, (list, tuple)):
+        return "(" + ",".join(_stable_repr(v) for v in value) + ")"
+    text = repr(value)
+    if " at 0x" in text:
+        raise ValueError(f"no stable repr for {type(value).__name__}")
+    return text
+
+
+def precompile_header(header: str, hashable_cmd_line: str, **compile_command: Any) -> str:
+    """Installed as ``torch._inductor.codecache._precompile_header``."""
+    from . import patching
+    import torch._inductor.codecache as codecache
+
+    original = patching.get_original(codecache, "_precompile_header")
+    try:
+        from torch._inductor.cpp_builder import get_compiler_version_info, get_cpp_compiler
+
+        raw = "\n".join(
+            (
+                header,
+                hashable_cmd_line,
+                ";".join(f"{k}={_stable_repr(v)}" for k, v in sorted(compile_command.items())),
+                get_compiler_version_info(get_cpp_compiler()),
+                _torch_include_signature(),
+                sys.executable,
+                fingerprint.cpu_features(),
+            )
+        )
+        digest = hashlib.sha256(raw.encode()).hexdigest()[:32]
+    except Exception as e:  # noqa: BLE001
+        log.debug("torch_aotcache: cannot digest precompiled-header inputs: %s", e)
+        return original(header, hashable_cmd_line, **compile_command)
+    path = os.path.join(os.path.dirname(_record_path(digest)), f"pch-{digest}.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            known = json.load(f).get("path")
+        if isinstance(known, str) and os.path.isfile(known) and os.path.exists(known + ".gch"):
+            return known
+    except (OSError, ValueError, AttributeError):
+        pass
+    result = original(header, hashable_cmd_line, **compile_command)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"path": result}, f)
+        os.replace(tmp, path)
+    except OSError as e:
+        log.debug("torch_aotcache: cannot record precompiled header: %s", e)
+    return result

@@ -142,6 +142,16 @@ PATCH_SITES: tuple[PatchSite, ...] = (
         module="torch._inductor.cpu_vec_isa",
         optional=True,
     ),
+    # See Note [Persisting Inductor's precompiled-header lookup].
+    PatchSite(
+        None,
+        "_precompile_header",
+        "function",
+        "inductor_probes:precompile_header",
+        _both(("header", "hashable_cmd_line", "compile_command")),
+        module="torch._inductor.codecache",
+        optional=True,
+    ),
 )
 
 # Attributes of AOTAutogradCache that upstream code calls and that we

@@ -64,6 +64,11 @@ class StoredEntry:
     path: str
     data: bytes
 
+    @property
+    def entry_id(self) -> str:
+        """The id the file is named after: its header's ``entry_id`` unless corrupted."""
+        return os.path.basename(self.path)[: -len(ENTRY_SUFFIX)]
+
 
 # Kinds of disk fault (errno names) already warned about in this process.
 # See Note [Disk faults].
