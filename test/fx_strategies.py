@@ -184,7 +184,10 @@ def any_tensor(t: torch.Tensor) -> bool:
     return True
 
 
-def rank_at_least(n: int, pred: Callable[[torch.Tensor], bool] = any_tensor) -> Callable[[torch.Tensor], bool]:
+Predicate = Callable[[torch.Tensor], bool]
+
+
+def rank_at_least(n: int, pred: Predicate = any_tensor) -> Predicate:
     return lambda t: t.dim() >= n and pred(t)
 
 
@@ -573,7 +576,9 @@ class Program:
     def make_inputs(self, device: str | torch.device = "cpu", seed: int = INPUT_SEED) -> list[torch.Tensor]:
         return make_inputs(self.inputs, device, seed)
 
-    def callable(self, device: str | torch.device = "cpu") -> tuple[Callable[..., Any], Callable[[], list[torch.Tensor]]]:
+    def callable(
+        self, device: str | torch.device = "cpu"
+    ) -> tuple[Callable[..., Any], Callable[[], list[torch.Tensor]]]:
         """(fn, make_inputs): ``make_inputs()`` gives fresh tensors with the same values each call."""
         return self.function(), lambda: self.make_inputs(device)
 
