@@ -565,12 +565,19 @@ def find_entry(
     def accept(data: bytes, entry_id: str | None = None) -> tuple[schemas.EntryHeader, memoryview] | None:
         # Verify the whole entry before anything in it is used: guard
         # expressions are evaluated by the ShapeEnv, payloads unpickled.
-        header, payload = schemas.verify_entry(data, key=key, torch_version=torch_version)
+        try:
+            header, payload = schemas.verify_entry(data, key=key, torch_version=torch_version)
+            named = header.entry_id if entry_id is not None else None
+        except (TypeError, ValueError, UnicodeError) as e:
+            # A few malformed headers get past verify_entry's own checks as
+            # these (hmac.compare_digest refuses non-ASCII text, a lone
+            # surrogate cannot be encoded): still just a bad entry.
+            raise schemas.EntryFormatError(f"malformed entry header: {e}") from None
         # A local file is named after the hash of its guard expression (Note
         # [Store layout]).  Unsigned, nothing else covers the header: a guard
         # that no longer matches the name was corrupted and is never evaluated
         # (eval'd, it could raise, or pass for shapes the entry is not valid for).
-        if entry_id is not None and entry_id != header.entry_id:
+        if entry_id is not None and entry_id != named:
             raise schemas.EntryFormatError("entry's guard expression does not match its file name")
         if header.guards_expr:
             state["guard"] = header.guards_expr
@@ -918,7 +925,9 @@ def write_to_local_cache(key: str, content: bytes) -> None:
     """
     try:
         header, _ = schemas.verify_entry(content, key=key, torch_version=torch.__version__)
-    except schemas.EntryFormatError as e:
+    # TypeError etc.: malformed headers that get past verify_entry's own checks
+    # (see accept() in find_entry).
+    except (schemas.EntryFormatError, TypeError, ValueError, UnicodeError) as e:
         if content[: len(schemas.MAGIC) - 2] == schemas.MAGIC[:-2]:
             log.warning("torch_aotcache: refusing cache artifact for key %s: %s", key, e)
             counters["torch_aotcache"]["entry_rejected"] += 1

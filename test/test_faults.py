@@ -1,0 +1,448 @@
+"""
+Disk faults under the local store (issue "Entries you can trust", item 4).
+
+Each fault is injected, not hoped for: the file-system calls the store makes
+(``os.scandir``, ``open``, ``os.makedirs``, ``tempfile.mkstemp``,
+``os.replace``, ``os.unlink``) are patched so that they fail, for paths under
+the store only, the way a real disk would (``EROFS``, ``EACCES``, ``ENOSPC``
+via ``/dev/full``, folders deleted under the writer, files that vanish
+between listing and reading).  Tests run as root in CI, where ``chmod``
+restricts nothing, so permissions are faked the same way.
+
+For every kind: the compile succeeds with the eager result; the counters in
+``counters["torch_aotcache"]`` say what happened; a fault that repeats logs
+one warning in all (See Note [Disk faults] in storage.py), benign events log
+none; nothing is logged with a traceback at WARNING or above; and no bytes
+read from the store reach ``pickle.loads`` without having been verified.
+
+The functions compiled are matmuls and views only, which Inductor lowers to
+extern kernels: no C++ is compiled, so each compile takes about a second.
+"""
+
+from __future__ import annotations
+
+import builtins
+import errno
+import logging
+import os
+import pickle
+import shutil
+import tempfile
+import unittest
+import unittest.mock
+from collections.abc import Iterator
+from contextlib import contextmanager, ExitStack
+from typing import Any
+
+import torch
+import torch._dynamo
+import torch._inductor.codecache
+from torch._dynamo.utils import counters
+from torch._inductor.runtime.runtime_utils import cache_dir
+from torch._inductor.utils import fresh_cache
+from torch.testing._internal.common_utils import instantiate_parametrized_tests, parametrize
+
+import torch_aotcache
+from torch_aotcache import autograd_cache as ours
+from torch_aotcache import schemas, storage
+from torch_aotcache.storage import LocalStore
+
+from common import aot_counts, cache_enabled, clear_in_memory_state
+
+
+def f(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return (x @ w).t() @ x
+
+
+def inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(4, 3, generator=g), torch.randn(3, 5, generator=g)
+
+
+def forget_compiled() -> None:
+    """Like clear_in_memory_state(), but keeps the counters adding up."""
+    torch._dynamo.reset()
+    torch._inductor.codecache.PyCodeCache.cache_clear(purge=True)
+
+
+class LogCapture(logging.Handler):
+    """Every record at WARNING or above, from any logger (``torch`` does not propagate)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not any(r is record for r in self.records):
+            self.records.append(record)
+
+
+@contextmanager
+def capture_warnings() -> Iterator[LogCapture]:
+    handler = LogCapture()
+    loggers = [logging.getLogger(), logging.getLogger("torch"), logging.getLogger("torch_aotcache")]
+    for lg in loggers:
+        lg.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        for lg in loggers:
+            lg.removeHandler(handler)
+
+
+# ---------------------------------------------------------------------------
+# Fault injection, for paths under the store only
+# ---------------------------------------------------------------------------
+
+
+def _err(code: int, path: Any) -> OSError:
+    cls = PermissionError if code == errno.EACCES else OSError
+    return cls(code, os.strerror(code), os.fspath(path) if path is not None else None)
+
+
+@contextmanager
+def disk_fault(kind: str) -> Iterator[None]:
+    """Make the store's file-system calls fail the way ``kind`` would.
+
+    ``readonly``        writes fail with EROFS (mkstemp, mkdir of new folders,
+                        replace, unlink); reads work
+    ``eacces``          every read and write under the store fails with EACCES
+    ``enospc``          the entry's bytes go to /dev/full: the write fails with ENOSPC
+    ``deleted_mid_write`` the key folder is removed between mkstemp and replace
+    ``vanish``          an entry file is deleted between listing and reading
+    ``eio_read``        reading an entry file fails with EIO
+    """
+    root = os.path.abspath(storage.store_root())
+
+    def under(p: Any) -> bool:
+        if p is None or isinstance(p, int):
+            return False
+        p = os.fspath(p)
+        if isinstance(p, bytes):
+            p = p.decode(errors="replace")
+        p = os.path.abspath(p)
+        return p == root or p.startswith(root + os.sep)
+
+    real_mkstemp = tempfile.mkstemp
+    real_makedirs = os.makedirs
+    real_replace = os.replace
+    real_unlink = os.unlink
+    real_scandir = os.scandir
+    real_open = builtins.open
+
+    def mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        folder = kwargs.get("dir")
+        if under(folder):
+            if kind == "readonly":
+                raise _err(errno.EROFS, folder)
+            if kind == "eacces":
+                raise _err(errno.EACCES, folder)
+            if kind == "enospc":
+                fd, name = real_mkstemp(*args, **kwargs)
+                os.close(fd)
+                return os.open("/dev/full", os.O_WRONLY), name
+        return real_mkstemp(*args, **kwargs)
+
+    def makedirs(name: Any, *args: Any, **kwargs: Any) -> None:
+        if under(name) and kind in ("readonly", "eacces") and not os.path.isdir(name):
+            raise _err(errno.EROFS if kind == "readonly" else errno.EACCES, name)
+        real_makedirs(name, *args, **kwargs)
+
+    def replace(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        if under(src) or under(dst):
+            if kind in ("readonly", "eacces"):
+                raise _err(errno.EROFS if kind == "readonly" else errno.EACCES, dst)
+            if kind == "deleted_mid_write" and os.path.basename(os.fspath(src)).startswith(".tmp-"):
+                shutil.rmtree(os.path.dirname(os.fspath(src)))
+        real_replace(src, dst, *args, **kwargs)
+
+    def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+        if under(path) and kind in ("readonly", "eacces"):
+            raise _err(errno.EROFS if kind == "readonly" else errno.EACCES, path)
+        real_unlink(path, *args, **kwargs)
+
+    def scandir(path: Any = ".") -> Any:
+        if under(path) and kind == "eacces":
+            raise _err(errno.EACCES, path)
+        return real_scandir(path)
+
+    def open_(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if under(file):
+            name = os.fspath(file)
+            if kind == "eacces":
+                raise _err(errno.EACCES, file)
+            if name.endswith(storage.ENTRY_SUFFIX) and "r" in mode:
+                if kind == "vanish":
+                    real_unlink(name)  # the real open below finds nothing
+                elif kind == "eio_read":
+                    raise _err(errno.EIO, file)
+        return real_open(file, mode, *args, **kwargs)
+
+    with ExitStack() as stack:
+        for target, fake in (
+            ("tempfile.mkstemp", mkstemp),
+            ("os.makedirs", makedirs),
+            ("os.replace", replace),
+            ("os.unlink", unlink),
+            ("os.scandir", scandir),
+            ("builtins.open", open_),
+        ):
+            stack.enter_context(unittest.mock.patch(target, fake))
+        yield
+
+
+@contextmanager
+def spy_unverified_unpickling() -> Iterator[list[bytes]]:
+    """Collects bytes read from the store that reach pickle.loads unverified."""
+    verified: set[bytes] = set()
+    read: list[bytes] = []
+    unverified: list[bytes] = []
+    real_verify, real_loads, real_candidates = schemas.verify_entry, pickle.loads, LocalStore.candidates
+
+    def verify_entry(data: bytes, **kwargs: Any) -> Any:
+        header, payload = real_verify(data, **kwargs)
+        verified.add(bytes(payload))
+        return header, payload
+
+    def candidates(self: LocalStore, key: str) -> Iterator[Any]:
+        for stored in real_candidates(self, key):
+            read.append(stored.data)
+            yield stored
+
+    def loads(data: Any, *args: Any, **kwargs: Any) -> Any:
+        b = bytes(data)
+        if b not in verified and any(b in d for d in read):
+            unverified.append(b)
+        return real_loads(data, *args, **kwargs)
+
+    with (
+        unittest.mock.patch.object(schemas, "verify_entry", verify_entry),
+        unittest.mock.patch.object(pickle, "loads", loads),
+        unittest.mock.patch.object(LocalStore, "candidates", candidates),
+    ):
+        yield unverified
+
+
+def hidden_files() -> list[str]:
+    found = []
+    for dirpath, _dirs, files in os.walk(storage.entries_root()):
+        found.extend(os.path.join(dirpath, n) for n in files if n.startswith("."))
+    return found
+
+
+# ---------------------------------------------------------------------------
+# Tests
+# ---------------------------------------------------------------------------
+
+# What each kind must leave in counters["torch_aotcache"] after REPEAT compiles
+# (all of them under the fault), and how many warnings it may log.
+REPEAT = 3
+EXPECTED: dict[str, tuple[dict[str, int], int, bool]] = {
+    # kind: (torch_aotcache counters, warnings, entry saved by each compile)
+    "readonly": ({"store_write_failed": REPEAT}, 1, False),
+    "eacces": ({"store_read_failed": REPEAT, "store_write_failed": REPEAT}, 1, False),
+    "enospc": ({"store_write_failed": REPEAT}, 1, False),
+    "deleted_mid_write": ({"store_write_failed": REPEAT}, 1, False),
+    # Needs an entry first; each lookup loses it, each compile writes it again.
+    "vanish": ({"entry_vanished": REPEAT}, 0, True),
+    "eio_read": ({"store_read_failed": REPEAT}, 1, True),
+}
+
+
+class FaultTestCase(unittest.TestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.assertTrue(torch_aotcache.is_installed())
+        self._stack = ExitStack()
+        self._stack.enter_context(fresh_cache())
+        self._stack.enter_context(cache_enabled())
+        # Warn-once state is per process; each test starts as a new process would.
+        self._stack.enter_context(unittest.mock.patch.object(storage, "_warned_faults", set()))
+        self._stack.enter_context(unittest.mock.patch.object(ours, "_warned", set()))
+        self.unverified = self._stack.enter_context(spy_unverified_unpickling())
+        clear_in_memory_state()
+
+    def tearDown(self) -> None:
+        self._stack.close()
+        clear_in_memory_state()
+        super().tearDown()
+
+    def compile_and_check(self) -> None:
+        x, w = inputs()
+        torch.testing.assert_close(torch.compile(f)(x, w), f(x, w))
+        self.assertEqual(self.unverified, [], "unpickled bytes from the store that were never verified")
+
+    def assert_quiet(self, logs: LogCapture, warnings: int) -> None:
+        """``warnings`` warnings from torch_aotcache, nothing else, no tracebacks."""
+        for r in logs.records:
+            self.assertIsNone(r.exc_info, f"traceback logged by {r.name}: {r.getMessage()}")
+        ours_ = [r for r in logs.records if r.name.startswith("torch_aotcache")]
+        others = [r for r in logs.records if not r.name.startswith("torch_aotcache")]
+        self.assertEqual(others, [], [r.getMessage() for r in others])
+        self.assertEqual(len(ours_), warnings, [r.getMessage() for r in ours_])
+        for r in ours_:
+            self.assertIn("torch_aotcache: cannot", r.getMessage())
+            self.assertIn("compiling without it", r.getMessage())
+
+
+@instantiate_parametrized_tests
+class TestDiskFaults(FaultTestCase):
+    @parametrize("kind", list(EXPECTED))
+    def test_repeated_fault_compiles_counts_and_warns_once(self, kind: str) -> None:
+        expected_counters, expected_warnings, saves = EXPECTED[kind]
+        if kind == "enospc" and not os.path.exists("/dev/full"):
+            self.skipTest("needs /dev/full")
+        if kind in ("vanish", "eio_read"):
+            self.compile_and_check()  # an entry to lose
+            self.assertEqual(aot_counts(), {"autograd_cache_miss": 1, "autograd_cache_saved": 1})
+            clear_in_memory_state()
+        with capture_warnings() as logs, disk_fault(kind):
+            for _ in range(REPEAT):
+                forget_compiled()
+                self.compile_and_check()
+        got = {
+            k: v
+            for k, v in counters["torch_aotcache"].items()
+            if k.startswith(("store_", "entry_", "quarantined", "signature_"))
+        }
+        self.assertEqual(got, expected_counters)
+        want_aot = {"autograd_cache_miss": REPEAT}
+        if saves:
+            want_aot["autograd_cache_saved"] = REPEAT
+        self.assertEqual(aot_counts(), want_aot)
+        self.assert_quiet(logs, expected_warnings)
+        # Nothing half-written is left behind, whatever the fault.
+        self.assertEqual(hidden_files(), [])
+        if not saves:
+            self.assertEqual(list(LocalStore().iter_paths()), [])
+        # The fault gone, the cache works again: save, then hit.
+        forget_compiled()
+        counters.clear()
+        self.compile_and_check()
+        if not saves:
+            self.assertEqual(aot_counts(), {"autograd_cache_miss": 1, "autograd_cache_saved": 1})
+            forget_compiled()
+            counters.clear()
+            self.compile_and_check()
+        self.assertEqual(aot_counts(), {"autograd_cache_hit": 1})
+
+    def test_different_fault_kinds_each_warn_once(self) -> None:
+        # Two kinds of write fault in one process: each is reported (once).
+        with capture_warnings() as logs:
+            for kind in ("readonly", "enospc", "readonly", "enospc"):
+                with disk_fault(kind):
+                    forget_compiled()
+                    self.compile_and_check()
+        self.assertEqual(counters["torch_aotcache"]["store_write_failed"], 4)
+        self.assert_quiet(logs, 2)
+        messages = " ".join(r.getMessage() for r in logs.records)
+        self.assertIn("EROFS", messages)
+        self.assertIn("ENOSPC", messages)
+
+    def test_fault_on_one_file_does_not_hide_the_others(self) -> None:
+        # Two files under one key; the newer one (read first) cannot be read.
+        self.compile_and_check()
+        [path] = LocalStore().iter_paths()
+        newest = os.path.join(os.path.dirname(path), "copy" + storage.ENTRY_SUFFIX)
+        shutil.copyfile(path, newest)
+        st = os.stat(path)
+        os.utime(newest, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        real_open = builtins.open
+
+        def open_(file: Any, *args: Any, **kwargs: Any) -> Any:
+            if isinstance(file, str) and file == newest:
+                raise _err(errno.EIO, file)
+            return real_open(file, *args, **kwargs)
+
+        clear_in_memory_state()
+        with capture_warnings() as logs, unittest.mock.patch("builtins.open", open_):
+            self.compile_and_check()
+        self.assertEqual(aot_counts(), {"autograd_cache_hit": 1})
+        self.assertEqual(counters["torch_aotcache"]["store_read_failed"], 1)
+        self.assert_quiet(logs, 1)
+
+
+class TestMissingAndDeletedDirs(FaultTestCase):
+    def test_cache_dir_missing(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            missing = os.path.join(tmp, "not", "there", "yet")
+            with unittest.mock.patch.dict(os.environ, {"TORCHINDUCTOR_CACHE_DIR": missing}):
+                self.assertFalse(os.path.exists(missing))
+                with capture_warnings() as logs:
+                    self.compile_and_check()
+                self.assertEqual(aot_counts(), {"autograd_cache_miss": 1, "autograd_cache_saved": 1})
+                self.assertEqual(len(list(LocalStore().iter_paths())), 1)
+                self.assert_quiet(logs, 0)
+                clear_in_memory_state()
+                self.compile_and_check()
+                self.assertEqual(aot_counts(), {"autograd_cache_hit": 1})
+
+    def test_cache_dir_deleted_between_compiles(self) -> None:
+        self.compile_and_check()
+        with capture_warnings() as logs:
+            for _ in range(REPEAT):
+                shutil.rmtree(cache_dir())
+                clear_in_memory_state()
+                self.compile_and_check()
+                self.assertEqual(aot_counts(), {"autograd_cache_miss": 1, "autograd_cache_saved": 1})
+        self.assert_quiet(logs, 0)
+        clear_in_memory_state()
+        self.compile_and_check()
+        self.assertEqual(aot_counts(), {"autograd_cache_hit": 1})
+
+    def test_store_deleted_between_lookup_and_save(self) -> None:
+        real_lookup = ours.lookup
+
+        def lookup_then_delete(*args: Any, **kwargs: Any) -> Any:
+            result = real_lookup(*args, **kwargs)
+            shutil.rmtree(storage.store_root(), ignore_errors=True)
+            return result
+
+        with capture_warnings() as logs, unittest.mock.patch.object(ours, "lookup", lookup_then_delete):
+            self.compile_and_check()
+        self.assertEqual(aot_counts(), {"autograd_cache_miss": 1, "autograd_cache_saved": 1})
+        self.assert_quiet(logs, 0)
+        clear_in_memory_state()
+        self.compile_and_check()
+        self.assertEqual(aot_counts(), {"autograd_cache_hit": 1})
+
+    def test_entry_vanishes_while_listing(self) -> None:
+        # Gone between scandir() and stat(): skipped, and the folder's other
+        # entries are still read (here: none, so a miss).
+        self.compile_and_check()
+        [path] = LocalStore().iter_paths()
+        real_scandir = os.scandir
+
+        class Listing:
+            def __init__(self, folder: Any) -> None:
+                self._it = real_scandir(folder)
+
+            def __enter__(self) -> Listing:
+                return self
+
+            def __exit__(self, *exc: Any) -> None:
+                self._it.close()
+
+            def __iter__(self) -> Iterator[Any]:
+                for e in self._it:
+                    if e.path == path:
+                        os.unlink(path)
+                    yield e
+
+        def scandir(folder: Any = ".") -> Any:
+            if os.fspath(folder) == os.path.dirname(path):
+                return Listing(folder)
+            return real_scandir(folder)
+
+        clear_in_memory_state()
+        with capture_warnings() as logs, unittest.mock.patch("os.scandir", scandir):
+            self.compile_and_check()
+        self.assertEqual(counters["torch_aotcache"]["entry_vanished"], 1)
+        self.assertEqual(aot_counts(), {"autograd_cache_miss": 1, "autograd_cache_saved": 1})
+        self.assert_quiet(logs, 0)
+
+
+if __name__ == "__main__":
+    from torch._dynamo.test_case import run_tests
+
+    run_tests()
