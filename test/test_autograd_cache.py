@@ -448,6 +448,25 @@ class TestAutogradCache(CacheTestCase):
                 self.assertEqual(len(list(LocalStore().iter_paths())), 1)
                 torch.testing.assert_close(loaded(x)[0], f(x))
 
+    def test_entries_get_ordinary_file_permissions(self) -> None:
+        torch.compile(lambda x: x * 7)(torch.randn(3))
+        [path] = self.entry_files()
+        from torch_aotcache import storage
+
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o666 & ~storage._UMASK)
+
+    def test_unreadable_signing_key_file_warns_once(self) -> None:
+        from torch_aotcache import config as tac_config
+
+        with tac_config.patch(signing_key_file="/nonexistent/key"):
+            with self.assertLogs("torch_aotcache.autograd_cache", level=logging.WARNING) as logs:
+                for fn in (lambda x: x + 11, lambda x: x - 11):
+                    x = torch.randn(3)
+                    torch.testing.assert_close(torch.compile(fn)(x), fn(x))
+        warnings = [m for m in logs.output if "nonexistent/key" in m]
+        self.assertEqual(len(warnings), 1, logs.output)
+        self.assertEqual(self.entry_files(), [])
+
 
 if __name__ == "__main__":
     from torch._dynamo.test_case import run_tests

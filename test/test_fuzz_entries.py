@@ -51,13 +51,6 @@ TORCH = torch.__version__
 HEAD = len(schemas.MAGIC) + 4  # magic + header length
 EXAMPLES = max(200, settings.default.max_examples)
 
-# schemas.verify_entry lets a header whose payload_sha256 or signature holds
-# non-ASCII text through to hmac.compare_digest, which raises TypeError (see
-# test_verify_entry_non_ascii_digest_is_a_format_error).  find_entry turns it
-# into a clean miss; verify_entry itself is allowed this one failure until
-# schemas.py is fixed.
-KNOWN_TYPEERROR = "comparing strings with non-ASCII characters is not supported"
-
 harmless_objects = st.one_of(
     st.integers(),
     st.text(max_size=30),
@@ -250,10 +243,6 @@ class FuzzTestCase(unittest.TestCase):
         except schemas.EntryFormatError:
             self.assertIsNone(found)
             return
-        except TypeError as e:  # the known bug, see KNOWN_TYPEERROR
-            self.assertEqual(str(e), KNOWN_TYPEERROR)
-            self.assertIsNone(found)
-            return
         self.assertIn(bytes(payload), payloads)
         if signed:
             # Accepted only as signed: every field as written.
@@ -304,11 +293,7 @@ class TestFuzzEntries(FuzzTestCase):
             # back unchanged, or an unknown field, leave it as signed).
             assume(header != original.header)
             with self.assertRaises(schemas.EntryFormatError):
-                try:
-                    schemas.verify_entry(mutated, key=KEY, torch_version=TORCH)
-                except TypeError as e:  # the known bug, see KNOWN_TYPEERROR
-                    self.assertEqual(str(e), KNOWN_TYPEERROR)
-                    raise schemas.EntryFormatError(str(e)) from None
+                schemas.verify_entry(mutated, key=KEY, torch_version=TORCH)
             self.check(mutated, [original], signed=True)
 
     def test_corrupted_guard_is_never_evaluated(self) -> None:
@@ -332,11 +317,9 @@ class TestFuzzEntries(FuzzTestCase):
         LocalStore().put(KEY, original.header.entry_id, data)
         self.assertIsNone(ours.find_entry(KEY, True, [], {}))
 
-    @unittest.expectedFailure
     def test_verify_entry_non_ascii_digest_is_a_format_error(self) -> None:
-        # Bug in schemas.verify_entry (not fixed here): hmac.compare_digest
-        # raises TypeError for non-ASCII str.  Remove expectedFailure and the
-        # KNOWN_TYPEERROR allowances once schemas.py checks the field first.
+        # hmac.compare_digest raises TypeError for non-ASCII text: the header
+        # check must refuse such a field first.
         original = build("x", KEY)
         edited = dataclasses.replace(original.header, payload_sha256="é" * 64)
         with self.assertRaises(schemas.EntryFormatError):

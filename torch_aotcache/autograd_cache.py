@@ -51,7 +51,7 @@ from torch._functorch import config as functorch_config
 from torch._functorch._aot_autograd import autograd_cache as upstream
 from torch._inductor.remote_cache import cache_stats
 
-from . import _compat, config, fingerprint, schemas
+from . import _compat, config, fingerprint, schemas, signing
 from .graph_hashing import (
     digest,
     encode_inputs,
@@ -565,14 +565,8 @@ def find_entry(
     def accept(data: bytes, entry_id: str | None = None) -> tuple[schemas.EntryHeader, memoryview] | None:
         # Verify the whole entry before anything in it is used: guard
         # expressions are evaluated by the ShapeEnv, payloads unpickled.
-        try:
-            header, payload = schemas.verify_entry(data, key=key, torch_version=torch_version)
-            named = header.entry_id if entry_id is not None else None
-        except (TypeError, ValueError, UnicodeError) as e:
-            # A few malformed headers get past verify_entry's own checks as
-            # these (hmac.compare_digest refuses non-ASCII text, a lone
-            # surrogate cannot be encoded): still just a bad entry.
-            raise schemas.EntryFormatError(f"malformed entry header: {e}") from None
+        header, payload = schemas.verify_entry(data, key=key, torch_version=torch_version)
+        named = header.entry_id if entry_id is not None else None
         # A local file is named after the hash of its guard expression (Note
         # [Store layout]).  Unsigned, nothing else covers the header: a guard
         # that no longer matches the name was corrupted and is never evaluated
@@ -602,14 +596,15 @@ def find_entry(
     if found is None and remote:
         from . import remote as remote_tier
 
-        for data in remote_tier.remote_entries(key, True):
+        for field, data in remote_tier.remote_entries(key, True):
             try:
-                verified = accept(data)
+                # The hash field is named after the guard, like a local file.
+                verified = accept(data, field)
             except schemas.EntryFormatError as e:
                 counters["torch_aotcache"]["remote_rejected"] += 1
                 if isinstance(e, schemas.EntrySignatureError):
                     counters["torch_aotcache"]["signature_rejected"] += 1
-                _warn_once("remote:" + str(e), "torch_aotcache: refused remote entry for %s: %s", key, e)
+                _warn_once("remote-rejected", "torch_aotcache: refused remote entry for %s: %s", key, e)
                 continue
             if verified is None:
                 continue
@@ -618,8 +613,7 @@ def find_entry(
                 try:
                     local_store.put(key, verified[0].entry_id, data)
                 except OSError as e:
-                    counters["torch_aotcache"]["store_write_failed"] += 1
-                    _warn_once("write:" + type(e).__name__, "torch_aotcache: cannot write cache entry: %s", e)
+                    local_store.report_fault("write", e)
             break
     if found is not None:
         state["status"] = "hit"
@@ -904,6 +898,11 @@ def _save(key: str, entry: Any, remote: bool) -> None:
         log.info("Bypassing autograd cache due to: %s", e)
         if functorch_config.strict_autograd_cache:
             raise
+    except signing.SigningKeyError as e:
+        counters["torch_aotcache"]["save_failed"] += 1
+        _warn_once("signing-key", "torch_aotcache: entries are not saved: %s", e)
+        if functorch_config.strict_autograd_cache:
+            raise
     except OSError as e:
         # Counted, and warned about once per errno together with read
         # faults: see Note [Disk faults] in storage.py.
@@ -925,9 +924,7 @@ def write_to_local_cache(key: str, content: bytes) -> None:
     """
     try:
         header, _ = schemas.verify_entry(content, key=key, torch_version=torch.__version__)
-    # TypeError etc.: malformed headers that get past verify_entry's own checks
-    # (see accept() in find_entry).
-    except (schemas.EntryFormatError, TypeError, ValueError, UnicodeError) as e:
+    except schemas.EntryFormatError as e:
         if content[: len(schemas.MAGIC) - 2] == schemas.MAGIC[:-2]:
             log.warning("torch_aotcache: refusing cache artifact for key %s: %s", key, e)
             counters["torch_aotcache"]["entry_rejected"] += 1
@@ -939,7 +936,10 @@ def write_to_local_cache(key: str, content: bytes) -> None:
 
         patching.get_original(upstream.AOTAutogradCache, "_write_to_local_cache")(key, content)
         return
-    local_store.put(key, header.entry_id, content)
+    try:
+        local_store.put(key, header.entry_id, content)
+    except OSError as e:
+        local_store.report_fault("write", e)
 
 
 def clear() -> None:

@@ -194,6 +194,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 raise schemas.EntryFormatError(
                     f"entry is for key {header.key}, but stored under {_key_of_path(path)}"
                 )
+            # The file name is the hash of the guard (Note [Store layout]).
+            if os.path.basename(path) != header.entry_id + storage.ENTRY_SUFFIX:
+                raise schemas.EntryFormatError("entry's guard expression does not match its file name")
         except (OSError, schemas.EntryFormatError) as e:
             bad += 1
             print(f"BAD  {path}: {e}")

@@ -174,8 +174,9 @@ class RedisTier:
 
     # -- reads --------------------------------------------------------------
 
-    def get(self, key: str) -> list[bytes]:
-        """The entries stored under ``key`` (decompressed, unverified); [] on any failure."""
+    def get(self, key: str) -> list[tuple[str, bytes]]:
+        """(entry id, entry) pairs stored under ``key``, decompressed and
+        unverified; [] on any failure."""
         if not self.breaker.allow():
             _count("remote_skipped")
             return []
@@ -189,8 +190,8 @@ class RedisTier:
         if not isinstance(values, dict):
             _count("remote_error")
             return []
-        for value in values.values():
-            if not isinstance(value, bytes):
+        for field, value in values.items():
+            if not isinstance(value, bytes) or not isinstance(field, bytes):
                 _count("remote_garbage")
                 continue
             _count("remote_bytes_read", len(value))
@@ -198,7 +199,7 @@ class RedisTier:
             if data is None:
                 _count("remote_garbage")
                 continue
-            out.append(data)
+            out.append((field.decode("ascii", "replace"), data))
         _count("remote_hit" if out else "remote_miss")
         return out
 
@@ -296,7 +297,14 @@ def tier(remote_requested: bool) -> RedisTier | None:
     url = configured_url(remote_requested)
     if url is None:
         return None
-    if not signing.enabled():
+    try:
+        signed = signing.enabled()
+    except signing.SigningKeyError as e:
+        if url not in _warned_urls:
+            _warned_urls.add(url)
+            log.warning("torch_aotcache: remote cache %s not used: %s", url, e)
+        return None
+    if not signed:
         if not config.trust_unsigned_remote:
             if not _warned_refused:
                 _warned_refused = True
@@ -364,7 +372,7 @@ def _flush_at_exit() -> None:
         pass
 
 
-def remote_entries(key: str, remote_requested: bool) -> list[bytes]:
+def remote_entries(key: str, remote_requested: bool) -> list[tuple[str, bytes]]:
     t = tier(remote_requested)
     return t.get(key) if t is not None else []
 

@@ -36,6 +36,7 @@ import hashlib
 import hmac
 import json
 import pickle
+import re
 import struct
 from typing import Any
 
@@ -139,11 +140,28 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
 }
 
 
+_HEX = re.compile(r"[0-9a-f]*")
+_KEY = re.compile(r"[0-9A-Za-z_.-]+")
+
+
 def _check_types(header: EntryHeader) -> None:
     for name, typ in _FIELD_TYPES.items():
         value = getattr(header, name)
         if not isinstance(value, typ) or isinstance(value, bool) and typ is int:
             raise EntryFormatError(f"header field {name} has type {type(value)}")
+    # Digests are compared with hmac.compare_digest and keys name folders:
+    # anything but their expected alphabet is corruption.
+    for name in ("payload_sha256", "signature", "key_id"):
+        if not _HEX.fullmatch(getattr(header, name)):
+            raise EntryFormatError(f"header field {name} is not hexadecimal")
+    if len(header.payload_sha256) != 64:
+        raise EntryFormatError("header field payload_sha256 has the wrong length")
+    if not _KEY.fullmatch(header.key):
+        raise EntryFormatError("header field key has unexpected characters")
+    try:
+        header.guards_expr.encode("utf-8")
+    except UnicodeError:
+        raise EntryFormatError("header field guards_expr is not valid text") from None
 
 
 def payload_digest(payload: bytes | memoryview) -> str:

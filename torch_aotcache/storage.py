@@ -59,6 +59,16 @@ log = logging.getLogger(__name__)
 ENTRY_SUFFIX = ".entry"
 
 
+def _current_umask() -> int:
+    # Read once, at import; os.umask can only be read by setting it.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 @dataclass(frozen=True)
 class StoredEntry:
     path: str
@@ -161,6 +171,10 @@ class LocalStore:
         path = os.path.join(folder, entry_id + ENTRY_SUFFIX)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
         try:
+            # mkstemp makes the file private; give it the permissions any
+            # other file written here would get, so users sharing a cache dir
+            # can read each other's entries as they read Inductor's.
+            os.fchmod(fd, 0o666 & ~_UMASK)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)
