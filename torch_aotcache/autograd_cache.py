@@ -34,6 +34,7 @@ When in doubt a factor goes in: a miss costs seconds, a false hit a wrong result
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -282,8 +283,60 @@ def _config_component(module: Any, ignored: tuple[str, ...], callables: tuple[st
     return "\n".join(lines)
 
 
+class _ConfigMemo:
+    """The digest of a config module, recomputed only when a value changed.
+
+    Every read of a config value resolves to its entry's ``user_override``
+    (set by assignment and ``config.patch``), or to a default fixed at import
+    (environment defaults included); defaults of reference type are copied
+    into ``user_override`` on first read.  So after one full read, the tuple
+    of ``user_override`` objects identifies the values exactly, except for a
+    list or dict mutated in place: those are compared by value against a copy.
+    Entries whose value comes from elsewhere (aliases) are read every time.
+    """
+
+    def __init__(self) -> None:
+        self._memo: dict[str, tuple[list[Any], list[tuple[int, Any]], str]] = {}
+
+    @staticmethod
+    def _snapshot(module: Any) -> list[Any]:
+        snap = []
+        for name, entry in module._config.items():
+            if getattr(entry, "alias", None) is not None:
+                snap.append(getattr(module, name))
+            else:
+                snap.append(entry.user_override.get())
+        return snap
+
+    def digest(self, module: Any, ignored: tuple[str, ...], callables: tuple[str, ...]) -> str:
+        name = module.__name__
+        snap = self._snapshot(module)
+        memo = self._memo.get(name)
+        if (
+            memo is not None
+            and len(memo[0]) == len(snap)
+            and all(a is b for a, b in zip(memo[0], snap))
+            and all(snap[i] == copy_ for i, copy_ in memo[1])
+        ):
+            return memo[2]
+        value = digest(_config_component(module, ignored, callables))
+        snap = self._snapshot(module)  # after the full read, defaults are materialized
+        mutable = []
+        for i, v in enumerate(snap):
+            if isinstance(v, (list, dict, set)):
+                try:
+                    mutable.append((i, copy.deepcopy(v)))
+                except Exception:  # noqa: BLE001 - uncopyable: never reuse this memo
+                    return value
+        self._memo[name] = (snap, mutable, value)
+        return value
+
+
+_config_memo = _ConfigMemo()
+
+
 def _config_digest(module: Any, ignored: tuple[str, ...], callables: tuple[str, ...]) -> str:
-    return digest(_config_component(module, ignored, callables))
+    return _config_memo.digest(module, ignored, callables)
 
 
 def _runtime_component() -> str:

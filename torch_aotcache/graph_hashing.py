@@ -34,6 +34,7 @@ import hashlib
 import math
 import operator
 import types
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -235,6 +236,37 @@ _META_KEYS: tuple[str, ...] = (
 _TRITON_WRAPPERS = ("triton_kernel_wrapper_mutation", "triton_kernel_wrapper_functional")
 
 
+_SCALAR_TYPES = (bool, int, str)
+
+
+def _encode_args(args: Any, ref: Callable[[torch.fx.Node], str]) -> str:
+    """``encode_value`` of a node's args/kwargs, with a fast path for the
+    common shapes (nodes and plain scalars in a tuple; empty kwargs)."""
+    typ = type(args)
+    if typ is torch.fx.immutable_collections.immutable_dict or typ is dict:
+        if not args:
+            return "{}"
+        return encode_value(args, ref)
+    if typ is tuple or typ is torch.fx.immutable_collections.immutable_list:
+        parts = []
+        for a in args:
+            ta = type(a)
+            if ta is torch.fx.Node:
+                parts.append(ref(a))
+            elif ta in _SCALAR_TYPES:
+                parts.append(repr(a))
+            else:
+                parts.append(encode_value(a, ref))
+        return ("(%s)" if typ is tuple else "[%s]") % ",".join(parts)
+    return encode_value(args, ref)
+
+
+_META_SET = frozenset(_META_KEYS)
+# qualified_name of call_function targets, by target (operators and torch
+# functions are long-lived; weak keys let a user function go).
+_TARGET_NAMES: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
 class GraphEncoder:
     """Writes one canonical line per node of a graph module; see Note [Canonical graph encoding]."""
 
@@ -295,7 +327,16 @@ class GraphEncoder:
 
     def _encode_target(self, node: torch.fx.Node) -> str:
         if node.op == "call_function":
-            return qualified_name(node.target)
+            target = node.target
+            try:
+                return _TARGET_NAMES[target]
+            except (KeyError, TypeError):
+                name = qualified_name(target)
+                try:
+                    _TARGET_NAMES[target] = name
+                except TypeError:
+                    pass
+                return name
         if node.op == "call_module":
             sub = self.gm.get_submodule(node.target)  # type: ignore[arg-type]
             return self._encode_module(sub)
@@ -316,25 +357,28 @@ class GraphEncoder:
     def lines(self) -> list[str]:
         out = []
         placeholder = 0
+        index = self._index
+        ref = self._ref
         for i, node in enumerate(self.gm.graph.nodes):
             op = node.op
             if op == "placeholder":
-                line = f"{i} placeholder {placeholder} {encode_value(node.args, self._ref)}"
+                line = f"{i} placeholder {placeholder} {_encode_args(node.args, ref)}"
                 placeholder += 1
             else:
                 target = self._encode_target(node) if op != "get_attr" else self._encode_attr(node.target)
                 if op == "call_function" and getattr(node.target, "__name__", "") in _TRITON_WRAPPERS:
                     kw = self._encode_triton_kwargs(node)
                 else:
-                    kw = encode_value(node.kwargs, self._ref)
-                line = f"{i} {op} {target} {encode_value(node.args, self._ref)} {kw}"
+                    kw = _encode_args(node.kwargs, ref)
+                line = f"{i} {op} {target} {_encode_args(node.args, ref)} {kw}"
             meta = node.meta
-            extras = [
-                f"{k}={encode_value(meta[k])}" for k in _META_KEYS if meta.get(k) is not None
-            ]
-            if extras:
-                line += " meta{" + ",".join(extras) + "}"
-            self._index[node] = i
+            if not _META_SET.isdisjoint(meta):
+                extras = [
+                    f"{k}={encode_value(meta[k])}" for k in _META_KEYS if meta.get(k) is not None
+                ]
+                if extras:
+                    line += " meta{" + ",".join(extras) + "}"
+            index[node] = i
             out.append(line)
         codegen = self.gm.graph._codegen
         if type(codegen) is not torch.fx.graph.CodeGen:
