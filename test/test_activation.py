@@ -33,6 +33,7 @@ def _raw_attrs() -> dict[str, object]:
 class TestInstall(unittest.TestCase):
     def tearDown(self) -> None:
         torch_aotcache.install()
+        self.assertTrue(torch_aotcache.is_installed())
 
     def test_installed_by_import(self) -> None:
         self.assertTrue(torch_aotcache.is_installed())
@@ -71,6 +72,10 @@ class TestInstall(unittest.TestCase):
 
 class TestPatchTable(unittest.TestCase):
     """The table of patch sites is complete and each target has the expected signature."""
+
+    def tearDown(self) -> None:
+        torch_aotcache.install()
+        self.assertTrue(torch_aotcache.is_installed())
 
     def test_every_call_site_is_covered(self) -> None:
         called = set()
