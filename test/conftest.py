@@ -1,5 +1,6 @@
 """
-pytest configuration shared by torch_aotcache's tests: Hypothesis profiles.
+pytest configuration shared by torch_aotcache's tests: the package under test
+(this checkout's) and the Hypothesis profiles.
 
 ``ci`` (the default) is derandomized and keeps no example database, like
 PyTorch's ``pytorch_ci`` profile: every run draws the same examples, so a
@@ -14,6 +15,12 @@ Cache directories are left alone here: a test that compiles wraps itself in
 from __future__ import annotations
 
 import os
+import sys
+
+# Test the package in this checkout, whichever copy pip installed.
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if sys.path[:1] != [_REPO_ROOT]:
+    sys.path.insert(0, _REPO_ROOT)
 
 from hypothesis import HealthCheck, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
