@@ -86,5 +86,30 @@ class TestTorchFingerprint(unittest.TestCase):
         self.assertEqual(fingerprint.compute_torch_fingerprint(self.root), first)
 
 
+class TestBackgroundFingerprint(unittest.TestCase):
+    def test_persisted_under_the_store_current_when_started(self) -> None:
+        from torch_aotcache import storage
+
+        fp = fingerprint._Fingerprint()
+        with fresh_cache():
+            first_root = storage.store_root()
+            with unittest.mock.patch.object(fingerprint, "_walk_sources", fingerprint_walk_slow):
+                fp.prefetch()
+                with fresh_cache():
+                    second_root = storage.store_root()
+                    value = fp.get()
+                    self.assertFalse(os.path.exists(os.path.join(second_root, "meta")))
+            self.assertTrue(os.listdir(os.path.join(first_root, "meta")))
+        self.assertRegex(value, "^[0-9a-f]{64}$")
+
+
+_real_walk = fingerprint._walk_sources
+
+
+def fingerprint_walk_slow(root: str):
+    time.sleep(0.3)
+    return _real_walk(root)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -129,6 +129,10 @@ def _read_persisted(path: str) -> dict[str, Any] | None:
 
 
 def _write_persisted(path: str, obj: dict[str, Any]) -> None:
+    # <cache_dir>/torch_aotcache/meta/x.json: never recreate a cache dir that
+    # was removed meanwhile (a finished fresh_cache(), say).
+    if not os.path.isdir(os.path.dirname(os.path.dirname(os.path.dirname(path)))):
+        return
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
@@ -139,12 +143,19 @@ def _write_persisted(path: str, obj: dict[str, Any]) -> None:
         log.debug("torch_aotcache: cannot persist torch fingerprint: %s", e)
 
 
-def compute_torch_fingerprint(root: str | None = None, persist: bool = True) -> str:
-    """Content digest of the torch install, reusing a persisted one when valid."""
+def compute_torch_fingerprint(
+    root: str | None = None, persist: bool = True, meta_path: str | None = None
+) -> str:
+    """Content digest of the torch install, reusing a persisted one when valid.
+
+    ``meta_path`` is where the digest is kept (default: under the current
+    store); the background computation fixes it when it starts, so a cache dir
+    switched meanwhile never receives it.
+    """
     root = root or _torch_root()
     files = _walk_sources(root)
     sig = stat_signature(files)
-    path = _meta_path(root) if persist else None
+    path = (meta_path or _meta_path(root)) if persist else None
     if path is not None:
         old = _read_persisted(path)
         if old is not None and old.get("stat") == sig:
@@ -164,11 +175,13 @@ class _Fingerprint:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def _compute(self) -> None:
+    def _compute(self, meta_path: str | None = None) -> None:
         from . import config
 
         try:
-            value = compute_torch_fingerprint(persist=config.persist_torch_fingerprint)
+            value = compute_torch_fingerprint(
+                persist=config.persist_torch_fingerprint, meta_path=meta_path
+            )
         except BaseException as e:  # noqa: B036 - re-raised by get()
             self._error = e
             return
@@ -179,7 +192,10 @@ class _Fingerprint:
             if self._value is not None or self._thread is not None:
                 return
             self._thread = threading.Thread(
-                target=self._compute, name="torch_aotcache-fingerprint", daemon=True
+                target=self._compute,
+                args=(_meta_path(_torch_root()),),
+                name="torch_aotcache-fingerprint",
+                daemon=True,
             )
             self._thread.start()
 
