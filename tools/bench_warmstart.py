@@ -5,6 +5,7 @@ Usage::
 
     python tools/bench_warmstart.py [--quick] [--models mlp,encoder,conv,bert]
         [--repeats N] [--cold-repeats N] [--settle S] [--out DIR] [--device cpu|cuda]
+        [--no-remote] [--only-remote]
     python tools/bench_warmstart.py --render --out DIR   # redo the report from DIR/results.json
 
 Every measurement runs in a fresh interpreter (``python tools/bench_warmstart.py
@@ -29,6 +30,18 @@ the key function (the module global
 ``torch._functorch._aot_autograd.autograd_cache.autograd_cache_key``, looked up
 by ``try_load`` at call time) and ``AOTAutogradCache.try_load`` are wrapped
 with timers, so a hit splits into key computation and the rest of the hit path.
+
+Remote (Redis) warm start (``--remote``, on by default when ``redis-server``
+is on PATH; ``--no-remote`` skips it): per model, a throwaway loopback
+redis-server, one cold ``ours`` process with ``TORCH_AOTCACHE_REDIS_URL``, a
+signing key and ``TORCH_AOTCACHE_REMOTE_SYNC=1`` filling Redis, then
+``--repeats`` warm processes, each with a new *empty* cache dir (no local
+entry, no Inductor artifact) and the same Redis and key: their first step is
+compared with the local-hit warm ``ours`` step of the same run.  The report
+also gives the remote counters of each warm process and the compression
+ratio (local ``.entry`` bytes written by the cold process / Redis value bytes).
+``--only-remote`` runs just that and the local ``ours`` cold/warm it is
+compared with (no off/upstream/floor, no key or lookup micro-benchmarks).
 
 Two micro-benchmarks complete the picture: key computation on synthetic FX
 graphs of growing size (upstream's key function and ours, each in its own
@@ -92,6 +105,9 @@ TARGET_KEY_RATIO = 0.10
 TARGET_OVERHEAD_RATIO = 0.25
 TARGET_MISS_PCT = 2.0
 TARGET_LOOKUP_MS = 5.0
+TARGET_REMOTE_MS = 50.0
+# Signing key of the remote runs (a throwaway; nothing outside the run trusts it).
+BENCH_SIGNING_KEY = "bench-warmstart-throwaway-key"
 # A run during which other processes kept less than this many cores busy is
 # "quiet"; quiet-only medians are reported beside the medians of all runs.
 QUIET_LOAD_CORES = 0.25
@@ -555,19 +571,59 @@ class Settings:
     lookup_reps: int
     sizes: dict[str, dict[str, int]]
     settle_s: float = 0.0
+    remote: bool = False
+    only_remote: bool = False
 
 
-def _env_for(mode: str, cache_dir: str) -> dict[str, str]:
+REMOTE_ENV = (
+    "TORCH_AOTCACHE_REDIS_URL", "TORCHINDUCTOR_REDIS_URL", "TORCH_AOTCACHE_SIGNING_KEY",
+    "TORCH_AOTCACHE_SIGNING_KEY_FILE", "TORCH_AOTCACHE_VERIFY_KEY_FILES",
+    "TORCH_AOTCACHE_TRUST_UNSIGNED_REMOTE", "TORCH_AOTCACHE_REMOTE_SYNC",
+)
+
+
+def _env_for(mode: str, cache_dir: str, redis_url: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
-    for name in ("TORCHINDUCTOR_FORCE_DISABLE_CACHES", "TORCH_AOTCACHE_DISABLE"):
+    # Only the remote runs talk to Redis (and sign): whatever the caller's
+    # shell set must not leak into the local measurements.
+    for name in ("TORCHINDUCTOR_FORCE_DISABLE_CACHES", "TORCH_AOTCACHE_DISABLE", *REMOTE_ENV):
         env.pop(name, None)
     env["TORCHINDUCTOR_CACHE_DIR"] = cache_dir
+    if redis_url is not None:
+        env["TORCH_AOTCACHE_REDIS_URL"] = redis_url
+        env["TORCH_AOTCACHE_SIGNING_KEY"] = BENCH_SIGNING_KEY
+        env["TORCH_AOTCACHE_REMOTE_SYNC"] = "1"
     if mode != "ours":
         env["TORCH_AOTCACHE_DISABLE"] = "1"
     if mode == "off":
         env["TORCHINDUCTOR_FORCE_DISABLE_CACHES"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
     return env
+
+
+def _redis_value_bytes(server: Any) -> dict[str, Any]:
+    """Sizes of every value under ``torch_aotcache:*`` (HSTRLEN of each field)."""
+    client = server.client()
+    try:
+        total, fields, keys = 0, 0, 0
+        for key in client.scan_iter(match="torch_aotcache:*"):
+            keys += 1
+            for field in client.hkeys(key):
+                fields += 1
+                total += int(client.hstrlen(key, field))
+        return {"remote_value_bytes": total, "remote_fields": fields, "remote_keys": keys}
+    finally:
+        client.close()
+
+
+def _redis_version(server: Any) -> str | None:
+    client = server.client()
+    try:
+        return str(client.info("server").get("redis_version"))
+    except Exception:  # noqa: BLE001
+        return None
+    finally:
+        client.close()
 
 
 class Driver:
@@ -580,6 +636,7 @@ class Driver:
         self.runs: list[dict[str, Any]] = []
         self.failures = 0
         self._n = 0
+        self.remote_info: list[dict[str, Any]] = []
 
     def new_cache_dir(self, label: str) -> str:
         self._n += 1
@@ -587,7 +644,8 @@ class Driver:
         os.makedirs(path)
         return path
 
-    def worker(self, spec: dict[str, Any], mode: str, cache_dir: str, label: str) -> dict[str, Any]:
+    def worker(self, spec: dict[str, Any], mode: str, cache_dir: str, label: str,
+               redis_url: str | None = None) -> dict[str, Any]:
         """Run one worker process; returns its record (result or error)."""
         self._n += 1
         result_path = os.path.join(self.tmp_root, f"result-{self._n:03d}.json")
@@ -602,7 +660,7 @@ class Driver:
         with open(log_path, "w", encoding="utf-8") as logf:
             try:
                 rc = subprocess.run(
-                    cmd, env=_env_for(mode, cache_dir), stdout=logf, stderr=subprocess.STDOUT,
+                    cmd, env=_env_for(mode, cache_dir, redis_url), stdout=logf, stderr=subprocess.STDOUT,
                     timeout=1800, cwd=REPO_ROOT,
                 ).returncode
             except subprocess.TimeoutExpired:
@@ -646,28 +704,65 @@ class Driver:
                 break
         return time.perf_counter() - start
 
-    def step(self, model: str, mode: str, phase: str, cache_dir: str, index: int) -> None:
+    def step(self, model: str, mode: str, phase: str, cache_dir: str, index: int,
+             redis_url: str | None = None) -> dict[str, Any]:
         s = self.settings
         spec = {"kind": "step", "model": model, "mode": mode, "device": s.device, "size": s.sizes[model]}
-        record = self.worker(spec, mode, cache_dir, f"{model}-{mode}-{phase}{index}")
+        record = self.worker(spec, mode, cache_dir, f"{model}-{mode}-{phase}{index}", redis_url)
         record.update(kind="step", model=model, phase=phase, index=index)
         self.runs.append(record)
+        return record
 
     def run_models(self) -> None:
         s = self.settings
         for model in s.models:
             print(f"[{model}]", file=sys.stderr, flush=True)
             warm_dirs: dict[str, str] = {}
+            local_modes = ("ours",) if s.only_remote else ("upstream", "ours")
             for c in range(s.cold_repeats):
-                self.step(model, "off", "cold", self.new_cache_dir("off"), c)
-                for mode in ("upstream", "ours"):
+                if not s.only_remote:
+                    self.step(model, "off", "cold", self.new_cache_dir("off"), c)
+                for mode in local_modes:
                     d = self.new_cache_dir(f"{model}-{mode}")
                     warm_dirs.setdefault(mode, d)
                     self.step(model, mode, "cold", d, c)
             for r in range(s.repeats):
-                self.step(model, "floor", "floor", self.new_cache_dir("floor"), r)
-                for mode in ("upstream", "ours"):
+                if not s.only_remote:
+                    self.step(model, "floor", "floor", self.new_cache_dir("floor"), r)
+                for mode in local_modes:
                     self.step(model, mode, "warm", warm_dirs[mode], r)
+            if s.remote:
+                self.run_remote(model)
+
+    def run_remote(self, model: str) -> None:
+        """Cold ``ours`` filling a throwaway Redis, then warm processes from empty cache dirs."""
+        s = self.settings
+        sys.path.insert(0, os.path.join(REPO_ROOT, "test"))
+        try:
+            from redis_server import RedisServer  # type: ignore[import-not-found]
+        finally:
+            sys.path.pop(0)
+        server = RedisServer().start()
+        info: dict[str, Any] = {"model": model}
+        try:
+            cold_dir = self.new_cache_dir(f"{model}-remote-cold")
+            self.step(model, "ours", "remote_cold", cold_dir, 0, server.url)
+            local = 0
+            entries_root = os.path.join(cold_dir, "torch_aotcache", "entries")
+            for root, _dirs, files in os.walk(entries_root):
+                local += sum(os.path.getsize(os.path.join(root, f)) for f in files if f.endswith(".entry"))
+            info["local_entry_bytes"] = local
+            info.update(_redis_value_bytes(server))
+            for r in range(s.repeats):
+                self.step(model, "ours", "remote_warm", self.new_cache_dir(f"{model}-remote-warm"), r, server.url)
+            info["redis_version"] = _redis_version(server)
+        except Exception as e:  # noqa: BLE001 - a report, never a crash of the whole run
+            info["error"] = f"{type(e).__name__}: {e}"
+            self.failures += 1
+            print(f"  !! remote run of {model} failed: {info['error']}", file=sys.stderr)
+        finally:
+            server.close()
+        self.remote_info.append(info)
 
     def run_keys(self) -> list[dict[str, Any]]:
         s = self.settings
@@ -800,6 +895,50 @@ def summarize_models(runs: list[dict[str, Any]], models: list[str]) -> dict[str,
     return out
 
 
+def summarize_remote(runs: list[dict[str, Any]], infos: list[dict[str, Any]],
+                     models: dict[str, Any]) -> dict[str, Any]:
+    """Per model: warm first step from Redis into an empty cache dir vs the local-hit warm step."""
+    out: dict[str, Any] = {}
+    for info in infos:
+        model = info["model"]
+
+        def records(phase: str) -> list[dict[str, Any]]:
+            return [r for r in runs if r.get("kind") == "step" and r["model"] == model
+                    and r["mode"] == "ours" and r["phase"] == phase]
+
+        warm = [r["result"] for r in records("remote_warm") if "result" in r]
+        cold = [r["result"] for r in records("remote_cold") if "result" in r]
+        remote_s = _median([res.get("step_s") for res in warm])
+        local_s = models.get(model, {}).get("warm_ours_s")
+        diff = None if remote_s is None or local_s is None else remote_s - local_s
+        tac = [res["counters"].get("torch_aotcache", {}) for res in warm]
+        local_b, remote_b = info.get("local_entry_bytes"), info.get("remote_value_bytes")
+        out[model] = {
+            "warm_local_hit_s": local_s,
+            "warm_remote_hit_s": remote_s,
+            "warm_remote_hit_all_s": [res.get("step_s") for res in warm],
+            "warm_remote_hit_cpu_s": _median([res.get("step_cpu_s") for res in warm]),
+            "diff_s": diff,
+            "target_met": None if diff is None else diff * 1e3 <= TARGET_REMOTE_MS,
+            "cold_remote_s": _median([res.get("step_s") for res in cold]),
+            "cold_remote_counters": [res["counters"].get("torch_aotcache", {}) for res in cold],
+            "remote_hits_per_process": [c.get("remote_hit", 0) for c in tac],
+            "remote_misses_per_process": [c.get("remote_miss", 0) for c in tac],
+            "remote_bytes_read_per_process": [c.get("remote_bytes_read", 0) for c in tac],
+            "warm_remote_counters": tac,
+            "warm_remote_aot_hits": [res["counters"]["aot_autograd"].get("autograd_cache_hit", 0) for res in warm],
+            "warm_remote_aot_misses": [res["counters"]["aot_autograd"].get("autograd_cache_miss", 0) for res in warm],
+            "local_entry_bytes": local_b,
+            "remote_value_bytes": remote_b,
+            "remote_fields": info.get("remote_fields"),
+            "compression_ratio": _ratio(local_b, remote_b),
+            "other_load_cores": [r.get("other_load_cores") for r in records("remote_warm")],
+            "redis_version": info.get("redis_version"),
+            "error": info.get("error"),
+        }
+    return out
+
+
 def summarize_keys(records: list[dict[str, Any]], node_counts: list[int]) -> dict[str, Any]:
     out: dict[str, Any] = {"notes": []}
     for mode in ("upstream", "ours"):
@@ -842,7 +981,8 @@ def summarize_keys(records: list[dict[str, Any]], node_counts: list[int]) -> dic
     return out
 
 
-def evaluate_targets(models: dict[str, Any], keys: dict[str, Any], lookup: dict[str, Any] | None) -> list[dict[str, Any]]:
+def evaluate_targets(models: dict[str, Any], keys: dict[str, Any], lookup: dict[str, Any] | None,
+                     remote: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Each target of the issue: the measured value and whether it is met."""
     targets: list[dict[str, Any]] = []
 
@@ -874,6 +1014,10 @@ def evaluate_targets(models: dict[str, Any], keys: dict[str, Any], lookup: dict[
         largest = max(lookup["by_entries"], key=int)
         add(f"lookup with {largest} entries (median)", lookup["by_entries"][largest]["median_ms"],
             TARGET_LOOKUP_MS, "%.3f ms", less_than=True)
+    for model, r in (remote or {}).items():
+        diff = r.get("diff_s")
+        add(f"{model}: remote hit from an empty cache dir, minus local hit (ms)",
+            None if diff is None else diff * 1e3, TARGET_REMOTE_MS, "%+.1f ms")
     return targets
 
 
@@ -1058,6 +1202,37 @@ def render_markdown(data: dict[str, Any]) -> str:
         lines.append("|---|---|---|")
         for n, e in sorted(lookup["by_entries"].items(), key=lambda kv: int(kv[0])):
             lines.append(f"| {n} | {e['first_ms']:.3f} | {e['median_ms']:.3f} |")
+    remote = data.get("remote")
+    if remote:
+        lines.append("")
+        lines.append("## Remote (Redis) warm start (first step, s; medians)")
+        lines.append("")
+        lines.append(
+            "Cold `ours` process with a loopback Redis, a signing key and synchronous writes; then warm "
+            "processes, each with a new empty cache dir (no local entry, no Inductor artifact) and the same "
+            "Redis. Compared with the local-hit warm `ours` step of the same run."
+        )
+        lines.append("")
+        lines.append(
+            f"| model | warm local hit (s) | warm remote hit from an empty cache dir (s) | difference (ms) "
+            f"| within {TARGET_REMOTE_MS:g} ms of a local hit | remote hits per process "
+            "| entry bytes local / remote | compression ratio |"
+        )
+        lines.append("|---|---|---|---|---|---|---|---|")
+        for model, r in remote.items():
+            met = r.get("target_met")
+            lb, rb = r.get("local_entry_bytes"), r.get("remote_value_bytes")
+            diff = r.get("diff_s")
+            lines.append(
+                f"| {model} | {_s(r['warm_local_hit_s'], 3)} | {_s(r['warm_remote_hit_s'], 3)} "
+                f"| {'n/a' if diff is None else f'{diff * 1e3:+.1f}'} "
+                f"| {'n/a' if met is None else ('met' if met else 'missed')} | {r['remote_hits_per_process']} "
+                f"| {'n/a' if lb is None else lb} / {'n/a' if rb is None else rb} "
+                f"| {_s(r['compression_ratio'], 2)} |"
+            )
+            if r.get("error"):
+                lines.append("")
+                lines.append(f"Remote run of {model} failed: {r['error']}")
     lines.append("")
     lines.append("## Targets")
     lines.append("")
@@ -1069,7 +1244,7 @@ def render_markdown(data: dict[str, Any]) -> str:
 
     for t in data["targets"]:
         limit = t["limit"]
-        limit_text = f"{'<' if 'lookup' in t['target'] else '≤'} {limit:g}{' ms' if 'lookup' in t['target'] else ('%' if 'miss' in t['target'] else '')}"
+        limit_text = f"{'<' if 'lookup' in t['target'] else '≤'} {limit:g}{' ms' if ('lookup' in t['target'] or 'remote' in t['target']) else ('%' if 'miss' in t['target'] else '')}"
         quiet_text = t.get("quiet_text", "n/a")
         quiet_met = verdict(t.get("quiet_met")) if "quiet_met" in t and quiet_text != "n/a" else ""
         lines.append(f"| {t['target']} | {limit_text} | {t['text']} | {verdict(t['met'])} | {quiet_text} | {quiet_met} |")
@@ -1176,6 +1351,19 @@ def settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
         models.remove("bert")
         notes.append("bert skipped: `transformers` is not importable here")
     repeats = 1 if args.quick and args.repeats is None else (args.repeats or 3)
+    remote = args.remote
+    if remote is None or args.only_remote:
+        remote = shutil.which("redis-server") is not None
+    if remote:
+        try:
+            import redis  # noqa: F401
+        except ImportError:
+            remote = False
+            notes.append("remote (Redis) runs skipped: redis-py is not importable here")
+    elif args.remote is None or args.only_remote:
+        notes.append("remote (Redis) runs skipped: no redis-server on PATH")
+    if args.only_remote and not remote:
+        raise SystemExit("--only-remote needs redis-server on PATH and redis-py")
     cold = args.cold_repeats or (1 if args.quick else 2)
     return Settings(
         models=models, repeats=repeats, cold_repeats=cold, device=args.device, quick=args.quick,
@@ -1186,6 +1374,8 @@ def settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
         lookup_reps=50 if args.quick else 200,
         sizes=sizes,
         settle_s=args.settle,
+        remote=remote,
+        only_remote=bool(args.only_remote),
     ), notes
 
 
@@ -1199,6 +1389,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="before each worker, wait up to S seconds for other load to drop below 1/4 core")
     parser.add_argument("--out", default=os.path.join(REPO_ROOT, "bench_out"))
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--remote", dest="remote", action="store_true", default=None,
+                        help="also measure a warm start from Redis (default: on when redis-server is on PATH)")
+    parser.add_argument("--no-remote", dest="remote", action="store_false", help="skip the Redis runs")
+    parser.add_argument("--only-remote", action="store_true",
+                        help="only the Redis runs and the local ours cold/warm they are compared with")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--render", action="store_true",
@@ -1220,8 +1415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     driver = Driver(settings, out_dir)
     try:
         driver.run_models()
-        key_records = driver.run_keys()
-        lookup_record = driver.run_lookup()
+        key_records = [] if settings.only_remote else driver.run_keys()
+        lookup_record = {} if settings.only_remote else driver.run_lookup()
     finally:
         driver.cleanup()
     machine["loadavg_end"] = _loadavg()
@@ -1237,6 +1432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runs": driver.runs,
         "key_runs": key_records,
         "lookup_run": lookup_record,
+        "remote_runs": driver.remote_info,
         "total_s": time.perf_counter() - t0,
     }
     write_outputs(data, out_dir)
@@ -1251,8 +1447,9 @@ def write_outputs(data: dict[str, Any], out_dir: str) -> None:
     data["notes"] = notes
     data["models"] = summarize_models(data["runs"], settings["models"])
     data["keys"] = summarize_keys(data["key_runs"], settings["node_counts"])
-    data["lookup"] = data["lookup_run"].get("result")
-    data["targets"] = evaluate_targets(data["models"], data["keys"], data["lookup"])
+    data["lookup"] = (data.get("lookup_run") or {}).get("result")
+    data["remote"] = summarize_remote(data["runs"], data.get("remote_runs", []), data["models"])
+    data["targets"] = evaluate_targets(data["models"], data["keys"], data["lookup"], data["remote"])
     png_note = render_png(data, os.path.join(out_dir, "warmstart.png"))
     if png_note:
         notes.append(png_note)
