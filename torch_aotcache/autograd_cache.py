@@ -187,12 +187,7 @@ def check_cacheable(gm: torch.fx.GraphModule) -> None:
         raise BypassAOTAutogradCache("Won't cache a graph with fakify_first_call enabled")
     if not hasattr(gm, "graph"):
         raise BypassAOTAutogradCache(f"{type(gm).__name__} has no FX graph")
-    for node in gm.graph.nodes:
-        check_node_safe(node)
-        if node.op == "get_attr":
-            sub = getattr(gm, str(node.target), None)
-            if isinstance(sub, torch.fx.GraphModule):
-                check_cacheable_subgraph(sub)
+    check_cacheable_subgraph(gm)
     for name in ("saved_tensors_hooks_pack_0", "saved_tensors_hooks_unpack_0"):
         sub = getattr(gm, name, None)
         if isinstance(sub, torch.fx.GraphModule):
@@ -200,6 +195,7 @@ def check_cacheable(gm: torch.fx.GraphModule) -> None:
 
 
 def check_cacheable_subgraph(gm: torch.fx.GraphModule) -> None:
+    """Check every node of ``gm`` and of the sub-graphs it refers to."""
     for node in gm.graph.nodes:
         check_node_safe(node)
         if node.op == "get_attr":
