@@ -14,7 +14,6 @@ Hypothesis tests.  Regenerate with ``EXPECTTEST_ACCEPT=1`` and read the diff.
 from __future__ import annotations
 
 import operator
-import types
 
 import expecttest
 import torch
@@ -23,23 +22,10 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from torch_aotcache.autograd_cache import describe_key, PORTABLE_COMPONENTS
 
-
-def aot_config(num_params_buffers: int = 0) -> types.SimpleNamespace:
-    return types.SimpleNamespace(
-        num_params_buffers=num_params_buffers,
-        keep_inference_input_mutations=False,
-        is_export=False,
-        no_tangents=False,
-        dynamic_shapes=False,
-        aot_autograd_arg_pos_to_source=None,
-        static_input_indices=[],
-        enable_log=True,
-        pre_dispatch=False,
-        precompile_backend_id=None,
-    )
+from fx_strategies import aot_config, fx_config
 
 
-FX_CONFIG = {"cudagraphs": False, "boxed_forward_device_index": None}
+FX_CONFIG = fx_config()
 
 
 def traced(fn, *inputs: torch.Tensor) -> torch.fx.GraphModule:

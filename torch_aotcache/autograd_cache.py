@@ -615,12 +615,11 @@ def find_entry(
         # Verify the whole entry before anything in it is used: guard
         # expressions are evaluated by the ShapeEnv, payloads unpickled.
         header, payload = schemas.verify_entry(data, key=key, torch_version=torch_version)
-        named = header.entry_id if entry_id is not None else None
         # A local file is named after the hash of its guard expression (Note
         # [Store layout]).  Unsigned, nothing else covers the header: a guard
         # that no longer matches the name was corrupted and is never evaluated
         # (eval'd, it could raise, or pass for shapes the entry is not valid for).
-        if entry_id is not None and entry_id != named:
+        if entry_id is not None and entry_id != header.entry_id:
             raise schemas.EntryFormatError("entry's guard expression does not match its file name")
         if header.guards_expr:
             state["guard"] = header.guards_expr
@@ -881,7 +880,8 @@ def pickle_entry(entry: Any) -> bytes:
         return pickle.dumps(entry)
 
 
-def encode_for_store(key: str, entry: Any, payload: bytes) -> bytes:
+def encode_for_store(key: str, entry: Any, payload: bytes) -> tuple[str, bytes]:
+    """(entry id, entry bytes) of a result about to be stored."""
     with _recent_lock:
         components = _recent_components.get(key, {})
     mode = "bundled" if _compat.is_bundled_result(entry) else "fxgraphcache"
@@ -896,7 +896,7 @@ def encode_for_store(key: str, entry: Any, payload: bytes) -> bytes:
         mode=mode,
         components=components,
     )
-    return schemas.encode_entry(header, payload)
+    return header.entry_id, schemas.encode_entry(header, payload)
 
 
 def save(key: str, entry: Any, remote: bool) -> None:
@@ -923,7 +923,7 @@ def _save(key: str, entry: Any, remote: bool) -> None:
             if functorch_config.strict_autograd_cache:
                 raise
             return
-        data = encode_for_store(key, entry, payload)
+        entry_id, data = encode_for_store(key, entry, payload)
         _compat.record_artifact(key, data)
         if upstream.should_bundle_autograd_cache():
             cfg = getattr(entry, "sanitized_aot_config", None)
@@ -931,8 +931,7 @@ def _save(key: str, entry: Any, remote: bool) -> None:
             if backend_id is not None:
                 _compat.record_precompile_artifact(backend_id, entry)
                 cfg.precompile_backend_id = None
-        header, _ = schemas.decode_header(data)
-        path = local_store.put(key, header.entry_id, data)
+        path = local_store.put(key, entry_id, data)
         log.info("Writing AOTAutograd cache entry to %s", path)
         counters["aot_autograd"]["autograd_cache_saved"] += 1
         cache_stats.put(STATS_NAME)
@@ -941,7 +940,7 @@ def _save(key: str, entry: Any, remote: bool) -> None:
 
             t = remote_tier.tier(True)
             if t is not None:
-                t.put(key, header.entry_id, data)
+                t.put(key, entry_id, data)
     except BypassAOTAutogradCache as e:
         counters["aot_autograd"]["autograd_cache_bypass"] += 1
         log.info("Bypassing autograd cache due to: %s", e)
