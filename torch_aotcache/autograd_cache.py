@@ -43,6 +43,7 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
+from contextvars import ContextVar
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -63,6 +64,9 @@ from .graph_hashing import (
 )
 from .runtime_wrappers import wrap_cached_result
 from .storage import LocalStore
+
+# What torch's config entries hold while a value is not overridden.
+_UNSET = getattr(torch.utils._config_module, "_UNSET_SENTINEL", object())
 
 
 log = logging.getLogger(__name__)
@@ -300,8 +304,17 @@ class _ConfigMemo:
         for name, entry in module._config.items():
             if getattr(entry, "alias", None) is not None:
                 snap.append(getattr(module, name))
+                continue
+            override = entry.user_override
+            if isinstance(override, ContextVar):  # 2.13 keeps overrides per context
+                snap.append(override.get())
+            elif override is _UNSET:
+                # 2.11 keeps a plain attribute and returns defaults by
+                # reference: the default object itself stands for the value
+                # (a list or dict mutated in place is caught by value below).
+                snap.append(entry.default)
             else:
-                snap.append(entry.user_override.get())
+                snap.append(override)
         return snap
 
     def digest(self, module: Any, ignored: tuple[str, ...], callables: tuple[str, ...]) -> str:
