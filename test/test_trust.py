@@ -88,6 +88,7 @@ def malicious_entry(genuine: bytes, marker: str, attacker_key: str | None, forge
         header,
         payload_size=len(payload),
         payload_sha256=schemas.payload_digest(payload),
+        artifacts=[],
         key_id="",
         signature="",
     )
@@ -311,28 +312,102 @@ class TestWithoutSigning(TrustTestCase):
         else:
             self.assertTrue(os.path.exists(self.marker))
 
-    @parametrize("bundled", [False, True])
-    def test_signing_does_not_cover_inductor_code_in_cache_dir(self, bundled: bool) -> None:
-        # A known gap (SECURITY.md): on a hit, even a signed bundled one,
-        # Inductor writes the graph's Python module to <cache_dir>/<xx>/<hash>.py
-        # only if no file is there yet, then imports whatever is there.  A
-        # writer to the cache dir can plant that file.  (The same holds for
-        # compiled C++ kernels, <hash>.so, and in non-bundled mode for
-        # Inductor's FX graph cache pickles.)
-        with config.patch(signing_key="secret"), cache_enabled(bundled=bundled):
-            self.compile_and_check()
-            modules = {
-                p: open(p).read()
-                for p in glob.glob(os.path.join(cache_dir(), "*", "*.py"))
-            }
+
+def g(x: torch.Tensor) -> torch.Tensor:
+    # pointwise ops: Inductor generates C++ kernels for these on the CPU
+    return (x.sin() * 2 + x.cos()).relu().sum(0)
+
+
+EVIL_C = r"""
+#include <stdio.h>
+__attribute__((constructor)) static void plant(void) {
+    FILE *f = fopen(MARKER, "w");
+    if (f) fclose(f);
+}
+"""
+
+
+@instantiate_parametrized_tests
+class TestPlantedInductorFiles(TrustTestCase):
+    """A hit loads its generated module and C++ kernels from the verified entry
+    (Note [Self-contained entries] in artifacts.py), never from files a writer
+    to Inductor's cache dir may have planted."""
+
+    def compile_g(self) -> None:
+        x = torch.randn(8, 16, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(torch.compile(g)(x), g(x))
+
+    def evil_library(self) -> bytes:
+        src = os.path.join(self.tmp, "evil.c")
+        out = os.path.join(self.tmp, "evil.so")
+        with open(src, "w") as fh:
+            fh.write(EVIL_C)
+        cc = os.environ.get("CC", "cc")
+        subprocess.run(
+            [cc, "-shared", "-fPIC", f"-DMARKER=\"{self.marker}\"", src, "-o", out],
+            check=True,
+            capture_output=True,
+        )
+        with open(out, "rb") as fh:
+            return fh.read()
+
+    @parametrize("signed", [False, True])
+    def test_planted_module_and_kernels_never_load_on_a_hit(self, signed: bool) -> None:
+        keys = {"signing_key": "secret"} if signed else {}
+        # The store apart from Inductor's cache dir makes entries self-contained
+        # even unsigned; signing does so by itself.
+        store = {} if signed else {"store_dir": os.path.join(self.tmp, "store")}
+        with config.patch(**keys, **store):
+            self.compile_g()
+            self.assertEqual(aot_counts(), {"autograd_cache_miss": 1, "autograd_cache_saved": 1})
+            self.assertGreater(counters["torch_aotcache"]["kernels_carried"], 0)
+            modules = glob.glob(os.path.join(cache_dir(), "*", "*.py"))
+            kernels = glob.glob(os.path.join(cache_dir(), "**", "*.so"), recursive=True)
             self.assertTrue(modules)
-            clear_in_memory_state()  # purges those files; plant them again
-            for p, source in modules.items():
+            self.assertTrue(kernels)
+            sources = {p: open(p).read() for p in modules}
+            carried = counters["torch_aotcache"]["kernels_carried"]
+            clear_in_memory_state()  # forgets the loaded kernels, purges the modules
+            for p, source in sources.items():
                 with open(p, "w") as fh:
                     fh.write(f"open({self.marker!r}, 'w').close()\n" + source)
-            self.compile_and_check()
+            evil = self.evil_library()
+            for p in kernels:
+                with open(p, "wb") as fh:
+                    fh.write(evil)
+            self.compile_g()
             self.assertEqual(aot_counts(), {"autograd_cache_hit": 1})
+            self.assertEqual(counters["torch_aotcache"]["kernels_loaded"], carried)
+            self.assertNotIn("kernels_not_carried", counters["torch_aotcache"])
+        self.assertFalse(os.path.exists(self.marker), "a planted file was loaded")
+
+    def test_the_planted_library_does_run_when_loaded(self) -> None:
+        # The attack above is real: loading the planted library creates the marker.
+        import ctypes
+
+        path = os.path.join(self.tmp, "check.so")
+        with open(path, "wb") as fh:
+            fh.write(self.evil_library())
+        ctypes.CDLL(path)
         self.assertTrue(os.path.exists(self.marker))
+
+    def test_tampered_kernel_in_an_entry_is_refused(self) -> None:
+        # A kernel carried in an entry is covered by its checksum (and the
+        # signature): a flipped byte makes the entry a miss, never a load.
+        with config.patch(store_dir=os.path.join(self.tmp, "store")):
+            self.compile_g()
+            [path] = LocalStore().iter_paths()
+            with open(path, "rb") as fh:
+                data = bytearray(fh.read())
+            header, _ = schemas.decode_header(bytes(data))
+            self.assertTrue(header.artifacts)
+            data[-10] ^= 0xFF  # inside the last carried kernel
+            with open(path, "wb") as fh:
+                fh.write(bytes(data))
+            clear_in_memory_state()
+            self.compile_g()
+            self.assertEqual(aot_counts(), {"autograd_cache_miss": 1, "autograd_cache_saved": 1})
+            self.assertEqual(counters["torch_aotcache"]["quarantined"], 1)
 
 
 class TestKeyRotation(TrustTestCase):

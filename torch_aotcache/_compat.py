@@ -224,7 +224,7 @@ def make_entry(*args: Any, **kwargs: Any) -> Any:
     bsi, nsym = v.pop("backward_state_indices"), v.pop("num_symints_saved_for_bw")
     if bw is not None and (bsi is None or nsym is None):
         raise AssertionError("a backward needs backward_state_indices and num_symints_saved_for_bw")
-    if should_bundle_autograd_cache() or _bundle_for_remote():
+    if should_bundle_autograd_cache() or _bundle_for_remote() or _self_contained_wanted():
         v["compiled_fw"] = results.BundledCompiledForward(_unwrap_output_code(fw))
         v["compiled_bw"] = (
             None
@@ -252,6 +252,16 @@ def _bundle_for_remote() -> bool:
     from torch._functorch._aot_autograd.autograd_cache import should_use_remote_autograd_cache
 
     return config.bundle_for_remote and remote_tier_requested(should_use_remote_autograd_cache())
+
+
+def _self_contained_wanted() -> bool:
+    """Entries hold their compiled graphs while signing is on (a non-bundled
+    entry would have a hit unpickle Inductor's FX graph cache files, which
+    nothing signs) and while the store lives apart from Inductor's cache dir
+    (it is then meant to be loaded from without that dir)."""
+    from . import config, signing
+
+    return config.bundle_when_signing and (signing.enabled() or bool(config.store_dir))
 
 
 def is_bundled_result(entry: Any) -> bool:

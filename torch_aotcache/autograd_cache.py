@@ -53,7 +53,7 @@ from torch._functorch import config as functorch_config
 from torch._functorch._aot_autograd import autograd_cache as upstream
 from torch._inductor.remote_cache import cache_stats
 
-from . import _compat, config, fingerprint, schemas, signing
+from . import _compat, artifacts, config, fingerprint, schemas, signing
 from .graph_hashing import (
     digest,
     encode_inputs,
@@ -893,8 +893,11 @@ def pickle_entry(entry: Any) -> bytes:
         return pickle.dumps(entry)
 
 
-def encode_for_store(key: str, entry: Any, payload: bytes) -> tuple[str, bytes]:
-    """(entry id, entry bytes) of a result about to be stored."""
+def encode_for_store(
+    key: str, entry: Any, payload: bytes, kernels: Sequence[tuple[str, bytes]] = ()
+) -> tuple[str, bytes]:
+    """(entry id, entry bytes) of a result about to be stored, with ``kernels``
+    (source digest, binary) appended (Note [Self-contained entries])."""
     with _recent_lock:
         components = _recent_components.get(key, {})
     mode = "bundled" if _compat.is_bundled_result(entry) else "fxgraphcache"
@@ -908,8 +911,9 @@ def encode_for_store(key: str, entry: Any, payload: bytes) -> tuple[str, bytes]:
         guards_expr=getattr(entry, "guards_expr", None),
         mode=mode,
         components=components,
+        artifacts=kernels,
     )
-    return header.entry_id, schemas.encode_entry(header, payload)
+    return header.entry_id, schemas.encode_entry(header, payload, [b for _, b in kernels])
 
 
 def save(key: str, entry: Any, remote: bool) -> None:
@@ -936,7 +940,8 @@ def _save(key: str, entry: Any, remote: bool) -> None:
             if functorch_config.strict_autograd_cache:
                 raise
             return
-        entry_id, data = encode_for_store(key, entry, payload)
+        kernels = artifacts.collect(entry) if _compat.is_bundled_result(entry) else []
+        entry_id, data = encode_for_store(key, entry, payload, kernels)
         _compat.record_artifact(key, data)
         if upstream.should_bundle_autograd_cache():
             cfg = getattr(entry, "sanitized_aot_config", None)

@@ -20,6 +20,10 @@ from torch.utils._config_module import Config, install_config_module
 # Stock torch uses ``aotautograd/``; keeping apart means neither reads the
 # other's entries (see Note [Sharing a cache dir with stock torch] in storage.py).
 subdir: str = "torch_aotcache"
+# Put the store somewhere else than under Inductor's cache dir: e.g. a shared
+# folder of signed entries while Inductor's own cache dir stays private (see
+# SECURITY.md).
+store_dir: Optional[str] = Config(env_name_default="TORCH_AOTCACHE_DIR", default=None)
 
 # Keep the content fingerprint of the torch install between processes, keyed
 # by a stat signature of its source files.  See Note [Torch install fingerprint].
@@ -73,6 +77,17 @@ remote_flush_timeout_s: float = 5.0
 remote_max_entry_bytes: int = 1 << 30
 # Make entries self-sufficient (compiled code inside) while a remote tier is on.
 bundle_for_remote: bool = True
+# ... and while signing is on (so a hit loads nothing that is not signed) or
+# the store is set apart from Inductor's cache dir (store_dir).
+bundle_when_signing: bool = True
+
+# Carry the compiled C++ kernels of a bundled entry inside it, and load a hit's
+# generated module and kernels from a private folder of the process; see
+# Note [Self-contained entries] in artifacts.py.
+carry_kernels: bool = Config(env_name_default="TORCH_AOTCACHE_CARRY_KERNELS", default=True)
+max_kernel_bytes: int = 256 << 20
+# Parent of that private folder (default: the system temp dir).
+private_dir: Optional[str] = Config(env_name_default="TORCH_AOTCACHE_PRIVATE_DIR", default=None)
 
 # Single-flight compiles; see Note [Single flight] in single_flight.py.
 single_flight: bool = Config(env_name_default="TORCH_AOTCACHE_SINGLE_FLIGHT", default=True)

@@ -152,6 +152,36 @@ PATCH_SITES: tuple[PatchSite, ...] = (
         module="torch._inductor.codecache",
         optional=True,
     ),
+    # See Note [Self-contained entries] in artifacts.py.
+    PatchSite(
+        "CppCodeCache",
+        "load_async",
+        "classmethod",
+        "artifacts:load_async",
+        {
+            "2.11": ("main_code", "device_type", "submit_fn", "extra_flags", "optimized_code"),
+            "2.13": (
+                "main_code",
+                "device_type",
+                "submit_fn",
+                "extra_flags",
+                "optimized_code",
+                "needs_vec_isa",
+                "kernel_needs_vec_isa",
+            ),
+        },
+        module="torch._inductor.codecache",
+        optional=True,
+    ),
+    PatchSite(
+        "CompiledFxGraph",
+        "write_to_disk",
+        "function",
+        "artifacts:write_to_disk",
+        _both(("self",)),
+        module="torch._inductor.output_code",
+        optional=True,
+    ),
 )
 
 # Attributes of AOTAutogradCache that upstream code calls and that we

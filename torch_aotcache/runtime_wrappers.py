@@ -22,7 +22,7 @@ from typing import Any
 from torch._dynamo.utils import counters
 from torch._functorch._aot_autograd.runtime_wrappers import SerializableCompiledFunction
 
-from . import schemas
+from . import artifacts, schemas
 
 
 def wrap_cached_result(
@@ -32,13 +32,20 @@ def wrap_cached_result(
     aot_config: Any,
     fx_config: dict[str, Any],
 ) -> Callable[..., Any]:
-    """Re-apply AOTAutograd's post-compile wrappers to a loaded entry."""
+    """Re-apply AOTAutograd's post-compile wrappers to a loaded entry.
+
+    ``entry_bytes`` is the verified entry ``entry`` was unpickled from; the
+    generated code and the kernels it carries load from it alone (Note
+    [Self-contained entries] in artifacts.py).
+    """
     start = time.perf_counter_ns()
-    compiled_fn = entry.wrap_post_compile(args, aot_config, fx_config)
+    header, _ = schemas.decode_header(entry_bytes)
+    with artifacts.sealed_load(schemas.split_artifacts(header, entry_bytes)):
+        compiled_fn = entry.wrap_post_compile(args, aot_config, fx_config)
     counters["torch_aotcache"]["post_compile_ns"] += time.perf_counter_ns() - start
 
     def serialize() -> Any:
-        _, payload = schemas.decode_header(entry_bytes)
-        return schemas.load_payload(payload)
+        header, body = schemas.decode_header(entry_bytes)
+        return schemas.load_payload(body[: header.payload_size])
 
     return SerializableCompiledFunction(compiled_fn, serialize)

@@ -12,12 +12,16 @@ Note [Entry layout]
 ~~~~~~~~~~~~~~~~~~~
 An entry is::
 
-    MAGIC (16 bytes) | header length (4 bytes, big endian) | header (JSON) | payload
+    MAGIC (16 bytes) | header length (4 bytes, big endian) | header (JSON)
+        | payload | artifact 0 | artifact 1 | ...
 
 ``MAGIC`` carries the format version.  The header is UTF-8 JSON with the
 fields of :class:`EntryHeader`.  ``payload_size`` and ``payload_sha256``
 describe the payload exactly; a reader checks both before ``pickle.loads``
-ever sees a byte of it.  A file that fails any check (wrong magic, unknown
+ever sees a byte of it.  The artifacts are compiled kernels (shared
+libraries) the payload's code loads, raw bytes, never unpickled: the header
+lists each one's source digest, size and SHA-256, in order (Note
+[Self-contained entries] in artifacts.py), and the signature covers that list.  A file that fails any check (wrong magic, unknown
 format version, another torch version, a header that does not parse, a size
 or checksum that does not match) is a miss, never an error, and is never
 unpickled.  JSON keeps the header readable by tools that do not import torch
@@ -38,10 +42,11 @@ import json
 import pickle
 import re
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MAGIC = b"TORCH-AOTCACHE" + bytes([0, FORMAT_VERSION])
 assert len(MAGIC) == 16
 _LEN = struct.Struct(">I")
@@ -77,6 +82,9 @@ class EntryHeader:
     # Per-component digests of the key, for ``explain``.
     components: dict[str, str]
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Compiled kernels stored after the payload, in order: each a dict with
+    # "digest" (of the source it was built from), "size" and "sha256".
+    artifacts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     # HMAC of the header (this field empty) and the id of the key that made
     # it; empty when unsigned.  See Note [Signed entries] in signing.py.
     key_id: str = ""
@@ -85,6 +93,10 @@ class EntryHeader:
     @property
     def compile_cost_ns(self) -> int:
         return self.forward_cost_ns + self.backward_cost_ns
+
+    @property
+    def artifacts_size(self) -> int:
+        return sum(a["size"] for a in self.artifacts)
 
     @property
     def entry_id(self) -> str:
@@ -135,6 +147,7 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "mode": str,
     "components": dict,
     "extra": dict,
+    "artifacts": list,
     "key_id": str,
     "signature": str,
 }
@@ -162,16 +175,26 @@ def _check_types(header: EntryHeader) -> None:
         header.guards_expr.encode("utf-8")
     except UnicodeError:
         raise EntryFormatError("header field guards_expr is not valid text") from None
+    for item in header.artifacts:
+        if not isinstance(item, dict) or set(item) != {"digest", "size", "sha256"}:
+            raise EntryFormatError("header field artifacts has a malformed item")
+        size = item["size"]
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise EntryFormatError("an artifact has an invalid size")
+        for name in ("digest", "sha256"):
+            if not isinstance(item[name], str) or len(item[name]) != 64 or not _HEX.fullmatch(item[name]):
+                raise EntryFormatError(f"an artifact's {name} is not a SHA-256")
 
 
 def payload_digest(payload: bytes | memoryview) -> str:
     return hashlib.sha256(payload).hexdigest()
 
 
-def encode_entry(header: EntryHeader, payload: bytes) -> bytes:
+def encode_entry(header: EntryHeader, payload: bytes, artifacts: Sequence[bytes] = ()) -> bytes:
     """Serialize an entry, signed when a signing key is configured.
 
-    ``header``'s size and checksum must describe ``payload``.
+    ``header``'s sizes and checksums must describe ``payload`` and
+    ``artifacts`` (see :func:`make_header`).
     """
     from . import signing
 
@@ -180,7 +203,7 @@ def encode_entry(header: EntryHeader, payload: bytes) -> bytes:
         header = dataclasses.replace(header, key_id=signing.key_id(signer), signature="")
         header = dataclasses.replace(header, signature=signing.sign(header.signing_message(), signer))
     raw = header.to_json()
-    return b"".join((MAGIC, _LEN.pack(len(raw)), raw, payload))
+    return b"".join((MAGIC, _LEN.pack(len(raw)), raw, payload, *artifacts))
 
 
 def make_header(
@@ -195,7 +218,9 @@ def make_header(
     mode: str,
     components: dict[str, str],
     extra: dict[str, Any] | None = None,
+    artifacts: Sequence[tuple[str, bytes]] = (),
 ) -> EntryHeader:
+    """The header of ``payload`` followed by ``artifacts``, (source digest, bytes) pairs."""
     return EntryHeader(
         format_version=FORMAT_VERSION,
         key=key,
@@ -209,11 +234,15 @@ def make_header(
         mode=mode,
         components=dict(components),
         extra=dict(extra or {}),
+        artifacts=[
+            {"digest": d, "size": len(b), "sha256": payload_digest(b)} for d, b in artifacts
+        ],
     )
 
 
 def decode_header(data: bytes) -> tuple[EntryHeader, memoryview]:
-    """Parse an entry's header; returns it with a view of the (unverified) payload.
+    """Parse an entry's header; returns it with a view of the (unverified)
+    payload and artifacts (the payload is the first ``payload_size`` bytes).
 
     Raises :class:`EntryFormatError` for anything that is not a well-formed
     entry of this format version.  Never unpickles.
@@ -250,14 +279,32 @@ def verify_entry(
         raise EntryFormatError(
             f"entry was written by torch {header.torch_version}, this is {torch_version}"
         )
-    if len(payload) != header.payload_size:
-        raise EntryFormatError(
-            f"payload has {len(payload)} bytes, header says {header.payload_size}"
-        )
+    body = payload
+    expected = header.payload_size + header.artifacts_size
+    if len(body) != expected:
+        raise EntryFormatError(f"entry body has {len(body)} bytes, header says {expected}")
+    payload = body[: header.payload_size]
     if not hmac.compare_digest(payload_digest(payload), header.payload_sha256):
         raise EntryFormatError("payload checksum does not match")
+    offset = header.payload_size
+    for item in header.artifacts:
+        blob = body[offset : offset + item["size"]]
+        offset += item["size"]
+        if not hmac.compare_digest(payload_digest(blob), item["sha256"]):
+            raise EntryFormatError(f"artifact {item['digest'][:16]} checksum does not match")
     check_signature(header)
     return header, payload
+
+
+def split_artifacts(header: EntryHeader, data: bytes) -> dict[str, memoryview]:
+    """Source digest -> bytes of each artifact of an entry :func:`verify_entry` accepted."""
+    _, body = decode_header(data)
+    out = {}
+    offset = header.payload_size
+    for item in header.artifacts:
+        out[item["digest"]] = body[offset : offset + item["size"]]
+        offset += item["size"]
+    return out
 
 
 def check_signature(header: EntryHeader) -> None:

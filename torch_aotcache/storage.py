@@ -107,7 +107,7 @@ def report_fault(op: str, error: OSError) -> None:
 
 
 def store_root() -> str:
-    return os.path.join(cache_dir(), config.subdir)
+    return config.store_dir or os.path.join(cache_dir(), config.subdir)
 
 
 def entries_root() -> str:

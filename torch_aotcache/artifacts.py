@@ -1,0 +1,301 @@
+"""
+Compiled kernels carried inside entries, and loading a hit from nothing else.
+
+Note [Self-contained entries]
+~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+A bundled entry holds Inductor's ``CompiledFxGraph``: the generated Python
+module's source, and for CUDA the Triton kernels.  It does not hold the C++
+kernels that module loads on the CPU (shared libraries Inductor builds into
+its own cache dir).  Upstream's hit path therefore (a) writes the module's
+source to ``<inductor cache dir>/<xx>/<key>.py`` *only if no file is there*
+and imports whatever file is there, and (b) loads ``<hash>.so`` kernels from
+the same dir if present, else runs the C++ compiler.  So a hit on a new
+machine (empty cache dir, e.g. from the Redis tier) spends seconds compiling
+C++, and anyone who can write to the cache dir decides what a hit runs,
+signature or not.
+
+We close both:
+
+* Saving: every C++ kernel Inductor loads goes through
+  ``CppCodeCache.load_async``; our wrapper remembers which binary came from
+  which source (the *source digest*: source text, flags, device, builder
+  class).  When a bundled entry is saved, the binaries of the kernels its
+  generated modules hold are appended to the entry as raw bytes (never
+  pickled), listed in the header by digest, size and SHA-256 and so covered
+  by the checksum and the signature (Note [Entry layout] in schemas.py).
+* Loading a hit: inside :func:`sealed_load`, the module source is written from
+  the verified entry into a private folder of this process (``mkdtemp``,
+  owner-only) and imported from there, and each kernel whose digest the entry
+  carries is written there and loaded from there.  Nothing is read from
+  Inductor's cache dir for the module or those kernels.  A kernel the entry
+  lacks (or one that fails to load from the private folder, e.g. a ``noexec``
+  temp dir) is built from its source as upstream does.
+
+The binaries are only valid for the machine kind that built them; the key
+already separates those (CPU features, compiler-relevant versions and torch
+build are key components), and a binary that fails to load is rebuilt.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from types import ModuleType
+from typing import Any
+
+from torch._dynamo.utils import counters
+
+from . import config
+
+
+log = logging.getLogger(__name__)
+
+# Realpath of every C++ binary this process loaded -> its source digest.
+_built: dict[str, str] = {}
+_built_lock = threading.Lock()
+
+_local = threading.local()
+_private_dir: str | None = None
+_private_lock = threading.Lock()
+_SAFE_NAME = re.compile(r"[0-9A-Za-z_]+")
+
+
+def source_digest(cls: type, main_code: str, device_type: Any, extra_flags: Any,
+                  optimized_code: Any, extra: dict[str, Any]) -> str:
+    """Digest of everything a C++ kernel binary is built from, given the machine."""
+    h = hashlib.sha256()
+    for part in (
+        f"{cls.__module__}.{cls.__qualname__}",
+        str(device_type),
+        repr(tuple(extra_flags or ())),
+        repr(sorted((k, repr(v)) for k, v in extra.items())),
+        main_code,
+        optimized_code if optimized_code is not None else "\0none",
+    ):
+        b = part.encode("utf-8", "surrogatepass")
+        h.update(len(b).to_bytes(8, "big"))
+        h.update(b)
+    return h.hexdigest()
+
+
+def _library_path(lib: Any) -> str | None:
+    path = getattr(lib, "__file__", None) if isinstance(lib, ModuleType) else getattr(lib, "_name", None)
+    return path if isinstance(path, str) else None
+
+
+def note_loaded(lib: Any, digest: str) -> None:
+    path = _library_path(lib)
+    if path:
+        with _built_lock:
+            _built[os.path.realpath(path)] = digest
+
+
+# ---------------------------------------------------------------------------
+# Saving: the binaries of a compiled graph
+# ---------------------------------------------------------------------------
+
+
+def _generated_module(output_code: Any) -> ModuleType | None:
+    key = getattr(output_code, "cache_key", None)
+    if not key:
+        return None
+    mod = sys.modules.get(f"torch._inductor.runtime.compile_tasks.{key}")
+    if mod is not None:
+        return mod
+    from torch._inductor.codecache import PyCodeCache
+
+    for mod in reversed(PyCodeCache.modules):
+        if getattr(mod, "key", None) == key:
+            return mod
+    return None
+
+
+def _binaries_of(module: ModuleType) -> Iterator[str]:
+    """Paths of the C++ kernels ``module``'s globals hold."""
+    for value in list(vars(module).values()):
+        owner = getattr(value, "__self__", None)
+        if isinstance(owner, ModuleType):
+            path = getattr(owner, "__file__", None)
+            if isinstance(path, str) and path.endswith(".so"):
+                yield path
+
+
+def collect(entry: Any) -> list[tuple[str, bytes]]:
+    """(source digest, binary) of every C++ kernel the entry's graphs load.
+
+    Empty for an entry that does not hold its compiled graphs (not bundled).
+    Kernels whose source we did not see built are left out (they are built
+    from source on a hit).  Never raises: a kernel we cannot read is left out.
+    """
+    if not config.carry_kernels:
+        return []
+    out: dict[str, bytes] = {}
+    total = 0
+    for part in (getattr(entry, "compiled_fw", None), getattr(entry, "compiled_bw", None)):
+        output_code = getattr(part, "result", None)
+        if output_code is None:
+            continue
+        module = _generated_module(output_code)
+        if module is None:
+            counters["torch_aotcache"]["kernels_module_not_found"] += 1
+            continue
+        for path in _binaries_of(module):
+            with _built_lock:
+                digest = _built.get(os.path.realpath(path))
+            if digest is None or digest in out:
+                continue
+            try:
+                with open(path, "rb") as fh:
+                    data = fh.read()
+            except OSError:
+                counters["torch_aotcache"]["kernels_unreadable"] += 1
+                continue
+            if total + len(data) > config.max_kernel_bytes:
+                counters["torch_aotcache"]["kernels_over_budget"] += 1
+                continue
+            total += len(data)
+            out[digest] = data
+    counters["torch_aotcache"]["kernels_carried"] += len(out)
+    return sorted(out.items())
+
+
+# ---------------------------------------------------------------------------
+# Loading a hit from the entry alone
+# ---------------------------------------------------------------------------
+
+
+class _SealedLoad:
+    def __init__(self, binaries: dict[str, memoryview]) -> None:
+        self.binaries = binaries
+
+
+def _private_folder() -> str:
+    global _private_dir
+    with _private_lock:
+        if _private_dir is None or not os.path.isdir(_private_dir):
+            parent = config.private_dir or None
+            if parent:
+                os.makedirs(parent, mode=0o700, exist_ok=True)
+            _private_dir = tempfile.mkdtemp(prefix="torch_aotcache-", dir=parent)
+            atexit.register(shutil.rmtree, _private_dir, True)
+        return _private_dir
+
+
+def _private_file(name: str, data: bytes | memoryview | str) -> str:
+    """Write ``data`` to ``name`` in the private folder (once) and return its path."""
+    path = os.path.join(_private_folder(), name)
+    if not os.path.exists(path):
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    return path
+
+
+def current() -> _SealedLoad | None:
+    return getattr(_local, "sealed", None)
+
+
+@contextlib.contextmanager
+def sealed_load(binaries: dict[str, memoryview]) -> Iterator[None]:
+    """Within: generated modules and carried kernels load from the private folder."""
+    previous = current()
+    _local.sealed = _SealedLoad(binaries)
+    try:
+        yield
+    finally:
+        _local.sealed = previous
+
+
+def private_module_path(cache_key: str, source: str) -> str:
+    name = cache_key if _SAFE_NAME.fullmatch(cache_key or "") else hashlib.sha256(
+        (cache_key or "").encode()
+    ).hexdigest()
+    # One file per source: two sources under one key never share a file.
+    tag = hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return _private_file(f"{name}-{tag}.py", source)
+
+
+def load_carried(cls: type, digest: str) -> Any | None:
+    """A loader for the carried kernel ``digest`` (as ``load_async`` returns), or None."""
+    sealed = current()
+    if sealed is None:
+        return None
+    data = sealed.binaries.get(digest)
+    if data is None:
+        counters["torch_aotcache"]["kernels_not_carried"] += 1
+        return None
+    try:
+        path = _private_file(f"{digest}.so", data)
+        lib = cls._load_library(path, digest)
+    except (OSError, ImportError) as e:
+        counters["torch_aotcache"]["kernels_load_failed"] += 1
+        log.warning("torch_aotcache: cannot load a carried kernel (%s); building it from source", e)
+        return None
+    note_loaded(lib, digest)
+    counters["torch_aotcache"]["kernels_loaded"] += 1
+    return lambda: lib
+
+
+# ---------------------------------------------------------------------------
+# The patched Inductor methods (see patching.PATCH_SITES)
+# ---------------------------------------------------------------------------
+
+
+def load_async(cls: type, main_code: str, device_type: str = "cpu", submit_fn: Any = None,
+               extra_flags: Sequence[str] = (), optimized_code: str | None = None,
+               *rest: Any, **kwargs: Any) -> Any:
+    """Installed as ``CppCodeCache.load_async`` (a classmethod).  Parameters
+    past ``optimized_code`` differ between releases and pass through."""
+    from torch._inductor.codecache import CppCodeCache
+
+    from .patching import get_original
+
+    try:
+        digest = source_digest(
+            cls, main_code, device_type, extra_flags, optimized_code, {"*": rest, **kwargs}
+        )
+    except Exception:  # noqa: BLE001 - never in the way of a compile
+        digest = None
+    if digest is not None:
+        carried = load_carried(cls, digest)
+        if carried is not None:
+            return carried
+    original = get_original(CppCodeCache, "load_async").__func__
+    get_result = original(
+        cls, main_code, device_type, submit_fn, extra_flags, optimized_code, *rest, **kwargs
+    )
+    if digest is None:
+        return get_result
+
+    def load() -> Any:
+        lib = get_result()
+        note_loaded(lib, digest)
+        return lib
+
+    return load
+
+
+def write_to_disk(self: Any) -> str:
+    """Installed as ``CompiledFxGraph.write_to_disk``: private inside :func:`sealed_load`."""
+    from torch._inductor.output_code import CompiledFxGraph
+
+    from .patching import get_original
+
+    if current() is not None and isinstance(getattr(self, "source_code", None), str):
+        return private_module_path(self.cache_key, self.source_code)
+    return get_original(CompiledFxGraph, "write_to_disk")(self)
