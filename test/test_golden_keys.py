@@ -86,17 +86,17 @@ class TestGoldenKeys(expecttest.TestCase):
         self.assertExpectedInline(
             self.keys(),
             """\
-pointwise: f4efb05bad8dc23d1af22f7a864fb35c11209be7
-binary: bafefd0dea8cb7eb90685e18a4dacaf0df7e80de
-matmul_relu: 8e74e6ef40cbeac3f5c83328725b8d6c5809232f
-reduction: a6c1767498543b9d82f9f3f4c09f7e88576d63da
-views: 6f7493431a0b2afb49bbde4da991dad7896d97c8
-cat_two_outputs: 746b403ecb39469cbab8b52747c223f717c78fe8
-getitem_max: d4cb7174bc6318412c58c07866c0ea37e85bc5cb
-float64_input: 2679ef30383d34cbd282443cac497e588ae02fd0
-noncontiguous: f9525e9a639a436e5a309a46924dbe5ae22722cf
-gelu_linear: 9dd57fe1566d238eabba5f2f560ba50ce82bd721
-buffer_constant: 11f4249513290524c6ed2699862a0100f7843649""",
+pointwise: 2250f5eadbb28c939dfafc17b44c628341c670f4
+binary: 5c06a19f7ffb7268b15536dc3eef841f639a3579
+matmul_relu: d5ca94686f17bd3470789c93e720d2a1907af1aa
+reduction: 401d8e8ec4273c499ff3cdb37050bc858cf2fe9b
+views: 20db1ca9960ab54500bfee6af9a9871a0feb5bd7
+cat_two_outputs: af3bac8b692c0581a138cb1b06ea34797bddc722
+getitem_max: 9c748ea35382eb5b8a6815bb64ea0c63dc400022
+float64_input: d4ce27f6adda559ef55d20ef20890b77dc83bb0e
+noncontiguous: be388d5049ef201953a2fbb697a49a5d1ad9caf0
+gelu_linear: b2c955016ef27ef797718ae2e2caeeeb3d959ef2
+buffer_constant: 35db7522fdb6f9e6f73f45e27c723dcda39fa7f6""",
         )
 
     def test_component_listing(self) -> None:

@@ -174,6 +174,23 @@ class TestRemoteTier(RemoteTestCase):
             self.assertGreaterEqual(tac_counts().get("remote_garbage", 0), 2)
             self.assert_matches_eager(got)
 
+    def test_truncated_values_are_a_miss(self) -> None:
+        # A value cut short (a write interrupted, an eviction mid-transfer):
+        # our magic is intact, the compressed frame is not.
+        with fresh_cache():
+            self.compile_step()
+        client = self.server.client()
+        [name] = client.keys("torch_aotcache:*")
+        for field, value in client.hgetall(name).items():
+            client.hset(name, field, value[: len(value) // 2])
+        clear_in_memory_state()
+        with fresh_cache():
+            got = self.compile_step()
+            self.assertEqual(aot_counts(), {"autograd_cache_miss": 1, "autograd_cache_saved": 1})
+            self.assertGreaterEqual(tac_counts().get("remote_garbage", 0) + tac_counts().get("remote_rejected", 0), 1)
+            self.assertNotIn("remote_hit", tac_counts())
+            self.assert_matches_eager(got)
+
     def test_upstream_settings_reach_the_tier(self) -> None:
         with tac_config.patch(redis_url=None):
             self.assertIsNone(remote.configured_url(False))
@@ -249,6 +266,49 @@ class TestRemoteFaults(RemoteTestCase):
                 self.assertEqual(tac_counts().get("remote_timeout"), 1)
             finally:
                 blocker.join()
+
+    def test_connection_dropped_mid_read(self) -> None:
+        # A server that starts answering and hangs up half-way through.
+        import socket
+        import threading
+
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        stop = threading.Event()
+
+        def serve() -> None:
+            listener.settimeout(0.1)
+            while not stop.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    continue
+                with conn:
+                    conn.settimeout(1.0)
+                    try:
+                        conn.recv(65536)
+                        # Half of a two-field hash reply, then the connection goes.
+                        conn.sendall(b"*4\r\n$3\r\nabc\r\n$100\r\nTACZ")
+                    except OSError:
+                        pass
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            with tac_config.patch(redis_url=f"redis://127.0.0.1:{port}/0"), fresh_cache():
+                remote.reset()
+                self.assertEqual(remote.tier(True).get("tac" + "1" * 40), [])
+                self.assertGreaterEqual(tac_counts().get("remote_error", 0) + tac_counts().get("remote_timeout", 0), 1)
+                got = self.compile_step()
+                self.assert_matches_eager(got)
+                self.assertEqual(aot_counts(), {"autograd_cache_miss": 1, "autograd_cache_saved": 1})
+        finally:
+            stop.set()
+            thread.join()
+            listener.close()
+            remote.reset()
 
     def test_circuit_breaker_stops_asking_then_retries(self) -> None:
         with tac_config.patch(redis_url=unused_url(), remote_failure_threshold=2, remote_cooldown_s=0.3):

@@ -373,8 +373,11 @@ class TestPlantedInductorFiles(TrustTestCase):
                     fh.write(f"open({self.marker!r}, 'w').close()\n" + source)
             evil = self.evil_library()
             for p in kernels:
-                with open(p, "wb") as fh:
+                # A new file in place (the old one is still mapped into this
+                # process: truncating it in place would crash it, not attack it).
+                with open(p + ".evil", "wb") as fh:
                     fh.write(evil)
+                os.replace(p + ".evil", p)
             self.compile_g()
             self.assertEqual(aot_counts(), {"autograd_cache_hit": 1})
             self.assertEqual(counters["torch_aotcache"]["kernels_loaded"], carried)

@@ -261,7 +261,14 @@ def _self_contained_wanted() -> bool:
     (it is then meant to be loaded from without that dir)."""
     from . import config, signing
 
-    return config.bundle_when_signing and (signing.enabled() or bool(config.store_dir))
+    if not config.bundle_when_signing:
+        return False
+    if config.store_dir:
+        return True
+    try:
+        return signing.enabled()
+    except signing.SigningKeyError:
+        return True  # a key is configured but unreadable: the save reports it
 
 
 def is_bundled_result(entry: Any) -> bool:
