@@ -25,7 +25,7 @@ from torch.testing._internal.common_utils import instantiate_parametrized_tests,
 
 import torch_aotcache
 from torch_aotcache import autograd_cache as ours
-from torch_aotcache import schemas
+from torch_aotcache import _compat, schemas
 from torch_aotcache.storage import LocalStore, entries_root
 
 from common import aot_counts, cache_enabled, clear_in_memory_state, DEVICES
@@ -296,6 +296,8 @@ class TestAutogradCache(CacheTestCase):
         self.assertEqual(len(self.entry_files()), 1)
 
     def test_hit_logs_aot_graphs(self) -> None:
+        if _compat.torch_release() == "2.11":
+            self.skipTest("torch 2.11 logs a hit's AOT graphs to the structured trace only")
         f = lambda x: x.exp().sum()  # noqa: E731
         x = torch.randn(4, requires_grad=True)
         torch.compile(f)(x).backward()
@@ -312,8 +314,10 @@ class TestAutogradCache(CacheTestCase):
     def test_public_key_api_matches_pipeline_and_leaves_graph(self) -> None:
         from torch._functorch import aot_autograd
 
-        if not hasattr(aot_autograd, "autograd_cache_key"):
-            self.skipTest("the public key API exists from torch 2.13")
+        import torch._inductor.compile_fx as compile_fx
+
+        if not hasattr(compile_fx, "autograd_cache_key"):
+            self.skipTest("the public key API (torch._inductor.compile_fx.autograd_cache_key) exists from torch 2.13")
         seen = {}
         real = upstream_cache.autograd_cache_key
 

@@ -394,6 +394,22 @@ class TestPlantedInductorFiles(TrustTestCase):
         ctypes.CDLL(path)
         self.assertTrue(os.path.exists(self.marker))
 
+    def test_kernels_carried_after_the_dir_that_built_them_is_gone(self) -> None:
+        # As torch 2.11 does, keep the loaded kernel modules across
+        # fresh_cache(): the second compile gets the first one's module, whose
+        # file was deleted with the first temporary cache dir.
+        from torch._inductor.codecache import CppPythonBindingsCodeCache
+
+        keep_modules = staticmethod(CppPythonBindingsCodeCache.cache.clear)
+        with unittest.mock.patch.object(CppPythonBindingsCodeCache, "cache_clear", keep_modules):
+            for _ in range(2):
+                with fresh_cache(), config.patch(store_dir=tempfile.mkdtemp(dir=self.tmp)):
+                    clear_in_memory_state()
+                    self.compile_g()
+                    self.assertEqual(aot_counts(), {"autograd_cache_miss": 1, "autograd_cache_saved": 1})
+                    self.assertGreater(counters["torch_aotcache"]["kernels_carried"], 0)
+                    self.assertNotIn("kernels_unreadable", counters["torch_aotcache"])
+
     def test_tampered_kernel_in_an_entry_is_refused(self) -> None:
         # A kernel carried in an entry is covered by its checksum (and the
         # signature): a flipped byte makes the entry a miss, never a load.

@@ -48,6 +48,7 @@ import shutil
 import sys
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from types import ModuleType
 from typing import Any
@@ -59,8 +60,13 @@ from . import config
 
 log = logging.getLogger(__name__)
 
-# Realpath of every C++ binary this process loaded -> its source digest.
+# Realpath of every C++ binary this process loaded -> its source digest, and
+# the bytes of the most recent ones by digest (read when loaded: a later
+# fresh_cache() may delete the file while the module object lives on, and
+# torch 2.11 hands that module out again for the same source).
 _built: dict[str, str] = {}
+_binary_bytes: OrderedDict[str, bytes] = OrderedDict()
+_binary_total = 0
 _built_lock = threading.Lock()
 
 _local = threading.local()
@@ -92,11 +98,31 @@ def _library_path(lib: Any) -> str | None:
     return path if isinstance(path, str) else None
 
 
-def note_loaded(lib: Any, digest: str) -> None:
+def note_loaded(lib: Any, digest: str, data: bytes | memoryview | None = None) -> None:
+    """Remember that ``lib`` was built from ``digest`` (and its bytes, read now
+    unless given)."""
+    global _binary_total
     path = _library_path(lib)
-    if path:
-        with _built_lock:
-            _built[os.path.realpath(path)] = digest
+    if not path:
+        return
+    with _built_lock:
+        _built[os.path.realpath(path)] = digest
+        if digest in _binary_bytes:
+            _binary_bytes.move_to_end(digest)
+            return
+    if data is None:
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError:
+            return
+    with _built_lock:
+        if digest not in _binary_bytes:
+            _binary_bytes[digest] = bytes(data)
+            _binary_total += len(data)
+        while _binary_total > config.max_kernel_bytes and len(_binary_bytes) > 1:
+            _, old = _binary_bytes.popitem(last=False)
+            _binary_total -= len(old)
 
 
 # ---------------------------------------------------------------------------
@@ -151,12 +177,10 @@ def collect(entry: Any) -> list[tuple[str, bytes]]:
         for path in _binaries_of(module):
             with _built_lock:
                 digest = _built.get(os.path.realpath(path))
+                data = _binary_bytes.get(digest) if digest is not None else None
             if digest is None or digest in out:
                 continue
-            try:
-                with open(path, "rb") as fh:
-                    data = fh.read()
-            except OSError:
+            if data is None:
                 counters["torch_aotcache"]["kernels_unreadable"] += 1
                 continue
             if total + len(data) > config.max_kernel_bytes:
@@ -246,7 +270,7 @@ def load_carried(cls: type, digest: str) -> Any | None:
         counters["torch_aotcache"]["kernels_load_failed"] += 1
         log.warning("torch_aotcache: cannot load a carried kernel (%s); building it from source", e)
         return None
-    note_loaded(lib, digest)
+    note_loaded(lib, digest, data)
     counters["torch_aotcache"]["kernels_loaded"] += 1
     return lambda: lib
 
