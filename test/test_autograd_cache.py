@@ -69,8 +69,11 @@ class CacheTestCase(unittest.TestCase):
 class TestAutogradCache(CacheTestCase):
     @parametrize("device", DEVICES)
     @parametrize("bundled", [False, True])
-    def test_miss_save_then_hit_training(self, device: str, bundled: bool) -> None:
-        with cache_enabled(bundled=bundled):
+    @parametrize("self_contained", [False, True])
+    def test_miss_save_then_hit_training(self, device: str, bundled: bool, self_contained: bool) -> None:
+        from torch_aotcache import config as tac_config
+
+        with cache_enabled(bundled=bundled), tac_config.patch(self_contained=self_contained):
             x = torch.randn(4, 8, device=device)
             eager = make_mlp(device)
             ref = mlp_step(eager, x)
@@ -83,7 +86,7 @@ class TestAutogradCache(CacheTestCase):
             files = self.entry_files()
             self.assertEqual(len(files), 1)
             header, _ = schemas.decode_header(open(files[0], "rb").read())
-            self.assertEqual(header.mode, "bundled" if bundled else "fxgraphcache")
+            self.assertEqual(header.mode, "bundled" if bundled or self_contained else "fxgraphcache")
             self.assertGreater(header.forward_cost_ns, 0)
 
             clear_in_memory_state()

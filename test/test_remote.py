@@ -117,6 +117,11 @@ class TestRemoteTier(RemoteTestCase):
             self.assertEqual(aot_counts(), {"autograd_cache_hit": 1})
             self.assertEqual(tac_counts().get("remote_hit"), 1)
             self.assertFalse(os.path.exists(os.path.join(cache_dir(), "fxgraph")))
+            # Nothing compiled: the C++ kernels came inside the entry.
+            self.assertGreater(counters["torch_aotcache"]["kernels_loaded"], 0)
+            self.assertNotIn("kernels_not_carried", counters["torch_aotcache"])
+            built = [f for _, _, fs in os.walk(cache_dir()) for f in fs if f.endswith((".so", ".cpp"))]
+            self.assertEqual(built, [])
             self.assertEqual(len(list(LocalStore().iter_paths())), 1)  # written through
             self.assert_matches_eager(got)
 

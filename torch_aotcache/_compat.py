@@ -255,12 +255,15 @@ def _bundle_for_remote() -> bool:
 
 
 def _self_contained_wanted() -> bool:
-    """Entries hold their compiled graphs while signing is on (a non-bundled
+    """Entries hold their compiled graphs by default (config.self_contained),
+    and also when that is off while signing is on (a non-bundled
     entry would have a hit unpickle Inductor's FX graph cache files, which
     nothing signs) and while the store lives apart from Inductor's cache dir
     (it is then meant to be loaded from without that dir)."""
     from . import config, signing
 
+    if config.self_contained:
+        return True
     if not config.bundle_when_signing:
         return False
     if config.store_dir:

@@ -75,10 +75,15 @@ remote_sync_writes: bool = Config(env_name_default="TORCH_AOTCACHE_REMOTE_SYNC",
 remote_ttl_s: Optional[str] = Config(env_name_default="TORCH_AOTCACHE_REMOTE_TTL", default=None)
 remote_flush_timeout_s: float = 5.0
 remote_max_entry_bytes: int = 1 << 30
-# Make entries self-sufficient (compiled code inside) while a remote tier is on.
+# Self-contained entries: each holds its compiled graph and C++ kernels, so a
+# hit reads nothing from Inductor's cache dir (faster, and safe from what
+# others write there; see Note [Self-contained entries] in artifacts.py).
+# Off: entries refer to Inductor's FX graph cache by key as upstream's do
+# (smaller), except where a self-contained entry is needed: with a remote
+# tier (bundle_for_remote), with signing or a store set apart (store_dir)
+# (bundle_when_signing), or with upstream's bundled_autograd_cache.
+self_contained: bool = Config(env_name_default="TORCH_AOTCACHE_SELF_CONTAINED", default=True)
 bundle_for_remote: bool = True
-# ... and while signing is on (so a hit loads nothing that is not signed) or
-# the store is set apart from Inductor's cache dir (store_dir).
 bundle_when_signing: bool = True
 
 # Carry the compiled C++ kernels of a bundled entry inside it, and load a hit's
