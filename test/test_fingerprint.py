@@ -113,3 +113,81 @@ def fingerprint_walk_slow(root: str):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestRecordDigest(unittest.TestCase):
+    """The digest from the installer's RECORD equals the one from reading the files."""
+
+    def setUp(self) -> None:
+        import base64
+        import hashlib
+
+        self.site = tempfile.mkdtemp()
+        self.root = os.path.join(self.site, "torch")
+        os.makedirs(os.path.join(self.root, "sub"))
+        self.files = {"a.py": b"x = 1\n", "sub/b.py": b"y = 2\n", "sub/c.pyi": b"z: int\n"}
+        for rel, data in self.files.items():
+            with open(os.path.join(self.root, rel), "wb") as f:
+                f.write(data)
+        lines = []
+        for rel, data in self.files.items():
+            b64 = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            lines.append(f"torch/{rel},sha256={b64},{len(data)}")
+        lines.append("torch-9.9.dist-info/RECORD,,")
+        os.makedirs(os.path.join(self.site, "torch-9.9.dist-info"))
+        self.record = os.path.join(self.site, "torch-9.9.dist-info", "RECORD")
+        # The installer writes RECORD after the files.
+        time.sleep(0.01)
+        with open(self.record, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def digests(self):
+        files = fingerprint._walk_sources(self.root)
+        return fingerprint.record_digest(self.root, files), fingerprint.content_digest(self.root, files)
+
+    def test_pristine_install_gives_the_content_digest(self) -> None:
+        from_record, from_files = self.digests()
+        self.assertIsNotNone(from_record)
+        self.assertEqual(from_record, from_files)
+
+    def test_edited_file_falls_back(self) -> None:
+        time.sleep(0.01)
+        with open(os.path.join(self.root, "a.py"), "w") as f:
+            f.write("x = 2\n")  # same size, newer than RECORD
+        from_record, from_files = self.digests()
+        self.assertIsNone(from_record)
+        self.assertEqual(fingerprint.compute_torch_fingerprint(self.root, persist=False), from_files)
+
+    def test_resized_added_or_missing_file_falls_back(self) -> None:
+        past = os.stat(self.record).st_mtime_ns - 10**9
+        cases = {
+            "resized": lambda: open(os.path.join(self.root, "a.py"), "a").write("# more\n"),
+            "added": lambda: open(os.path.join(self.root, "new.py"), "w").write(""),
+            "missing": lambda: os.remove(os.path.join(self.root, "sub", "b.py")),
+        }
+        for name, change in cases.items():
+            with self.subTest(name):
+                self.setUp()
+                change()
+                for dirpath, _, names in os.walk(self.root):
+                    for n in names:  # as old as the install: only the change itself may show
+                        os.utime(os.path.join(dirpath, n), ns=(past, past))
+                from_record, _ = self.digests()
+                if name == "missing":
+                    # Fewer files than recorded: each present file still matches,
+                    # and the digest covers only what is present, as reading would.
+                    self.assertEqual(from_record, self.digests()[1])
+                else:
+                    self.assertIsNone(from_record)
+
+    def test_no_record_falls_back(self) -> None:
+        os.remove(self.record)
+        self.assertIsNone(self.digests()[0])
+
+    def test_this_torch_install(self) -> None:
+        root = fingerprint._torch_root()
+        files = fingerprint._walk_sources(root)
+        from_record = fingerprint.record_digest(root, files)
+        if from_record is None:
+            self.skipTest("torch here is not a pristine wheel install")
+        self.assertEqual(from_record, fingerprint.content_digest(root, files))

@@ -24,6 +24,7 @@ out:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import pickle
@@ -71,6 +72,12 @@ class Original:
 
 def build(obj: Any, key: str, guards: str = "", cost: int = 1) -> Original:
     payload = pickle.dumps(obj)
+    # Two carried "kernels" (Note [Self-contained entries]): raw bytes after
+    # the payload, covered by the header's checksums.
+    kernels = [
+        (hashlib.sha256(f"{key}/{i}".encode()).hexdigest(), b"\x7fELF" + payload[: 40 * (i + 1)])
+        for i in range(2)
+    ]
     header = schemas.make_header(
         key=key,
         payload=payload,
@@ -82,8 +89,9 @@ def build(obj: Any, key: str, guards: str = "", cost: int = 1) -> Original:
         mode="bundled",
         components={"graph": "g" * 8, "inputs": "i" * 8},
         extra={"note": "fuzz"},
+        artifacts=kernels,
     )
-    data = schemas.encode_entry(header, payload)
+    data = schemas.encode_entry(header, payload, [b for _, b in kernels])
     # encode_entry signs when a key is configured: keep the header as written.
     return Original(obj, payload, schemas.decode_header(data)[0], data)
 
@@ -105,7 +113,7 @@ def reassemble(data: bytes, new_raw: bytes, old_len: int, fix_length: bool) -> b
 
 FIELDS = [f.name for f in dataclasses.fields(schemas.EntryHeader)]
 # The fields a reader acts on: drawn as often as all the others together.
-CHECKED_FIELDS = ["key", "torch_version", "payload_size", "payload_sha256", "guards_expr", "format_version", "key_id", "signature"]
+CHECKED_FIELDS = ["key", "torch_version", "payload_size", "payload_sha256", "guards_expr", "format_version", "key_id", "signature", "artifacts"]
 
 odd_strings = st.sampled_from(
     ["", "x", "é", "\ud800", "0" * 64, "f" * 64, TORCH, "0.0.0", KEY, OTHER_KEY, "L['t0'] >= 2", "True", "1/0"]

@@ -11,7 +11,11 @@ everywhere an entry can be read from:
 (a) the local store file of the entry a compile just wrote;
 (b) a Mega-Cache blob (``torch.compiler.load_cache_artifacts``) whose
     ``aot_autograd`` artifact is replaced;
-(c) the command line (``ls``, ``verify``), which reads headers only.
+(c) the command line (``ls``, ``verify``), which reads headers only;
+(d) Inductor's cache dir, where a hit used to find the generated module and
+    the compiled C++ kernels it imports (``TestPlantedInductorFiles``: a
+    module and a shared library with a constructor, planted; a hit loads
+    both from the verified entry instead).
 
 With signing on (writer and reader share the key) the marker is never created,
 the compile gives the eager result, and ``signature_rejected`` says why.
@@ -46,7 +50,7 @@ from torch.testing._internal.common_utils import instantiate_parametrized_tests,
 
 import torch_aotcache
 from torch_aotcache import autograd_cache as ours
-from torch_aotcache import cli, config, schemas, signing
+from torch_aotcache import artifacts, cli, config, schemas, signing
 from torch_aotcache.storage import LocalStore
 
 from common import aot_counts, cache_enabled, clear_in_memory_state, REPO_ROOT
@@ -409,6 +413,35 @@ class TestPlantedInductorFiles(TrustTestCase):
                     self.assertEqual(aot_counts(), {"autograd_cache_miss": 1, "autograd_cache_saved": 1})
                     self.assertGreater(counters["torch_aotcache"]["kernels_carried"], 0)
                     self.assertNotIn("kernels_unreadable", counters["torch_aotcache"])
+
+    def test_carried_kernel_that_cannot_load_is_built_from_source(self) -> None:
+        # E.g. a temp dir mounted noexec, or a binary from a machine with a
+        # newer C library: the hit goes on, the kernel is built as upstream would.
+        from torch._inductor.codecache import CppPythonBindingsCodeCache
+
+        real = CppPythonBindingsCodeCache._load_library.__func__
+        refused = []
+
+        def refuse_private(cls, path, key):
+            if os.path.dirname(path) == artifacts._private_folder():
+                refused.append(path)
+                raise OSError("failed to map segment from shared object")
+            return real(cls, path, key)
+
+        with config.patch(store_dir=os.path.join(self.tmp, "store")):
+            self.compile_g()
+            carried = counters["torch_aotcache"]["kernels_carried"]
+            clear_in_memory_state()
+            with unittest.mock.patch.object(
+                CppPythonBindingsCodeCache, "_load_library", classmethod(refuse_private)
+            ), unittest.mock.patch.object(artifacts, "_warned_load_failure", False), self.assertLogs(
+                "torch_aotcache.artifacts", level="WARNING"
+            ) as logs:
+                self.compile_g()
+            self.assertEqual(len(logs.output), 1)  # once, however many kernels
+            self.assertEqual(aot_counts(), {"autograd_cache_hit": 1})
+            self.assertEqual(len(refused), carried)
+            self.assertEqual(counters["torch_aotcache"]["kernels_load_failed"], carried)
 
     def test_tampered_kernel_in_an_entry_is_refused(self) -> None:
         # A kernel carried in an entry is covered by its checksum (and the

@@ -72,6 +72,7 @@ _built_lock = threading.Lock()
 _local = threading.local()
 _private_dir: str | None = None
 _private_lock = threading.Lock()
+_warned_load_failure = False
 _SAFE_NAME = re.compile(r"[0-9A-Za-z_]+")
 
 
@@ -263,12 +264,22 @@ def load_carried(cls: type, digest: str) -> Any | None:
     if data is None:
         counters["torch_aotcache"]["kernels_not_carried"] += 1
         return None
+    path = "<private folder>"
     try:
         path = _private_file(f"{digest}.so", data)
         lib = cls._load_library(path, digest)
     except (OSError, ImportError) as e:
+        global _warned_load_failure
         counters["torch_aotcache"]["kernels_load_failed"] += 1
-        log.warning("torch_aotcache: cannot load a carried kernel (%s); building it from source", e)
+        if not _warned_load_failure:
+            _warned_load_failure = True
+            log.warning(
+                "torch_aotcache: cannot load a carried kernel from %s (%s); building it from "
+                "source. Further failures are only counted in "
+                "counters['torch_aotcache']['kernels_load_failed'].",
+                os.path.dirname(path),
+                e,
+            )
         return None
     note_loaded(lib, digest, data)
     counters["torch_aotcache"]["kernels_loaded"] += 1

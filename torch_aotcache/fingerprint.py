@@ -14,7 +14,10 @@ upstream pays it in every process.  We split it in two:
 * a *content digest*: SHA-256 over the relative paths and contents.
 
 The content digest goes into the key, so two machines with the same torch get
-the same key whatever their mtimes.  It is kept on disk next to the stat
+the same key whatever their mtimes.  On a wheel install it is computed from
+the installer's ``RECORD`` (the SHA-256 of every file, as installed) while no
+source file is newer than that record or of another size, which gives the
+same digest without reading the sources (:func:`record_digest`).  It is kept on disk next to the stat
 signature it was computed under (``<store>/meta/torch-<...>.json``), and
 reused only while the stat signature still matches; any added, removed,
 resized or touched file recomputes it.  The walk is started in a background
@@ -108,6 +111,66 @@ def content_digest(root: str, files: list[tuple[str, int, int]]) -> str:
     return h.hexdigest()
 
 
+def _installer_record(root: str) -> str | None:
+    site = os.path.dirname(root)
+    try:
+        names = [n for n in os.listdir(site) if n.startswith("torch-") and n.endswith(".dist-info")]
+    except OSError:
+        return None
+    if len(names) != 1:
+        return None
+    return os.path.join(site, names[0], "RECORD")
+
+
+def record_digest(root: str, files: list[tuple[str, int, int]]) -> str | None:
+    """:func:`content_digest`, from the installer's ``RECORD`` instead of the files.
+
+    A wheel install lists every file with the SHA-256 of its content and its
+    size in ``torch-<version>.dist-info/RECORD``, written after the files.
+    While every source file has the recorded size and is not newer than
+    RECORD (an edit in place makes it newer), the recorded digests are the
+    files' digests, so this returns exactly what :func:`content_digest`
+    would, without reading a single source file.  None when that cannot be
+    established (no RECORD, an editable or patched install, a file added,
+    missing, resized or touched): the caller reads the files.
+    """
+    import base64
+
+    path = _installer_record(root)
+    if path is None:
+        return None
+    try:
+        record_mtime = os.stat(path).st_mtime_ns
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    prefix = os.path.basename(root) + "/"
+    recorded: dict[str, tuple[str, str]] = {}
+    for line in lines:
+        parts = line.rsplit(",", 2)
+        if len(parts) == 3 and parts[0].startswith(prefix):
+            recorded[parts[0][len(prefix):]] = (parts[1], parts[2])
+    h = hashlib.sha256()
+    h.update(torch.__version__.encode())
+    for rel, size, mtime in files:
+        entry = recorded.get(rel.replace(os.sep, "/"))
+        if entry is None or mtime > record_mtime or entry[1] != str(size):
+            return None
+        algo, _, b64 = entry[0].partition("=")
+        if algo != "sha256":
+            return None
+        try:
+            digest = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4))
+        except ValueError:
+            return None
+        if len(digest) != 32:
+            return None
+        h.update(rel.encode() + b"\0")
+        h.update(digest)
+    return h.hexdigest()
+
+
 def _meta_path(root: str) -> str:
     from . import storage
 
@@ -160,7 +223,7 @@ def compute_torch_fingerprint(
         old = _read_persisted(path)
         if old is not None and old.get("stat") == sig:
             return old["content"]
-    digest = content_digest(root, files)
+    digest = record_digest(root, files) or content_digest(root, files)
     if path is not None:
         _write_persisted(path, {"stat": sig, "content": digest, "root": root})
     return digest
