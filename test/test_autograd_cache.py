@@ -251,11 +251,12 @@ class TestAutogradCache(CacheTestCase):
         torch.compile(f)(x)
         [path] = self.entry_files()
         data = bytearray(open(path, "rb").read())
-        data[-10] ^= 0xFF
+        header, body = schemas.decode_header(bytes(data))
+        payload_end = len(data) - len(body) + header.payload_size  # carried kernels follow
+        data[payload_end - 10] ^= 0xFF
         with open(path, "wb") as fh:
             fh.write(bytes(data))
-        _, bad_payload = schemas.decode_header(bytes(data))
-        bad_payload = bytes(bad_payload)
+        bad_payload = bytes(data[payload_end - header.payload_size : payload_end])
         clear_in_memory_state()
         unpickled = []
         real_loads = pickle.loads

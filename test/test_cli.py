@@ -114,7 +114,7 @@ def test_every_command_is_in_the_parser() -> None:
 def test_ls(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["ls"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["KEY", "ENTRY", "SIZE", "MODE", "FWD", "ms", "BWD", "ms", "CREATED"]
+    assert lines[0].split() == ["KEY", "ENTRY", "SIZE", "MODE", "KERNELS", "FWD", "ms", "BWD", "ms", "CREATED"]
     assert len(lines) == 3
     for line, path in zip(lines[1:], _entries(store)):
         header, _ = schemas.decode_header(path.read_bytes())
@@ -122,6 +122,8 @@ def test_ls(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert cols[0] == header.key == path.parent.name
         assert cols[1] == path.name
         assert header.mode in cols
+        # SIZE is "<n> <unit>", so KERNELS is the sixth field
+        assert cols[5] == str(len(header.artifacts))
 
 
 def test_ls_shows_an_unreadable_entry(store: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -132,7 +132,7 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     rows: list[tuple[str, ...]] = [
-        ("KEY", "ENTRY", "SIZE", "MODE", "FWD ms", "BWD ms", "CREATED")
+        ("KEY", "ENTRY", "SIZE", "MODE", "KERNELS", "FWD ms", "BWD ms", "CREATED")
     ]
     for path in _entry_paths():
         size = _file_size(path)
@@ -141,16 +141,16 @@ def cmd_ls(args: argparse.Namespace) -> int:
         try:
             h = _read_header(path)
         except (OSError, schemas.EntryFormatError) as e:
-            rows.append((_key_of_path(path), name, size_s, "?", "?", "?", f"unreadable: {e}"))
+            rows.append((_key_of_path(path), name, size_s, "?", "?", "?", "?", f"unreadable: {e}"))
             continue
         rows.append((
-            h.key, name, size_s, h.mode,
+            h.key, name, size_s, h.mode, str(len(h.artifacts)),
             _ms(h.forward_cost_ns), _ms(h.backward_cost_ns), _created(h.created_ns),
         ))
     if len(rows) == 1:
         print(f"no entries in {storage.store_root()}")
         return 0
-    for line in _table(rows, right={2, 4, 5}):
+    for line in _table(rows, right={2, 4, 5, 6}):
         print(line)
     return 0
 
