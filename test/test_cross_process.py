@@ -1,6 +1,7 @@
 """
 A hit across processes: another PYTHONHASHSEED, working directory and cache
-directory path (the store is copied elsewhere), and the same results.
+directory path (the store is copied elsewhere), and the same results; and a
+store set apart (TORCH_AOTCACHE_DIR) hit from an empty Inductor cache dir.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ out = torch.compile(model)(x)
 out.sum().backward()
 print(json.dumps({
     "counts": {k: v for k, v in counters["aot_autograd"].items() if k.startswith("autograd_cache")},
+    "kernels": {k: v for k, v in counters["torch_aotcache"].items() if k.startswith("kernels")},
     "out": out.detach().tolist(),
     "grad": model[0].weight.grad.tolist(),
 }))
@@ -59,6 +61,35 @@ class TestCrossProcess(unittest.TestCase):
             self.assertEqual(warm.returncode, 0, warm.stderr[-3000:])
             warm_res = json.loads(warm.stdout.strip().splitlines()[-1])
             self.assertEqual(warm_res["counts"], {"autograd_cache_hit": 1})
+            self.assertEqual(warm_res["out"], cold_res["out"])
+            self.assertEqual(warm_res["grad"], cold_res["grad"])
+
+    def test_store_apart_hits_with_an_empty_inductor_cache_dir(self) -> None:
+        # TORCH_AOTCACHE_DIR: a shared store of self-contained entries; the
+        # second process's Inductor cache dir is new and stays free of kernels.
+        with tempfile.TemporaryDirectory() as tmp:
+            store = os.path.join(tmp, "shared-store")
+            cold = run_python(
+                WORKER,
+                env={"TORCHINDUCTOR_CACHE_DIR": os.path.join(tmp, "a"), "TORCH_AOTCACHE_DIR": store},
+            )
+            self.assertEqual(cold.returncode, 0, cold.stderr[-3000:])
+            cold_res = json.loads(cold.stdout.strip().splitlines()[-1])
+            self.assertEqual(cold_res["counts"], {"autograd_cache_miss": 1, "autograd_cache_saved": 1})
+            self.assertGreater(cold_res["kernels"].get("kernels_carried", 0), 0)
+            self.assertTrue(os.path.isdir(os.path.join(store, "entries")))
+
+            second = os.path.join(tmp, "b")
+            warm = run_python(
+                WORKER,
+                env={"TORCHINDUCTOR_CACHE_DIR": second, "TORCH_AOTCACHE_DIR": store},
+            )
+            self.assertEqual(warm.returncode, 0, warm.stderr[-3000:])
+            warm_res = json.loads(warm.stdout.strip().splitlines()[-1])
+            self.assertEqual(warm_res["counts"], {"autograd_cache_hit": 1})
+            self.assertEqual(warm_res["kernels"].get("kernels_loaded"), cold_res["kernels"]["kernels_carried"])
+            built = [f for _, _, fs in os.walk(second) for f in fs if f.endswith((".so", ".cpp"))]
+            self.assertEqual(built, [])
             self.assertEqual(warm_res["out"], cold_res["out"])
             self.assertEqual(warm_res["grad"], cold_res["grad"])
 
