@@ -224,7 +224,7 @@ def make_entry(*args: Any, **kwargs: Any) -> Any:
     bsi, nsym = v.pop("backward_state_indices"), v.pop("num_symints_saved_for_bw")
     if bw is not None and (bsi is None or nsym is None):
         raise AssertionError("a backward needs backward_state_indices and num_symints_saved_for_bw")
-    if should_bundle_autograd_cache() or _bundle_for_remote() or _self_contained_wanted():
+    if _self_contained_wanted() or should_bundle_autograd_cache() or _bundle_for_remote():
         v["compiled_fw"] = results.BundledCompiledForward(_unwrap_output_code(fw))
         v["compiled_bw"] = (
             None

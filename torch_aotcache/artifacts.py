@@ -56,6 +56,7 @@ from typing import Any
 from torch._dynamo.utils import counters
 
 from . import config
+from .storage import write_atomically
 
 
 log = logging.getLogger(__name__)
@@ -198,11 +199,6 @@ def collect(entry: Any) -> list[tuple[str, bytes]]:
 # ---------------------------------------------------------------------------
 
 
-class _SealedLoad:
-    def __init__(self, binaries: dict[str, memoryview]) -> None:
-        self.binaries = binaries
-
-
 def _private_folder() -> str:
     global _private_dir
     with _private_lock:
@@ -219,19 +215,12 @@ def _private_file(name: str, data: bytes | memoryview | str) -> str:
     """Write ``data`` to ``name`` in the private folder (once) and return its path."""
     path = os.path.join(_private_folder(), name)
     if not os.path.exists(path):
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_atomically(path, data.encode("utf-8") if isinstance(data, str) else data)
     return path
 
 
-def current() -> _SealedLoad | None:
+def current() -> dict[str, memoryview] | None:
+    """The carried kernels (source digest -> bytes) of the hit being loaded, if any."""
     return getattr(_local, "sealed", None)
 
 
@@ -239,7 +228,7 @@ def current() -> _SealedLoad | None:
 def sealed_load(binaries: dict[str, memoryview]) -> Iterator[None]:
     """Within: generated modules and carried kernels load from the private folder."""
     previous = current()
-    _local.sealed = _SealedLoad(binaries)
+    _local.sealed = binaries
     try:
         yield
     finally:
@@ -260,7 +249,7 @@ def load_carried(cls: type, digest: str) -> Any | None:
     sealed = current()
     if sealed is None:
         return None
-    data = sealed.binaries.get(digest)
+    data = sealed.get(digest)
     if data is None:
         counters["torch_aotcache"]["kernels_not_carried"] += 1
         return None

@@ -43,8 +43,8 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
-from contextvars import ContextVar
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -59,7 +59,6 @@ from .graph_hashing import (
     encode_inputs,
     encode_value,
     GraphEncoder,
-    qualified_name,
     Unkeyable,
 )
 from .runtime_wrappers import wrap_cached_result

@@ -37,7 +37,6 @@ import logging
 import os
 import platform
 import sys
-import tempfile
 import threading
 from typing import Any
 
@@ -196,12 +195,11 @@ def _write_persisted(path: str, obj: dict[str, Any]) -> None:
     # was removed meanwhile (a finished fresh_cache(), say).
     if not os.path.isdir(os.path.dirname(os.path.dirname(os.path.dirname(path)))):
         return
+    from .storage import write_atomically
+
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f)
-        os.replace(tmp, path)
+        write_atomically(path, json.dumps(obj).encode())
     except OSError as e:
         log.debug("torch_aotcache: cannot persist torch fingerprint: %s", e)
 

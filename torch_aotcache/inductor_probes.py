@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from typing import Any
 
 import torch
@@ -92,12 +91,11 @@ def _read(digest: str) -> bool | None:
 
 def _write(digest: str, ok: bool, isa: str) -> None:
     path = _record_path(digest)
+    from .storage import write_atomically
+
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"digest": digest, "ok": ok, "isa": isa}, f)
-        os.replace(tmp, path)
+        write_atomically(path, json.dumps({"digest": digest, "ok": ok, "isa": isa}).encode())
     except OSError as e:
         log.debug("torch_aotcache: cannot record ISA probe: %s", e)
 
@@ -191,12 +189,11 @@ def precompile_header(header: str, hashable_cmd_line: str, **compile_command: An
     except (OSError, ValueError, AttributeError):
         pass
     result = original(header, hashable_cmd_line, **compile_command)
+    from .storage import write_atomically
+
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"path": result}, f)
-        os.replace(tmp, path)
+        write_atomically(path, json.dumps({"path": result}).encode())
     except OSError as e:
         log.debug("torch_aotcache: cannot record precompiled header: %s", e)
     return result

@@ -39,8 +39,8 @@ def wrap_cached_result(
     [Self-contained entries] in artifacts.py).
     """
     start = time.perf_counter_ns()
-    header, _ = schemas.decode_header(entry_bytes)
-    with artifacts.sealed_load(schemas.split_artifacts(header, entry_bytes)):
+    header, body = schemas.decode_header(entry_bytes)
+    with artifacts.sealed_load(schemas.split_artifacts(header, body)):
         compiled_fn = entry.wrap_post_compile(args, aot_config, fx_config)
     counters["torch_aotcache"]["post_compile_ns"] += time.perf_counter_ns() - start
 

@@ -21,10 +21,10 @@ describe the payload exactly; a reader checks both before ``pickle.loads``
 ever sees a byte of it.  The artifacts are compiled kernels (shared
 libraries) the payload's code loads, raw bytes, never unpickled: the header
 lists each one's source digest, size and SHA-256, in order (Note
-[Self-contained entries] in artifacts.py), and the signature covers that list.  A file that fails any check (wrong magic, unknown
-format version, another torch version, a header that does not parse, a size
-or checksum that does not match) is a miss, never an error, and is never
-unpickled.  JSON keeps the header readable by tools that do not import torch
+[Self-contained entries] in artifacts.py), and the signature covers that
+list.  A file that fails any check (wrong magic, unknown format version,
+another torch version, a header that does not parse, a size or checksum that
+does not match) is a miss, never an error, and is never unpickled.  JSON keeps the header readable by tools that do not import torch
 (``python -m torch_aotcache ls``) and makes a corrupted header fail to parse
 instead of executing anything.
 
@@ -42,7 +42,7 @@ import json
 import pickle
 import re
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 
@@ -286,25 +286,24 @@ def verify_entry(
     payload = body[: header.payload_size]
     if not hmac.compare_digest(payload_digest(payload), header.payload_sha256):
         raise EntryFormatError("payload checksum does not match")
-    offset = header.payload_size
-    for item in header.artifacts:
-        blob = body[offset : offset + item["size"]]
-        offset += item["size"]
+    for item, blob in _artifact_views(header, body):
         if not hmac.compare_digest(payload_digest(blob), item["sha256"]):
             raise EntryFormatError(f"artifact {item['digest'][:16]} checksum does not match")
     check_signature(header)
     return header, payload
 
 
-def split_artifacts(header: EntryHeader, data: bytes) -> dict[str, memoryview]:
-    """Source digest -> bytes of each artifact of an entry :func:`verify_entry` accepted."""
-    _, body = decode_header(data)
-    out = {}
+def _artifact_views(header: EntryHeader, body: memoryview) -> Iterator[tuple[dict[str, Any], memoryview]]:
     offset = header.payload_size
     for item in header.artifacts:
-        out[item["digest"]] = body[offset : offset + item["size"]]
+        yield item, body[offset : offset + item["size"]]
         offset += item["size"]
-    return out
+
+
+def split_artifacts(header: EntryHeader, body: memoryview) -> dict[str, memoryview]:
+    """Source digest -> bytes of each artifact, from the ``body`` :func:`decode_header`
+    returned for an entry :func:`verify_entry` accepted."""
+    return {item["digest"]: blob for item, blob in _artifact_views(header, body)}
 
 
 def check_signature(header: EntryHeader) -> None:

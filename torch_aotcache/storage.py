@@ -106,6 +106,26 @@ def report_fault(op: str, error: OSError) -> None:
     )
 
 
+def write_atomically(path: str, data: bytes, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` through a hidden temporary file in the same
+    folder and ``os.replace``: a reader sees the old file or the whole new one,
+    never a part.  ``mode``: the file's permissions (default: mkstemp's
+    owner-only).  Raises ``OSError``; leaves no temporary file behind."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
+    try:
+        if mode is not None:
+            os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def store_root() -> str:
     return config.store_dir or os.path.join(cache_dir(), config.subdir)
 
@@ -169,21 +189,10 @@ class LocalStore:
         folder = key_dir(key)
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, entry_id + ENTRY_SUFFIX)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-        try:
-            # mkstemp makes the file private; give it the permissions any
-            # other file written here would get, so users sharing a cache dir
-            # can read each other's entries as they read Inductor's.
-            os.fchmod(fd, 0o666 & ~_UMASK)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        # The permissions any other file written here would get (mkstemp's
+        # are owner-only), so users sharing a cache dir can read each other's
+        # entries as they read Inductor's.
+        write_atomically(path, data, mode=0o666 & ~_UMASK)
         self._trim(folder)
         return path
 
