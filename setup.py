@@ -10,8 +10,18 @@ setup(
     # which the user installs (see README).
     install_requires=[],
     extras_require={
-        "test": ["pytest", "hypothesis", "expecttest"],
-        "redis": ["redis", "zstandard"],
+        # Everything the tests import: torch's testing helpers import numpy,
+        # and the Redis tests need the client and zstd (they skip only when
+        # the redis-server binary is missing).
+        "test": [
+            "pytest",
+            "hypothesis>=6.100",
+            "expecttest>=0.2",
+            "numpy",
+            "redis>=5",
+            "zstandard",
+        ],
+        "redis": ["redis>=5", "zstandard"],
     },
     entry_points={"console_scripts": ["torch-aotcache=torch_aotcache.cli:main"]},
 )

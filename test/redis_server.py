@@ -14,6 +14,20 @@ def redis_server_binary() -> str | None:
     return shutil.which("redis-server")
 
 
+def redis_missing() -> str | None:
+    """Why the Redis tests cannot run here (None when they can): they need the
+    ``redis-server`` binary and the ``redis`` and ``zstandard`` packages (the
+    ``redis`` extra, which ``.[test]`` includes)."""
+    if redis_server_binary() is None:
+        return "redis-server is not installed"
+    for module in ("redis", "zstandard"):
+        try:
+            __import__(module)
+        except ImportError:
+            return f"the {module} Python package is not installed (pip install -e '.[test]')"
+    return None
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

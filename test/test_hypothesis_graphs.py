@@ -37,6 +37,7 @@ import torch_aotcache
 from torch_aotcache import storage
 
 import fx_strategies
+from common import REPO_ROOT
 from fx_strategies import (
     aot_config,
     fx_config,
@@ -225,7 +226,13 @@ def test_key_is_the_same_in_another_process(device: str, tmp_path: Any) -> None:
         cache = tmp_path / f"cache-{hash_seed}"
         cwd.mkdir()
         cache.mkdir()
-        env = dict(os.environ, PYTHONHASHSEED=hash_seed, TORCHINDUCTOR_CACHE_DIR=str(cache))
+        env = dict(
+            os.environ,
+            PYTHONHASHSEED=hash_seed,
+            TORCHINDUCTOR_CACHE_DIR=str(cache),
+            # This checkout's package, installed or not.
+            PYTHONPATH=os.pathsep.join(filter(None, (REPO_ROOT, os.environ.get("PYTHONPATH")))),
+        )
         procs.append(
             subprocess.Popen(
                 [sys.executable, os.path.abspath(fx_strategies.__file__), request],

@@ -22,17 +22,11 @@ from torch_aotcache import remote, schemas
 from torch_aotcache.storage import LocalStore
 
 from common import aot_counts, cache_enabled, clear_in_memory_state, run_python
-from redis_server import RedisServer, redis_server_binary, unused_url
+from redis_server import RedisServer, redis_missing, unused_url
 
 
-HAVE_REDIS = redis_server_binary() is not None
-try:
-    import redis  # noqa: F401
-    import zstandard  # noqa: F401
-except ImportError:
-    HAVE_REDIS = False
-
-SKIP_REASON = "redis-server binary or the redis/zstandard Python packages are missing"
+SKIP_REASON = redis_missing()
+HAVE_REDIS = SKIP_REASON is None
 
 
 def tac_counts() -> dict[str, int]:
@@ -49,7 +43,7 @@ def train_step(model, x):
     return model(x).square().mean()
 
 
-@unittest.skipUnless(HAVE_REDIS, SKIP_REASON)
+@unittest.skipUnless(HAVE_REDIS, SKIP_REASON or "")
 class RemoteTestCase(unittest.TestCase):
     server_args: tuple[str, ...] = ()
 
@@ -349,7 +343,7 @@ class TestRemoteFull(RemoteTestCase):
             self.assertNotIn("remote_put", tac_counts())
 
 
-@unittest.skipUnless(HAVE_REDIS, SKIP_REASON)
+@unittest.skipUnless(HAVE_REDIS, SKIP_REASON or "")
 class TestTwoProcesses(unittest.TestCase):
     WORKER = """
         import json, torch

@@ -22,9 +22,9 @@ from torch_aotcache import config as tac_config
 from torch_aotcache import remote, single_flight
 
 from common import REPO_ROOT
-from redis_server import RedisServer, redis_server_binary
+from redis_server import RedisServer, redis_missing
 
-HAVE_REDIS = redis_server_binary() is not None
+REDIS_MISSING = redis_missing()
 
 
 WORKER = """
@@ -157,7 +157,7 @@ class TestLocalLock(unittest.TestCase):
             holder.wait()
 
 
-@unittest.skipUnless(HAVE_REDIS, "redis-server is not installed")
+@unittest.skipIf(REDIS_MISSING is not None, REDIS_MISSING or "")
 class TestRedisLock(unittest.TestCase):
     @classmethod
     def setUpClass(cls) -> None:
@@ -219,7 +219,7 @@ class TestRedisLock(unittest.TestCase):
         self.assertEqual(self.server.client().get(lock_name), b"someone-else")
 
 
-@unittest.skipUnless(HAVE_REDIS, "redis-server is not installed")
+@unittest.skipIf(REDIS_MISSING is not None, REDIS_MISSING or "")
 class TestFleetCompilesOnce(unittest.TestCase):
     def test_four_machines_compile_once(self) -> None:
         server = RedisServer().start()

@@ -16,6 +16,10 @@ key function's 4th argument       fx_config dict                 ``CompilerConfi
 ``make_entry``                    no ``min_cut_info_str``        ``min_cut_info_str``
 artifact recording                ``CacheArtifactManager``       ``CacheArtifactRecorder``
 guard hints                       ``size_hint``                  ``guarding_hint_or_throw``
+custom pre-grad passes            keyed by uuid (no timing       ``pre_grad_pass_timing``: "early"
+                                  setting)                       (before the lookup, the graph
+                                                                 stands for them) or "late" (keyed
+                                                                 by uuid)
 ================================  =============================  ==================================
 
 Nothing outside this module tests the torch version.
@@ -293,6 +297,23 @@ def _hint_fn() -> Any:
     if fn is None:
         fn = getattr(symbolic_shapes, "size_hint", None)
     return fn
+
+
+def pre_grad_passes_run_before_lookup() -> bool:
+    """Whether custom pre-grad passes run before the cache lookup, on the
+    graph that is keyed (2.13's ``pre_grad_pass_timing`` resolving to
+    "early").  2.11 has no such setting: its passes are keyed by uuid."""
+    from torch._inductor import codecache
+
+    resolve = getattr(codecache, "resolve_pre_grad_pass_timing", None)
+    if resolve is None:
+        return False
+    try:
+        return resolve() == "early"
+    except RuntimeError:
+        # "late" with a pass that has no uuid: aot_module_simplified raises
+        # before any lookup; the key keeps the pass (and bypasses).
+        return False
 
 
 def guard_hint(s: Any) -> Any:

@@ -247,6 +247,25 @@ _INDUCTOR_CALLABLE_KEYS = (
     "custom_partitioner_fn",
     "cudagraph_policy",
 )
+
+
+def _inductor_key_settings() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The Inductor options left out of the key, and those keyed by uuid().
+
+    Custom pre-grad passes that run before the lookup (torch 2.13's
+    ``pre_grad_pass_timing`` resolving to "early", as it does for a pass
+    without a uuid) have already changed the graph being keyed: the graph
+    stands for them, as upstream's key has it, and a hit runs them again
+    before the lookup.  Otherwise they run after it and are keyed by uuid.
+    """
+    if _compat.pre_grad_passes_run_before_lookup():
+        return (
+            _INDUCTOR_IGNORED_PREFIXES + ("pre_grad_custom_pass",),
+            tuple(k for k in _INDUCTOR_CALLABLE_KEYS if k != "pre_grad_custom_pass"),
+        )
+    return _INDUCTOR_IGNORED_PREFIXES, _INDUCTOR_CALLABLE_KEYS
+
+
 _FUNCTORCH_IGNORED_PREFIXES = ("_save_config_ignore", "_cache_config")
 _FUNCTORCH_CALLABLE_KEYS = (
     "joint_custom_pass",
@@ -295,7 +314,9 @@ class _ConfigMemo:
     """
 
     def __init__(self) -> None:
-        self._memo: dict[str, tuple[list[Any], list[tuple[int, Any]], str]] = {}
+        self._memo: dict[
+            tuple[str, tuple[str, ...], tuple[str, ...]], tuple[list[Any], list[tuple[int, Any]], str]
+        ] = {}
 
     @staticmethod
     def _snapshot(module: Any) -> list[Any]:
@@ -317,7 +338,7 @@ class _ConfigMemo:
         return snap
 
     def digest(self, module: Any, ignored: tuple[str, ...], callables: tuple[str, ...]) -> str:
-        name = module.__name__
+        name = (module.__name__, ignored, callables)
         snap = self._snapshot(module)
         memo = self._memo.get(name)
         if (
@@ -487,15 +508,16 @@ def compute_key(
     components["functorch"] = _config_digest(
         functorch_config, _FUNCTORCH_IGNORED_PREFIXES, _FUNCTORCH_CALLABLE_KEYS
     )
+    inductor_ignored, inductor_callables = _inductor_key_settings()
     components["inductor"] = _config_digest(
-        torch._inductor.config, _INDUCTOR_IGNORED_PREFIXES, _INDUCTOR_CALLABLE_KEYS
+        torch._inductor.config, inductor_ignored, inductor_callables
     )
     if keep_detail:
         detail["functorch"] = _config_component(
             functorch_config, _FUNCTORCH_IGNORED_PREFIXES, _FUNCTORCH_CALLABLE_KEYS
         )
         detail["inductor"] = _config_component(
-            torch._inductor.config, _INDUCTOR_IGNORED_PREFIXES, _INDUCTOR_CALLABLE_KEYS
+            torch._inductor.config, inductor_ignored, inductor_callables
         )
     add("system", json.dumps(fingerprint.system_description(), sort_keys=True))
     add("hardware", _hardware_component(example_inputs))
@@ -900,6 +922,8 @@ def encode_for_store(
     with _recent_lock:
         components = _recent_components.get(key, {})
     mode = "bundled" if _compat.is_bundled_result(entry) else "fxgraphcache"
+    # See Note [Entries that stand for Inductor's FX graph cache].
+    upstream_mode = "bundled" if upstream.should_bundle_autograd_cache() else "fxgraphcache"
     header = schemas.make_header(
         key=key,
         payload=payload,
@@ -910,6 +934,7 @@ def encode_for_store(
         guards_expr=getattr(entry, "guards_expr", None),
         mode=mode,
         components=components,
+        extra={"upstream_mode": upstream_mode},
         artifacts=kernels,
     )
     return header.entry_id, schemas.encode_entry(header, payload, [b for _, b in kernels])
@@ -1010,6 +1035,53 @@ def write_to_local_cache(key: str, content: bytes) -> None:
 def clear() -> None:
     """Installed as ``AOTAutogradCache.clear``: removes every local entry."""
     local_store.clear()
+
+
+# Note [Entries that stand for Inductor's FX graph cache]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# Without ``bundled_autograd_cache``, upstream's entries refer to compiled
+# graphs in Inductor's FX graph cache: a hit loads each graph from there
+# (counting ``fxgraph_cache_hit`` and ``fxgraph_lookup_write_file`` in
+# ``counters["inductor"]``), and after ``FxGraphCache.clear()`` the next
+# lookup misses and compiles.  Our entries carry their graphs (Note
+# [Self-contained entries] in artifacts.py), but users and tools observe the
+# FX graph cache, so an entry records the layout upstream would have used
+# (``upstream_mode`` in its header) and, when that is "fxgraphcache":
+#
+# * a hit counts each graph it loads as an FX graph cache hit
+#   (runtime_wrappers.wrap_cached_result);
+# * ``FxGraphCache.clear()`` removes it from the local store, so the next
+#   compile compiles, as upstream's would.  A store set apart from Inductor's
+#   cache dir (``TORCH_AOTCACHE_DIR``) is not Inductor's to clear and is left
+#   alone, as are entries saved with ``bundled_autograd_cache`` (which
+#   upstream keeps hitting after the clear).
+#
+# Rejected: checking on each hit that the FX graph cache still holds the
+# graphs, which would tie every hit to Inductor's cache dir again (an empty
+# one, as on a machine fed by the Redis tier, could never hit).
+
+
+def clear_fx_graph_cache() -> None:
+    """Installed as ``FxGraphCache.clear``: upstream's, then ours.  See Note
+    [Entries that stand for Inductor's FX graph cache]."""
+    from torch._inductor.codecache import FxGraphCache
+
+    from . import patching
+
+    patching.get_original(FxGraphCache, "clear")()
+    if config.store_dir:
+        return
+    removed = 0
+    for path in local_store.iter_paths():
+        try:
+            header = schemas.read_header(path)
+        except (OSError, schemas.EntryFormatError):
+            continue  # not ours to judge here: a lookup verifies and quarantines
+        if header.extra.get("upstream_mode") == "fxgraphcache":
+            local_store.remove(path)
+            removed += 1
+    if removed:
+        log.debug("torch_aotcache: FxGraphCache.clear() removed %d entries", removed)
 
 
 def make_entry(*args: Any, **kwargs: Any) -> Any:

@@ -28,11 +28,6 @@ from . import schemas, storage
 
 log = logging.getLogger(__name__)
 
-# ``ls`` reads this much of a file for its header, and the whole file only when
-# the header turns out to be longer (headers are a few KiB).
-_HEADER_READ_BYTES = 64 * 1024
-
-
 @dataclasses.dataclass(frozen=True)
 class Command:
     """One subcommand: a row of :data:`COMMANDS`."""
@@ -50,23 +45,6 @@ class Command:
 def _entry_paths() -> list[str]:
     # Sorted, so that output does not depend on the order os.walk lists folders.
     return sorted(storage.LocalStore().iter_paths())
-
-
-def _read_header(path: str) -> schemas.EntryHeader:
-    """The header of the entry file at ``path``, reading little more than the header.
-
-    Raises ``OSError`` or :class:`schemas.EntryFormatError`.
-    """
-    with open(path, "rb") as f:
-        data = f.read(_HEADER_READ_BYTES)
-        try:
-            header, _ = schemas.decode_header(data)
-        except schemas.EntryFormatError:
-            rest = f.read()
-            if not rest:
-                raise
-            header, _ = schemas.decode_header(data + rest)
-    return header
 
 
 def _file_size(path: str) -> int | None:
@@ -139,7 +117,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         size_s = _human_bytes(size) if size is not None else "?"
         name = os.path.basename(path)
         try:
-            h = _read_header(path)
+            h = schemas.read_header(path)
         except (OSError, schemas.EntryFormatError) as e:
             rows.append((_key_of_path(path), name, size_s, "?", "?", "?", "?", f"unreadable: {e}"))
             continue

@@ -229,7 +229,17 @@ _META_KEYS: tuple[str, ...] = (
     "custom",
     "partitioner_tag",
     "is_backward",
+    # A function wrapped with torch.fx.wrap is opaque; the user's hash of it
+    # (saved-tensor hooks) stands for its code.
+    "user_cache_hash",
 )
+
+# Selective activation checkpointing: a checkpointed region's graph module
+# carries the user's ``context_fn`` (which ops are saved, which recomputed)
+# in its meta.  Its code cannot be keyed; its ``cache_hash`` attribute (set by
+# the user, also on a functools.partial) stands for it, and a context_fn
+# without one cannot be cached.
+_SAC_CONTEXT_FN = "_checkpoint_context_fn"
 
 # Triton kernel wrappers refer to a process-local side table by index; the
 # index is replaced by what it points to.
@@ -380,6 +390,9 @@ class GraphEncoder:
                     line += " meta{" + ",".join(extras) + "}"
             index[node] = i
             out.append(line)
+        context_fn = getattr(self.gm, "meta", {}).get(_SAC_CONTEXT_FN)
+        if context_fn is not None:
+            out.append("checkpoint_context_fn " + sac_cache_hash(context_fn))
         codegen = self.gm.graph._codegen
         if type(codegen) is not torch.fx.graph.CodeGen:
             info = getattr(codegen, "pytree_info", None)
@@ -392,6 +405,22 @@ class GraphEncoder:
 
     def digest(self) -> str:
         return digest("\n".join(self.lines()))
+
+
+def sac_cache_hash(context_fn: Any) -> str:
+    """The key's stand-in for a selective-checkpointing ``context_fn``."""
+    cache_hash = getattr(context_fn, "cache_hash", None)
+    if cache_hash is None:
+        raise Unkeyable(
+            "a selective activation checkpointing context_fn without a cache_hash "
+            "attribute cannot be cached; set context_fn.cache_hash to a value that "
+            "changes whenever the policy does (on a functools.partial, set it on "
+            "the partial)"
+        )
+    try:
+        return encode_value(cache_hash)
+    except Unkeyable as e:
+        raise Unkeyable(f"the cache_hash of a checkpointing context_fn: {e}") from None
 
 
 def triton_kernel_source(kernel: Any) -> str:

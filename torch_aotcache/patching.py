@@ -25,6 +25,7 @@ import dataclasses
 import importlib
 import inspect
 import logging
+import os
 import threading
 import warnings
 from collections.abc import Callable
@@ -173,6 +174,16 @@ PATCH_SITES: tuple[PatchSite, ...] = (
         module="torch._inductor.codecache",
         optional=True,
     ),
+    # See Note [Entries that stand for Inductor's FX graph cache].
+    PatchSite(
+        "FxGraphCache",
+        "clear",
+        "staticmethod",
+        "autograd_cache:clear_fx_graph_cache",
+        _both(()),
+        module="torch._inductor.codecache",
+        optional=True,
+    ),
     PatchSite(
         "CompiledFxGraph",
         "write_to_disk",
@@ -297,6 +308,7 @@ def install() -> bool:
         except BaseException:
             uninstall()  # never leave torch half-patched
             raise
+        _skip_in_dynamo(True)
         from .fingerprint import torch_fingerprint
 
         torch_fingerprint.prefetch()
@@ -312,6 +324,41 @@ def uninstall() -> None:
             if k in _saved:
                 setattr(_owner_object(site), site.attr, _saved.pop(k))
         _saved.clear()
+        _skip_in_dynamo(False)
+
+
+# Note [Dynamo never traces the cache]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# Dynamo's trace rules skip the files under torch/, so upstream's cache code
+# never runs under Dynamo.  Ours lives elsewhere: a compiled function that
+# runs autograd inside itself (``torch.autograd.grad`` in a compiled region)
+# would have Dynamo intercept our save and lookup frames and try to compile
+# them.  Installing adds this package's folder to Dynamo's skip folders (and
+# uninstalling takes it out again).
+_PACKAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")
+
+
+def _skip_in_dynamo(skip: bool) -> None:
+    try:
+        from torch._dynamo import trace_rules
+    except ImportError:  # pragma: no cover - Dynamo is part of every supported torch
+        return
+    folder = _PACKAGE_DIR.replace(os.sep, "/")
+    present = folder in trace_rules.SKIP_DIRS
+    if skip and not present:
+        trace_rules.SKIP_DIRS.append(folder)
+    elif not skip and present:
+        trace_rules.SKIP_DIRS.remove(folder)
+    else:
+        return
+    trace_rules._recompile_re()
+
+
+def skipped_by_dynamo() -> bool:
+    """Whether Dynamo's trace rules skip this package's files (for tests)."""
+    from torch._dynamo import trace_rules
+
+    return bool(trace_rules.check_file(os.path.join(_PACKAGE_DIR, "patching.py")).skipped)
 
 
 def is_patched(site: PatchSite) -> bool:

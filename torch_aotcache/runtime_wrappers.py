@@ -43,6 +43,15 @@ def wrap_cached_result(
     with artifacts.sealed_load(schemas.split_artifacts(header, body)):
         compiled_fn = entry.wrap_post_compile(args, aot_config, fx_config)
     counters["torch_aotcache"]["post_compile_ns"] += time.perf_counter_ns() - start
+    if header.mode == "bundled" and header.extra.get("upstream_mode") == "fxgraphcache":
+        # Upstream would have loaded each graph from Inductor's FX graph
+        # cache: count it as such.  See Note [Entries that stand for
+        # Inductor's FX graph cache] in autograd_cache.py.
+        graphs = sum(
+            getattr(entry, part, None) is not None for part in ("compiled_fw", "compiled_bw")
+        )
+        counters["inductor"]["fxgraph_cache_hit"] += graphs
+        counters["inductor"]["fxgraph_lookup_write_file"] += graphs
 
     def serialize() -> Any:
         header, body = schemas.decode_header(entry_bytes)

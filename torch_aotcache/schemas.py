@@ -81,6 +81,9 @@ class EntryHeader:
     mode: str
     # Per-component digests of the key, for ``explain``.
     components: dict[str, str]
+    # Optional facts: "upstream_mode" is the layout upstream's cache would
+    # have stored under the same settings ("fxgraphcache" or "bundled"); see
+    # Note [Entries that stand for Inductor's FX graph cache] in autograd_cache.py.
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     # Compiled kernels stored after the payload, in order: each a dict with
     # "digest" (of the source it was built from), "size" and "sha256".
@@ -316,6 +319,30 @@ def check_signature(header: EntryHeader) -> None:
         raise EntrySignatureError("entry is not signed")
     if not signing.verify(header.signing_message(), header.signature, header.key_id):
         raise EntrySignatureError(f"entry signature does not verify (key id {header.key_id or '?'})")
+
+
+# ``read_header`` reads this much of a file, and the rest only when the header
+# turns out to be longer (headers are a few KiB).
+_HEADER_READ_BYTES = 64 * 1024
+
+
+def read_header(path: str) -> EntryHeader:
+    """The header of the entry file at ``path``, reading little more than the header.
+
+    Nothing is verified beyond the header's own form (for tools and
+    housekeeping, never for using an entry).  Raises ``OSError`` or
+    :class:`EntryFormatError`.
+    """
+    with open(path, "rb") as f:
+        data = f.read(_HEADER_READ_BYTES)
+        try:
+            header, _ = decode_header(data)
+        except EntryFormatError:
+            rest = f.read()
+            if not rest:
+                raise
+            header, _ = decode_header(data + rest)
+    return header
 
 
 def load_payload(payload: memoryview | bytes) -> Any:
