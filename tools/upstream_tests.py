@@ -15,6 +15,11 @@ file is copied, unedited, into a fresh temporary folder beside a
 ``stock``  nothing imported: torch's own cache (the session fails if
            anything imported torch_aotcache).
 
+Both modes also provide, as builtins, the few test-helper names that some
+commits of the file use without importing (``SITECUSTOMIZE``).  Processes
+the file's tests spawn run without the conftest: in the ``ours`` mode they
+use torch's own cache (those tests compute keys with upstream's pickler).
+
 The modes run side by side, each in its own process and Inductor cache dir,
 and the script prints passed / failed / skipped per test class for each,
 then every test that failed.  Exit status: 0 when the ``ours`` run (or the
@@ -37,6 +42,31 @@ from dataclasses import dataclass, field
 
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Names some commits of upstream's file use without importing them (they
+# come from torch's test helpers).  Both modes provide them as builtins, in
+# every Python process of the run (the file's tests spawn processes that
+# import it again): a ``sitecustomize`` on PYTHONPATH defines them, importing
+# torch only when a decorator is applied.  A name the file defines itself
+# takes precedence over a builtin.
+SITECUSTOMIZE = '''
+import builtins
+
+
+def _lazy_decorator(name):
+    def decorator(fn):
+        import torch.testing._internal.triton_utils as triton_utils
+
+        return getattr(triton_utils, name)(fn)
+
+    decorator.__name__ = name
+    return decorator
+
+
+for _name in ("requires_cuda_and_triton", "requires_gpu_and_triton"):
+    if not hasattr(builtins, _name):
+        setattr(builtins, _name, _lazy_decorator(_name))
+'''
 
 CONFTEST = {
     "ours": f'''
@@ -108,12 +138,17 @@ def start(mode: str, test_file: str, work: str, args: argparse.Namespace) -> tup
     shutil.copyfile(test_file, os.path.join(folder, os.path.basename(test_file)))
     with open(os.path.join(folder, "conftest.py"), "w") as f:
         f.write(CONFTEST[mode])
+    site = os.path.join(work, "site")
+    os.makedirs(site, exist_ok=True)
+    with open(os.path.join(site, "sitecustomize.py"), "w") as f:
+        f.write(SITECUSTOMIZE)
     junit = os.path.join(args.junit_dir or work, f"{mode}.xml")
     log_path = os.path.join(args.junit_dir or work, f"{mode}.log")
     env = dict(os.environ)
     env.pop("TORCH_AOTCACHE_DISABLE", None)
     env["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(work, f"inductor-{mode}")
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (site, env.get("PYTHONPATH"))))
     cmd = [
         sys.executable, "-m", "pytest", os.path.basename(test_file), "-q", "-p", "no:cacheprovider",
         "--junitxml", junit, "-o", "junit_family=xunit2",
