@@ -467,6 +467,27 @@ class TestAutogradCache(CacheTestCase):
                 self.assertEqual(len(list(LocalStore().iter_paths())), 1)
                 torch.testing.assert_close(loaded(x)[0], f(x))
 
+    def test_entry_records_the_components_of_its_key(self) -> None:
+        # The key carries its components through the compile to the save
+        # (ours.CacheKey): the header lists exactly those of its own key.
+        keys = []
+        real = upstream_cache.autograd_cache_key
+
+        def spy(*args, **kwargs):
+            key, lines = real(*args, **kwargs)
+            keys.append(key)
+            return key, lines
+
+        with unittest.mock.patch.object(upstream_cache, "autograd_cache_key", spy):
+            torch.compile(lambda x: x.cosh() - 1)(torch.randn(4))
+        [key] = keys
+        [path] = self.entry_files()
+        header = schemas.read_header(path)
+        self.assertEqual(header.key, key)
+        self.assertEqual(header.components, key.components)
+        self.assertIn("graph", header.components)
+        self.assertIn("inductor", header.components)
+
     def test_entries_get_ordinary_file_permissions(self) -> None:
         torch.compile(lambda x: x * 7)(torch.randn(3))
         [path] = self.entry_files()

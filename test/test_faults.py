@@ -44,7 +44,7 @@ from torch.testing._internal.common_utils import instantiate_parametrized_tests,
 
 import torch_aotcache
 from torch_aotcache import autograd_cache as ours
-from torch_aotcache import schemas, storage
+from torch_aotcache import _once, schemas, storage
 from torch_aotcache.storage import LocalStore
 
 from common import aot_counts, cache_enabled, clear_in_memory_state
@@ -257,8 +257,7 @@ class FaultTestCase(unittest.TestCase):
         self._stack.enter_context(fresh_cache())
         self._stack.enter_context(cache_enabled())
         # Warn-once state is per process; each test starts as a new process would.
-        self._stack.enter_context(unittest.mock.patch.object(storage, "_warned_faults", set()))
-        self._stack.enter_context(unittest.mock.patch.object(ours, "_warned", set()))
+        _once.reset()
         self.unverified = self._stack.enter_context(spy_unverified_unpickling())
         clear_in_memory_state()
 
@@ -391,14 +390,14 @@ class TestMissingAndDeletedDirs(FaultTestCase):
         self.assertEqual(aot_counts(), {"autograd_cache_hit": 1})
 
     def test_store_deleted_between_lookup_and_save(self) -> None:
-        real_lookup = ours.lookup
+        real_lookup = ours.lookup_hit
 
         def lookup_then_delete(*args: Any, **kwargs: Any) -> Any:
             result = real_lookup(*args, **kwargs)
             shutil.rmtree(storage.store_root(), ignore_errors=True)
             return result
 
-        with capture_warnings() as logs, unittest.mock.patch.object(ours, "lookup", lookup_then_delete):
+        with capture_warnings() as logs, unittest.mock.patch.object(ours, "lookup_hit", lookup_then_delete):
             self.compile_and_check()
         self.assertEqual(aot_counts(), {"autograd_cache_miss": 1, "autograd_cache_saved": 1})
         self.assert_quiet(logs, 0)

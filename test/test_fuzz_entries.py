@@ -42,7 +42,7 @@ from hypothesis.control import currently_in_test_context
 from torch._inductor.utils import fresh_cache
 
 from torch_aotcache import autograd_cache as ours
-from torch_aotcache import config, schemas
+from torch_aotcache import _once, config, schemas
 from torch_aotcache.storage import key_dir, LocalStore
 
 
@@ -206,7 +206,7 @@ class FuzzTestCase(unittest.TestCase):
         self._stack = ExitStack()
         self._stack.enter_context(fresh_cache())
         # Refused entries are logged once per path; keep the test output quiet.
-        self._stack.enter_context(unittest.mock.patch.object(ours, "_warned", set()))
+        _once.reset()  # warn-once state is per process
         self._stack.enter_context(unittest.mock.patch.object(ours.log, "warning"))
 
     def tearDown(self) -> None:
@@ -240,7 +240,7 @@ class FuzzTestCase(unittest.TestCase):
         if currently_in_test_context():
             event("find_entry: hit" if found is not None else "find_entry: miss")
         if found is not None:
-            obj, entry_bytes = found
+            obj, entry_bytes = found.result, found.data
             self.assertEqual(entry_bytes, data)
             header, body = schemas.decode_header(entry_bytes)
             payload = body[: header.payload_size]  # the carried kernels follow it

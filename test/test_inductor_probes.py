@@ -14,72 +14,72 @@ from torch_aotcache import fingerprint, inductor_probes, patching
 
 
 class TestIsaProbeMemo(unittest.TestCase):
+    # The replacement takes upstream's function first (Note [Replacements
+    # receive their original]): a stand-in counts the real probes.
     def setUp(self) -> None:
         self._fresh = fresh_cache()
         self._fresh.__enter__()
         self.assertTrue(torch_aotcache.is_installed())
         self.calls = []
 
-        def fake_original(isa, code):
-            self.calls.append((str(isa), code))
-            return True
-
-        key = ("torch._inductor.cpu_vec_isa", "VecISA", "check_build")
-        self.assertIn(key, patching._saved)
-        self._orig = unittest.mock.patch.dict(patching._saved, {key: fake_original})
-        self._orig.start()
-
     def tearDown(self) -> None:
-        self._orig.stop()
         self._fresh.__exit__(None, None, None)
 
+    def fake_original(self, isa, code):
+        self.calls.append((str(isa), code))
+        return True
+
+    def check(self, isa, code, original=None):
+        return inductor_probes.check_build(original or self.fake_original, isa, code)
+
     def test_patched_and_restored(self) -> None:
-        self.assertIs(VecISA.__dict__["check_build"], inductor_probes.check_build)
+        installed = VecISA.__dict__["check_build"]
+        self.assertEqual(installed.__module__, inductor_probes.__name__)
+        key = ("torch._inductor.cpu_vec_isa", "VecISA", "check_build")
+        self.assertIs(installed.__original__, patching._saved[key])
 
     def test_second_probe_is_remembered(self) -> None:
         isa = VecAVX2()
-        self.assertTrue(VecISA.check_build(isa, "int x;"))
-        self.assertTrue(VecISA.check_build(isa, "int x;"))
+        self.assertTrue(self.check(isa, "int x;"))
+        self.assertTrue(self.check(isa, "int x;"))
         self.assertEqual(len(self.calls), 1)
 
     def test_other_code_or_cpu_probes_again(self) -> None:
         isa = VecAVX2()
-        VecISA.check_build(isa, "int x;")
-        VecISA.check_build(isa, "int y;")
+        self.check(isa, "int x;")
+        self.check(isa, "int y;")
         self.assertEqual(len(self.calls), 2)
         with unittest.mock.patch.object(fingerprint, "cpu_features", return_value="another-cpu"):
-            VecISA.check_build(isa, "int x;")
+            self.check(isa, "int x;")
         self.assertEqual(len(self.calls), 3)
 
     def test_compiler_change_probes_again(self) -> None:
         isa = VecAVX2()
-        VecISA.check_build(isa, "int x;")
+        self.check(isa, "int x;")
         with unittest.mock.patch(
             "torch._inductor.cpu_vec_isa._get_isa_dry_compile_fingerprint",
             return_value="another compiler",
         ):
-            VecISA.check_build(isa, "int x;")
+            self.check(isa, "int x;")
         self.assertEqual(len(self.calls), 2)
 
     def test_negative_answers_are_remembered_too(self) -> None:
-        key = ("torch._inductor.cpu_vec_isa", "VecISA", "check_build")
-        with unittest.mock.patch.dict(patching._saved, {key: lambda isa, code: self.calls.append(1) or False}):
-            self.assertFalse(VecISA.check_build(VecAVX2(), "int z;"))
-            self.assertFalse(VecISA.check_build(VecAVX2(), "int z;"))
+        def refuse(isa, code):
+            self.calls.append(1)
+            return False
+
+        self.assertFalse(self.check(VecAVX2(), "int z;", refuse))
+        self.assertFalse(self.check(VecAVX2(), "int z;", refuse))
         self.assertEqual(len(self.calls), 1)
 
     def test_corrupt_record_probes_again(self) -> None:
         isa = VecAVX2()
-        VecISA.check_build(isa, "int q;")
+        self.check(isa, "int q;")
         path = inductor_probes._record_path(inductor_probes.probe_digest(isa, "int q;"))
         with open(path, "w") as f:
             f.write("garbage")
-        VecISA.check_build(isa, "int q;")
+        self.check(isa, "int q;")
         self.assertEqual(len(self.calls), 2)
-
-
-if __name__ == "__main__":
-    unittest.main()
 
 
 class TestPrecompiledHeaderMemo(unittest.TestCase):
@@ -94,24 +94,20 @@ class TestPrecompiledHeaderMemo(unittest.TestCase):
         self.dir = tempfile.mkdtemp()
         self.calls = []
 
-        def fake_original(header, cmd, **kw):
-            self.calls.append((header, cmd))
-            path = os.path.join(self.dir, f"h{len(self.calls)}.h")
-            open(path, "w").close()
-            open(path + ".gch", "w").close()
-            return path
-
-        self._orig = unittest.mock.patch.dict(patching._saved, {self.KEY: fake_original})
-        self._orig.start()
-
     def tearDown(self) -> None:
-        self._orig.stop()
         self._fresh.__exit__(None, None, None)
 
-    def call(self, **kw):
-        import torch._inductor.codecache as codecache
+    def fake_original(self, header, cmd, **kw):
+        self.calls.append((header, cmd))
+        path = os.path.join(self.dir, f"h{len(self.calls)}.h")
+        open(path, "w").close()
+        open(path + ".gch", "w").close()
+        return path
 
-        return codecache._precompile_header("torch/csrc/inductor/cpp_prefix.h", "g++ -O3", vec_isa=VecAVX2(), **kw)
+    def call(self, **kw):
+        return inductor_probes.precompile_header(
+            self.fake_original, "torch/csrc/inductor/cpp_prefix.h", "g++ -O3", vec_isa=VecAVX2(), **kw
+        )
 
     def test_remembered_while_header_exists(self) -> None:
         first = self.call(shared=True)
@@ -134,3 +130,7 @@ class TestPrecompiledHeaderMemo(unittest.TestCase):
         self.call(extra=Opaque())
         self.call(extra=Opaque())
         self.assertEqual(len(self.calls), 2)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -50,7 +50,7 @@ from torch.testing._internal.common_utils import instantiate_parametrized_tests,
 
 import torch_aotcache
 from torch_aotcache import autograd_cache as ours
-from torch_aotcache import artifacts, cli, config, schemas, signing
+from torch_aotcache import _once, artifacts, cli, config, schemas, signing
 from torch_aotcache.storage import LocalStore
 
 from common import aot_counts, cache_enabled, clear_in_memory_state, REPO_ROOT
@@ -141,7 +141,7 @@ class TrustTestCase(unittest.TestCase):
         self._stack.enter_context(fresh_cache())
         self._stack.enter_context(cache_enabled())
         self._stack.enter_context(config.patch(**NO_KEYS))
-        self._stack.enter_context(unittest.mock.patch.object(ours, "_warned", set()))
+        _once.reset()  # warn-once state is per process
         tmp = self._stack.enter_context(tempfile.TemporaryDirectory())
         self.tmp = tmp
         self.marker = os.path.join(tmp, "PWNED")
@@ -434,7 +434,7 @@ class TestPlantedInductorFiles(TrustTestCase):
             clear_in_memory_state()
             with unittest.mock.patch.object(
                 CppPythonBindingsCodeCache, "_load_library", classmethod(refuse_private)
-            ), unittest.mock.patch.object(artifacts, "_warned_load_failure", False), self.assertLogs(
+            ), self.assertLogs(
                 "torch_aotcache.artifacts", level="WARNING"
             ) as logs:
                 self.compile_g()

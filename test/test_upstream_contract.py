@@ -273,7 +273,7 @@ class TestFxGraphCacheObservations(CacheTestCase):
     def test_hit_counts_fx_graph_cache_hits(self) -> None:
         for bundled, expected in ((False, 2), (True, 0)):
             with self.subTest(bundled=bundled), cache_enabled(bundled=bundled):
-                ours.clear()
+                ours.AOTAutogradCache.clear()
                 clear_in_memory_state()
                 self.compile_step()
                 self.assertEqual(counters["inductor"]["fxgraph_cache_hit"], 0)
@@ -292,7 +292,7 @@ class TestFxGraphCacheObservations(CacheTestCase):
             (True, {"autograd_cache_hit": 1}),
         ):
             with self.subTest(bundled=bundled), cache_enabled(bundled=bundled):
-                ours.clear()
+                ours.AOTAutogradCache.clear()
                 clear_in_memory_state()
                 self.compile_step()
                 self.assertEqual(aot_counts(), {"autograd_cache_miss": 1, "autograd_cache_saved": 1})

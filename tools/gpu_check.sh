@@ -5,7 +5,9 @@
 #   bash tools/gpu_check.sh OUT_DIR [TEST_SECONDS] [BENCH_SECONDS] [BENCH_ARGS...]
 #
 # Everything lands in OUT_DIR: env.txt (torch, CUDA, GPU), pytest.log and
-# junit.xml, bench.log and the benchmark's results.json / results.md.  Each
+# junit.xml, bench.log and the benchmark's results.json / results.md; with
+# UPSTREAM_TEST_FILE set to a copy of upstream's test file, also
+# upstream.log / upstream.json (tools/upstream_tests.py, stock vs ours).  Each
 # stage has its own time limit so a slow stage cannot eat the other's time.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -48,6 +50,16 @@ timeout "$test_s" python3 -m pytest test/ -q -p no:cacheprovider "${workers[@]}"
     --junitxml="$out/junit.xml" -rfEs >"$out/pytest.log" 2>&1
 echo "pytest rc $?"
 tail -n 40 "$out/pytest.log"
+
+# Upstream's own test file, CUDA classes included, beside stock torch: only
+# when a copy is given (it is public PyTorch code, never part of this repo).
+if [ -n "${UPSTREAM_TEST_FILE:-}" ]; then
+    echo "== upstream's test file (limit ${test_s}s): $UPSTREAM_TEST_FILE"
+    timeout "$test_s" python3 tools/upstream_tests.py "$UPSTREAM_TEST_FILE" \
+        --json "$out/upstream.json" --junit-dir "$out/upstream" >"$out/upstream.log" 2>&1
+    echo "upstream tests rc $?"
+    cat "$out/upstream.log"
+fi
 
 echo "== benchmark (limit ${bench_s}s): ${bench_args[*]}"
 timeout "$bench_s" python3 tools/bench_warmstart.py --device cuda --out "$out/bench" "${bench_args[@]}" \

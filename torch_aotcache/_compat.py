@@ -16,13 +16,15 @@ key function's 4th argument       fx_config dict                 ``CompilerConfi
 ``make_entry``                    no ``min_cut_info_str``        ``min_cut_info_str``
 artifact recording                ``CacheArtifactManager``       ``CacheArtifactRecorder``
 guard hints                       ``size_hint``                  ``guarding_hint_or_throw``
+config overrides                  a plain attribute              a ``ContextVar`` per entry
 custom pre-grad passes            keyed by uuid (no timing       ``pre_grad_pass_timing``: "early"
                                   setting)                       (before the lookup, the graph
                                                                  stands for them) or "late" (keyed
                                                                  by uuid)
 ================================  =============================  ==================================
 
-Nothing outside this module tests the torch version.
+Nothing outside this module tests the torch version, and this module
+imports nothing of torch_aotcache: it is the leaf every other module may use.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ import functools
 import logging
 import re
 import time
+from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -40,7 +44,6 @@ import torch
 log = logging.getLogger(__name__)
 
 SUPPORTED_RELEASES = ("2.11", "2.13")
-UNSET = object()
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -74,7 +77,7 @@ def unbox(value: Any) -> Any:
 # ---------------------------------------------------------------------------
 
 
-def fx_config_from(key_arg: Any, *rest: Any) -> dict[str, Any]:
+def fx_config_from(key_arg: Any) -> dict[str, Any]:
     """Normalize the key function's 4th argument to an fx_config dict."""
     from torch._inductor.utils import BoxedBool
 
@@ -92,8 +95,12 @@ def fx_config_from(key_arg: Any, *rest: Any) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------
-# try_load adapters (one per release); the body is autograd_cache.try_load_impl
+# try_load: one adapter per release around the release-independent body
 # ---------------------------------------------------------------------------
+
+# What the body returns: (compiled fn or None, key of a miss or None, the
+# backed symints of the inputs for the miss's cache_info).
+TryLoadImpl = Callable[..., tuple[Any, "str | None", list[Any]]]
 
 
 def _cache_info(key: str, symints: list[Any]) -> Any:
@@ -102,51 +109,48 @@ def _cache_info(key: str, symints: list[Any]) -> Any:
     return AOTAutogradCacheInfo(key, time.time_ns(), forward_symints=symints)
 
 
-def try_load_v2_13(
-    mod: Any,
-    args: list[Any],
-    aot_config: Any,
-    compiler_config_extra: Any,
-    local: bool,
-    remote: bool,
-    compile_region_name: str | None = None,
-) -> tuple[Any, Any]:
-    from .autograd_cache import try_load_impl
+def try_load_adapters(impl: TryLoadImpl) -> dict[str, Callable[..., Any]]:
+    """``AOTAutogradCache.try_load`` for each release, around ``impl(mod,
+    args, aot_config, fx_config, local, remote, key_arg)``."""
 
-    fx_config = fx_config_from(compiler_config_extra)
-    fx_config["compile_region_name"] = compile_region_name
-    outcome = try_load_impl(
-        mod, args, aot_config, fx_config, local, remote, key_arg=compiler_config_extra
-    )
-    if outcome.compiled_fn is None and outcome.cache_key is not None:
-        aot_config = dataclasses.replace(
-            aot_config, cache_info=_cache_info(outcome.cache_key, outcome.symints)
+    def try_load_v2_13(
+        mod: Any,
+        args: list[Any],
+        aot_config: Any,
+        compiler_config_extra: Any,
+        local: bool,
+        remote: bool,
+        compile_region_name: str | None = None,
+    ) -> tuple[Any, Any]:
+        fx_config = fx_config_from(compiler_config_extra)
+        fx_config["compile_region_name"] = compile_region_name
+        compiled_fn, miss_key, symints = impl(
+            mod, args, aot_config, fx_config, local, remote, compiler_config_extra
         )
-    return outcome.compiled_fn, aot_config
+        if miss_key is not None:
+            # AOTConfig is frozen in 2.13: a miss hands back a new one.
+            aot_config = dataclasses.replace(aot_config, cache_info=_cache_info(miss_key, symints))
+        return compiled_fn, aot_config
 
+    def try_load_v2_11(
+        mod: Any,
+        args: list[Any],
+        aot_config: Any,
+        cudagraphs: Any,
+        boxed_forward_device_index: Any,
+        local: bool,
+        remote: bool,
+    ) -> Any:
+        fx_config = {
+            "cudagraphs": cudagraphs,
+            "boxed_forward_device_index": boxed_forward_device_index,
+        }
+        compiled_fn, miss_key, symints = impl(mod, args, aot_config, fx_config, local, remote, fx_config)
+        if miss_key is not None:
+            aot_config.cache_info = _cache_info(miss_key, symints)
+        return compiled_fn
 
-def try_load_v2_11(
-    mod: Any,
-    args: list[Any],
-    aot_config: Any,
-    cudagraphs: Any,
-    boxed_forward_device_index: Any,
-    local: bool,
-    remote: bool,
-) -> Any:
-    from .autograd_cache import try_load_impl
-
-    fx_config = {
-        "cudagraphs": cudagraphs,
-        "boxed_forward_device_index": boxed_forward_device_index,
-    }
-    outcome = try_load_impl(mod, args, aot_config, fx_config, local, remote, key_arg=fx_config)
-    if outcome.compiled_fn is None and outcome.cache_key is not None:
-        aot_config.cache_info = _cache_info(outcome.cache_key, outcome.symints)
-    return outcome.compiled_fn
-
-
-TRY_LOAD = {"2.11": try_load_v2_11, "2.13": try_load_v2_13}
+    return {"2.11": try_load_v2_11, "2.13": try_load_v2_13}
 
 
 # ---------------------------------------------------------------------------
@@ -181,7 +185,7 @@ MAKE_ENTRY_PARAMS = {
 def _bind(params: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     if len(args) > len(params):
         raise TypeError(f"make_entry takes at most {len(params)} positional arguments")
-    bound = dict(zip(params, args))
+    bound = dict(zip(params, args, strict=False))
     for k, v in kwargs.items():
         if k in bound:
             raise TypeError(f"make_entry got multiple values for {k}")
@@ -191,102 +195,42 @@ def _bind(params: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any]
     return bound
 
 
-def _construct(cls: type, values: dict[str, Any]) -> Any:
+def bind_make_entry(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``make_entry``'s arguments by name, as this release passes them (the
+    names missing from a release are None)."""
+    release = torch_release() or SUPPORTED_RELEASES[-1]
+    return _bind(MAKE_ENTRY_PARAMS[release], args, kwargs)
+
+
+def construct(cls: type, values: dict[str, Any]) -> Any:
+    """``cls`` built from the values its release's fields take (2.11's result
+    classes lack some of 2.13's fields)."""
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in values.items() if k in names})
-
-
-def _unwrap_output_code(obj: Any) -> Any:
-    from torch._inductor.output_code import OutputCode
-
-    while hasattr(obj, "__wrapped__"):
-        obj = obj.__wrapped__
-    if not isinstance(obj, OutputCode):
-        raise AssertionError(f"expected OutputCode, got {type(obj)}")
-    return obj
-
-
-def _fx_loadable(cls: type, func: Any, extra: dict[str, Any]) -> Any:
-    key = getattr(func, "_fx_graph_cache_key", None)
-    if key is None:
-        raise AssertionError("compiled function has no FX graph cache key")
-    lines = getattr(func, "_fx_graph_cache_debug_lines", [])
-    values = dict(extra)
-    values["fx_graph_cache_info"] = (key, lines)
-    values["fx_graph_cache_key"] = key
-    values["fx_graph_guard_expr"] = getattr(func, "guards_expr", None)
-    return _construct(cls, values)
-
-
-def make_entry(*args: Any, **kwargs: Any) -> Any:
-    from torch._functorch._aot_autograd import aot_autograd_result as results
-    from torch._functorch._aot_autograd.autograd_cache import should_bundle_autograd_cache
-
-    release = torch_release() or SUPPORTED_RELEASES[-1]
-    v = _bind(MAKE_ENTRY_PARAMS[release], args, kwargs)
-    fw, bw = v.pop("compiled_fw_func"), v.pop("compiled_bw_func")
-    bsi, nsym = v.pop("backward_state_indices"), v.pop("num_symints_saved_for_bw")
-    if bw is not None and (bsi is None or nsym is None):
-        raise AssertionError("a backward needs backward_state_indices and num_symints_saved_for_bw")
-    if _self_contained_wanted() or should_bundle_autograd_cache() or _bundle_for_remote():
-        v["compiled_fw"] = results.BundledCompiledForward(_unwrap_output_code(fw))
-        v["compiled_bw"] = (
-            None
-            if bw is None
-            else results.BundledCompiledBackward(_unwrap_output_code(bw), bsi, nsym)
-        )
-        return _construct(results.BundledAOTAutogradResult, v)
-    v["compiled_fw"] = _fx_loadable(results.CompiledForward, fw, {})
-    v["compiled_bw"] = (
-        None
-        if bw is None
-        else _fx_loadable(
-            results.CompiledBackward,
-            bw,
-            {"backward_state_indices": bsi, "num_symints_saved_for_bw_": nsym},
-        )
-    )
-    return _construct(results.AOTAutogradResult, v)
-
-
-def _bundle_for_remote() -> bool:
-    """Remote entries must be self-sufficient: see Note [Remote tier]."""
-    from . import config
-    from .autograd_cache import remote_tier_requested
-    from torch._functorch._aot_autograd.autograd_cache import should_use_remote_autograd_cache
-
-    return config.bundle_for_remote and remote_tier_requested(should_use_remote_autograd_cache())
-
-
-def _self_contained_wanted() -> bool:
-    """Entries hold their compiled graphs by default (config.self_contained),
-    and also when that is off while signing is on (a non-bundled
-    entry would have a hit unpickle Inductor's FX graph cache files, which
-    nothing signs) and while the store lives apart from Inductor's cache dir
-    (it is then meant to be loaded from without that dir)."""
-    from . import config, signing
-
-    if config.self_contained:
-        return True
-    if not config.bundle_when_signing:
-        return False
-    if config.store_dir:
-        return True
-    try:
-        return signing.enabled()
-    except signing.SigningKeyError:
-        return True  # a key is configured but unreadable: the save reports it
-
-
-def is_bundled_result(entry: Any) -> bool:
-    from torch._functorch._aot_autograd import aot_autograd_result as results
-
-    return isinstance(entry, results.BundledAOTAutogradResult)
 
 
 # ---------------------------------------------------------------------------
 # Small version-dependent hooks
 # ---------------------------------------------------------------------------
+
+
+# What torch's config entries hold while a value is not overridden.
+_CONFIG_UNSET = getattr(torch.utils._config_module, "_UNSET_SENTINEL", object())
+
+
+def config_entry_value(entry: Any) -> Any:
+    """What a config entry's override holds now: 2.13 keeps overrides per
+    context in a ``ContextVar`` (whose unset value is itself a sentinel),
+    2.11 in a plain attribute and returns defaults by reference, so an entry
+    that is not overridden gives its default object, which stands for the
+    value (a list or dict mutated in place is compared by value by the
+    caller)."""
+    override = entry.user_override
+    if isinstance(override, ContextVar):
+        return override.get()
+    if override is _CONFIG_UNSET:
+        return entry.default
+    return override
 
 
 @functools.cache
@@ -343,11 +287,6 @@ def record_artifact(key: str, content: bytes) -> None:
         log.debug("torch_aotcache: cannot record cache artifact: %s", e)
 
 
-def record_artifact_if_present(key: str, content: bytes | None) -> None:
-    if content is not None:
-        record_artifact(key, content)
-
-
 def record_precompile_artifact(backend_id: Any, entry: Any) -> None:
     try:
         from torch._dynamo.precompile_context import PrecompileContext
@@ -362,35 +301,3 @@ def record_precompile_artifact(backend_id: Any, entry: Any) -> None:
 
 def strict_precompile() -> bool:
     return bool(getattr(torch._dynamo.config, "strict_precompile", False))
-
-
-def increment_compile_event(name: str) -> None:
-    try:
-        from torch._dynamo.utils import CompileEventLogger
-
-        CompileEventLogger.try_(CompileEventLogger.increment_toplevel, name)
-    except Exception:  # noqa: BLE001 - metrics are best effort
-        pass
-
-
-def log_cache_event(
-    state: str, info: dict[str, Any], event_time: int, local: bool, remote: bool
-) -> None:
-    try:
-        from torch._dynamo.utils import chromium_event_log_active, CompileEventLogger
-
-        if not chromium_event_log_active():
-            return
-        CompileEventLogger.instant(f"autograd_cache_{state}", metadata=info, time_ns=event_time)
-        CompileEventLogger.try_add_pt2_compile(
-            "backend_compile",
-            cache_state=state,
-            cache_event_time=event_time,
-            key=info.get("key"),
-            components=info.get("components"),
-            cache_bypass_reason=info.get("cache_bypass_reason"),
-            remote_cache_enabled=remote,
-            local_cache_enabled=local,
-        )
-    except Exception:  # noqa: BLE001
-        pass

@@ -49,13 +49,12 @@ import sys
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import Any
 
-from torch._dynamo.utils import counters
-
-from . import config
+from . import _once, config
+from .counters import count
 from .storage import write_atomically
 
 
@@ -73,7 +72,6 @@ _built_lock = threading.Lock()
 _local = threading.local()
 _private_dir: str | None = None
 _private_lock = threading.Lock()
-_warned_load_failure = False
 _SAFE_NAME = re.compile(r"[0-9A-Za-z_]+")
 
 
@@ -174,7 +172,7 @@ def collect(entry: Any) -> list[tuple[str, bytes]]:
             continue
         module = _generated_module(output_code)
         if module is None:
-            counters["torch_aotcache"]["kernels_module_not_found"] += 1
+            count("kernels_module_not_found")
             continue
         for path in _binaries_of(module):
             with _built_lock:
@@ -183,14 +181,14 @@ def collect(entry: Any) -> list[tuple[str, bytes]]:
             if digest is None or digest in out:
                 continue
             if data is None:
-                counters["torch_aotcache"]["kernels_unreadable"] += 1
+                count("kernels_unreadable")
                 continue
             if total + len(data) > config.max_kernel_bytes:
-                counters["torch_aotcache"]["kernels_over_budget"] += 1
+                count("kernels_over_budget")
                 continue
             total += len(data)
             out[digest] = data
-    counters["torch_aotcache"]["kernels_carried"] += len(out)
+    count("kernels_carried", len(out))
     return sorted(out.items())
 
 
@@ -251,17 +249,15 @@ def load_carried(cls: type, digest: str) -> Any | None:
         return None
     data = sealed.get(digest)
     if data is None:
-        counters["torch_aotcache"]["kernels_not_carried"] += 1
+        count("kernels_not_carried")
         return None
     path = "<private folder>"
     try:
         path = _private_file(f"{digest}.so", data)
-        lib = cls._load_library(path, digest)
+        lib = cls._load_library(path, digest)  # type: ignore[attr-defined]
     except (OSError, ImportError) as e:
-        global _warned_load_failure
-        counters["torch_aotcache"]["kernels_load_failed"] += 1
-        if not _warned_load_failure:
-            _warned_load_failure = True
+        count("kernels_load_failed")
+        if _once.first_time("kernel-load-failed"):
             log.warning(
                 "torch_aotcache: cannot load a carried kernel from %s (%s); building it from "
                 "source. Further failures are only counted in "
@@ -271,7 +267,7 @@ def load_carried(cls: type, digest: str) -> Any | None:
             )
         return None
     note_loaded(lib, digest, data)
-    counters["torch_aotcache"]["kernels_loaded"] += 1
+    count("kernels_loaded")
     return lambda: lib
 
 
@@ -280,15 +276,12 @@ def load_carried(cls: type, digest: str) -> Any | None:
 # ---------------------------------------------------------------------------
 
 
-def load_async(cls: type, main_code: str, device_type: str = "cpu", submit_fn: Any = None,
-               extra_flags: Sequence[str] = (), optimized_code: str | None = None,
-               *rest: Any, **kwargs: Any) -> Any:
-    """Installed as ``CppCodeCache.load_async`` (a classmethod).  Parameters
-    past ``optimized_code`` differ between releases and pass through."""
-    from torch._inductor.codecache import CppCodeCache
-
-    from .patching import get_original
-
+def load_async(original: Callable[..., Any], cls: type, main_code: str, device_type: str = "cpu",
+               submit_fn: Any = None, extra_flags: Sequence[str] = (),
+               optimized_code: str | None = None, *rest: Any, **kwargs: Any) -> Any:
+    """Installed as ``CppCodeCache.load_async`` (a classmethod) around
+    upstream's ``original``.  Parameters past ``optimized_code`` differ
+    between releases and pass through."""
     try:
         digest = source_digest(
             cls, main_code, device_type, extra_flags, optimized_code, {"*": rest, **kwargs}
@@ -299,7 +292,6 @@ def load_async(cls: type, main_code: str, device_type: str = "cpu", submit_fn: A
         carried = load_carried(cls, digest)
         if carried is not None:
             return carried
-    original = get_original(CppCodeCache, "load_async").__func__
     get_result = original(
         cls, main_code, device_type, submit_fn, extra_flags, optimized_code, *rest, **kwargs
     )
@@ -314,12 +306,9 @@ def load_async(cls: type, main_code: str, device_type: str = "cpu", submit_fn: A
     return load
 
 
-def write_to_disk(self: Any) -> str:
-    """Installed as ``CompiledFxGraph.write_to_disk``: private inside :func:`sealed_load`."""
-    from torch._inductor.output_code import CompiledFxGraph
-
-    from .patching import get_original
-
+def write_to_disk(original: Callable[[Any], str], self: Any) -> str:
+    """Installed as ``CompiledFxGraph.write_to_disk`` around upstream's
+    ``original``: private inside :func:`sealed_load`."""
     if current() is not None and isinstance(getattr(self, "source_code", None), str):
         return private_module_path(self.cache_key, self.source_code)
-    return get_original(CompiledFxGraph, "write_to_disk")(self)
+    return original(self)

@@ -39,12 +39,9 @@ import dataclasses
 import json
 import logging
 import pickle
-import threading
 import time
 import traceback
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -53,7 +50,7 @@ from torch._functorch import config as functorch_config
 from torch._functorch._aot_autograd import autograd_cache as upstream
 from torch._inductor.remote_cache import cache_stats
 
-from . import _compat, artifacts, config, fingerprint, schemas, signing
+from . import _compat, _once, artifacts, config, fingerprint, schemas, signing
 from .graph_hashing import (
     digest,
     encode_inputs,
@@ -61,11 +58,9 @@ from .graph_hashing import (
     GraphEncoder,
     Unkeyable,
 )
+from .counters import count
 from .runtime_wrappers import wrap_cached_result
 from .storage import LocalStore
-
-# What torch's config entries hold while a value is not overridden.
-_UNSET = getattr(torch.utils._config_module, "_UNSET_SENTINEL", object())
 
 
 log = logging.getLogger(__name__)
@@ -324,17 +319,8 @@ class _ConfigMemo:
         for name, entry in module._config.items():
             if getattr(entry, "alias", None) is not None:
                 snap.append(getattr(module, name))
-                continue
-            override = entry.user_override
-            if isinstance(override, ContextVar):  # 2.13 keeps overrides per context
-                snap.append(override.get())
-            elif override is _UNSET:
-                # 2.11 keeps a plain attribute and returns defaults by
-                # reference: the default object itself stands for the value
-                # (a list or dict mutated in place is caught by value below).
-                snap.append(entry.default)
             else:
-                snap.append(override)
+                snap.append(_compat.config_entry_value(entry))
         return snap
 
     def digest(self, module: Any, ignored: tuple[str, ...], callables: tuple[str, ...]) -> str:
@@ -344,7 +330,7 @@ class _ConfigMemo:
         if (
             memo is not None
             and len(memo[0]) == len(snap)
-            and all(a is b for a, b in zip(memo[0], snap))
+            and all(a is b for a, b in zip(memo[0], snap, strict=True))
             and all(snap[i] == copy_ for i, copy_ in memo[1])
         ):
             return memo[2]
@@ -542,7 +528,6 @@ def autograd_cache_key(
     example_inputs: Sequence[Any],
     config: Any,
     compiler_config_extra: Any = None,
-    *rest: Any,
 ) -> tuple[str, list[str]]:
     """The key of a Dynamo graph and its inputs, with its component listing.
 
@@ -551,12 +536,11 @@ def autograd_cache_key(
     is 2.13's ``CompilerConfigExtra`` or 2.11's fx_config dict.
     """
     gm = _unwrap_gm(mod)
-    fx_config = _compat.fx_config_from(compiler_config_extra, *rest)
+    fx_config = _compat.fx_config_from(compiler_config_extra)
     result = compute_key(gm, example_inputs, config, fx_config)
-    _remember_components(result.key, result.components)
     if log.isEnabledFor(logging.DEBUG):
         log.debug("torch_aotcache key %s components:\n%s", result.key, "\n".join(result.debug_lines()))
-    return result.key, result.debug_lines()
+    return CacheKey(result.key, result.components), result.debug_lines()
 
 
 def describe_key(
@@ -571,53 +555,56 @@ def describe_key(
     )
 
 
-# The components of recent keys, kept until the compile saves its entry.
-_recent_components: OrderedDict[str, dict[str, str]] = OrderedDict()
-_recent_lock = threading.Lock()
+class CacheKey(str):
+    """A key that carries the per-component digests it was computed from.
 
+    It travels with the compile as upstream passes the key along (a miss's
+    ``AOTAutogradCacheInfo.cache_key``, handed to ``save``), so the entry
+    being saved records the components of its own key in its header, with
+    no table of recent keys.  It pickles as a plain ``str``.
+    """
 
-def _remember_components(key: str, components: dict[str, str]) -> None:
-    with _recent_lock:
-        _recent_components[key] = components
-        _recent_components.move_to_end(key)
-        while len(_recent_components) > 256:
-            _recent_components.popitem(last=False)
+    components: dict[str, str]
+
+    def __new__(cls, key: str, components: dict[str, str]) -> CacheKey:
+        obj = super().__new__(cls, key)
+        obj.components = components
+        return obj
+
+    def __reduce__(self) -> tuple[type, tuple[str]]:
+        return (str, (str(self),))
 
 
 # ---------------------------------------------------------------------------
 # Lookup
 # ---------------------------------------------------------------------------
 
-_warned: set[str] = set()
-
-
 def _warn_once(tag: str, msg: str, *args: Any) -> None:
-    if tag not in _warned:
-        _warned.add(tag)
+    if _once.first_time(tag):
         log.warning(msg, *args)
 
 
 def _record_result(local_hit: bool, local_miss: bool, remote_hit: bool, remote_miss: bool) -> None:
     if local_hit:
         cache_stats.hit(STATS_NAME)
-        _compat.increment_compile_event("aotautograd_local_cache_hit_count")
+        increment_compile_event("aotautograd_local_cache_hit_count")
     if local_miss:
         cache_stats.miss(STATS_NAME)
-        _compat.increment_compile_event("aotautograd_local_cache_miss_count")
+        increment_compile_event("aotautograd_local_cache_miss_count")
     if remote_hit:
-        _compat.increment_compile_event("aotautograd_remote_cache_hit_count")
+        increment_compile_event("aotautograd_remote_cache_hit_count")
     if remote_miss:
-        _compat.increment_compile_event("aotautograd_remote_cache_miss_count")
+        increment_compile_event("aotautograd_remote_cache_miss_count")
 
 
 def reject_entry(path: str, error: schemas.EntryFormatError) -> None:
     """Count, log once and (by default) quarantine an entry that failed verification."""
-    counters["torch_aotcache"]["entry_rejected"] += 1
+    count("entry_rejected")
     if isinstance(error, schemas.EntrySignatureError):
-        counters["torch_aotcache"]["signature_rejected"] += 1
+        count("signature_rejected")
     moved = local_store.quarantine(path) if config.quarantine_bad_entries else None
     if moved is not None:
-        counters["torch_aotcache"]["quarantined"] += 1
+        count("quarantined")
     _warn_once(
         path,
         "torch_aotcache: refused cache entry %s (%s)%s",
@@ -627,6 +614,16 @@ def reject_entry(path: str, error: schemas.EntryFormatError) -> None:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class CacheHit:
+    """A verified entry whose guards passed: AOTAutograd's result unpickled
+    from it, the entry's bytes, and its header (read once, at verification)."""
+
+    result: Any
+    data: bytes
+    header: schemas.EntryHeader
+
+
 def find_entry(
     key: str,
     local: bool,
@@ -634,13 +631,12 @@ def find_entry(
     cache_info: dict[str, Any],
     remote: bool = False,
     record: bool = True,
-) -> tuple[Any, bytes] | None:
+) -> CacheHit | None:
     """The first verified entry under ``key`` whose guards pass, unpickled.
 
     Looks in the local store, then (if ``remote``) in the remote tier; a
-    remote hit is written to the local store.  Returns (result object, entry
-    bytes) or None.  Entries that fail verification are skipped and never
-    unpickled.
+    remote hit is written to the local store.  Entries that fail
+    verification are skipped and never unpickled.
     """
     torch_version = torch.__version__
     state = {"status": "full_miss", "guard": None}
@@ -672,7 +668,7 @@ def find_entry(
                 reject_entry(stored.path, e)
                 continue
             if verified is not None:
-                found = (schemas.load_payload(verified[1]), stored.data)
+                found = CacheHit(schemas.load_payload(verified[1]), stored.data, verified[0])
                 in_local = True
                 break
     if found is None and remote:
@@ -683,14 +679,14 @@ def find_entry(
                 # The hash field is named after the guard, like a local file.
                 verified = accept(data, field)
             except schemas.EntryFormatError as e:
-                counters["torch_aotcache"]["remote_rejected"] += 1
+                count("remote_rejected")
                 if isinstance(e, schemas.EntrySignatureError):
-                    counters["torch_aotcache"]["signature_rejected"] += 1
+                    count("signature_rejected")
                 _warn_once("remote-rejected", "torch_aotcache: refused remote entry for %s: %s", key, e)
                 continue
             if verified is None:
                 continue
-            found = (schemas.load_payload(verified[1]), data)
+            found = CacheHit(schemas.load_payload(verified[1]), data, verified[0])
             if local:
                 try:
                     local_store.put(key, verified[0].entry_id, data)
@@ -720,14 +716,14 @@ def _hints(args: list[Any]) -> list[Any]:
 
 def wait_for_other_compile(
     key: str, local: bool, remote: bool, args: list[Any], cache_info: dict[str, Any]
-) -> tuple[Any, bytes] | None:
+) -> CacheHit | None:
     """After a miss: take the key's single-flight locks, or wait for the process
     that holds them and return its entry.  See Note [Single flight]."""
     from . import remote as remote_tier, single_flight
 
     hints = _hints(args)
 
-    def again() -> tuple[Any, bytes] | None:
+    def again() -> CacheHit | None:
         try:
             return find_entry(key, local, hints, {}, remote=remote, record=False)
         except Exception as e:  # noqa: BLE001 - keep waiting; the bound still holds
@@ -738,40 +734,40 @@ def wait_for_other_compile(
     found = single_flight.coordinate(key, again, tier)
     if found is not None:
         cache_info["cache_status_detailed"] = "hit"
-        _compat.record_artifact_if_present(key, found[1])
+        _compat.record_artifact(key, found.data)
     return found
 
 
-def lookup(
+def lookup_hit(
     key: str,
     local: bool,
     remote: bool,
     args: list[Any],
     cache_info: dict[str, Any],
     aot_config: Any,
-) -> tuple[Any, bytes] | None:
-    """Installed as ``AOTAutogradCache._lookup``: (result, entry bytes) or None."""
+) -> CacheHit | None:
+    """The lookup of ``AOTAutogradCache._lookup`` and ``try_load``: a hit,
+    or None (a miss, or a failure that strict mode raises)."""
     hints = _hints(args)
-    result = None
     try:
-        result = find_entry(key, local, hints, cache_info, remote=remote)
-        if result is None and cache_info.get("cache_status_detailed") == "guard_miss":
-            counters["aot_autograd"]["autograd_cache_guard_miss"] += 1
-        if result is not None:
-            entry, data = result
-            _compat.record_artifact_if_present(key, data)
-            if (
-                upstream.should_bundle_autograd_cache()
-                and aot_config is not None
-                and getattr(aot_config, "precompile_backend_id", None) is not None
-            ):
-                _compat.record_precompile_artifact(aot_config.precompile_backend_id, entry)
+        hit = find_entry(key, local, hints, cache_info, remote=remote)
+        if hit is None:
+            if cache_info.get("cache_status_detailed") == "guard_miss":
+                counters["aot_autograd"]["autograd_cache_guard_miss"] += 1
+            return None
+        _compat.record_artifact(key, hit.data)
+        if (
+            upstream.should_bundle_autograd_cache()
+            and aot_config is not None
+            and getattr(aot_config, "precompile_backend_id", None) is not None
+        ):
+            _compat.record_precompile_artifact(aot_config.precompile_backend_id, hit.result)
     except Exception as e:
         log.info("torch_aotcache unable to load compiled graph: %s", e)
         if functorch_config.strict_autograd_cache:
             raise
         return None
-    return result
+    return hit
 
 
 # ---------------------------------------------------------------------------
@@ -790,13 +786,6 @@ def remote_tier_requested(remote: bool) -> bool:
         return False
 
 
-@dataclasses.dataclass
-class LoadOutcome:
-    compiled_fn: Callable[..., Any] | None
-    cache_key: str | None
-    symints: list[Any]
-
-
 def try_load_impl(
     mod: Any,
     args: list[Any],
@@ -805,8 +794,11 @@ def try_load_impl(
     local: bool,
     remote: bool,
     key_arg: Any = None,
-) -> LoadOutcome:
-    """Shared body of the version-specific ``try_load`` adapters in _compat.py."""
+) -> tuple[Callable[..., Any] | None, str | None, list[Any]]:
+    """The body of ``AOTAutogradCache.try_load`` (each release's signature is
+    an adapter in _compat.py): the compiled function of a hit or None, the
+    key of a miss (None after a hit or a bypass), and the backed symints of
+    the inputs for the miss's cache info."""
     compiled_fn = None
     cache_key: str | None = None
     cache_info: dict[str, Any] = {}
@@ -818,13 +810,12 @@ def try_load_impl(
         # Look the key function up at call time, as upstream does: tests and
         # tools may patch it.
         cache_key, debug_lines = upstream.autograd_cache_key(mod, args, aot_config, key_arg)
-        result = lookup(cache_key, local, remote, args, cache_info, aot_config)
-        if result is None:
-            result = wait_for_other_compile(cache_key, local, remote, args, cache_info)
-        if result is not None:
-            entry, data = result
+        hit = lookup_hit(cache_key, local, remote, args, cache_info, aot_config)
+        if hit is None:
+            hit = wait_for_other_compile(cache_key, local, remote, args, cache_info)
+        if hit is not None:
             try:
-                compiled_fn = wrap_cached_result(entry, data, args, aot_config, fx_config)
+                compiled_fn = wrap_cached_result(hit.result, hit.data, hit.header, args, aot_config, fx_config)
             except FXGraphCacheMiss:
                 raise
             except Exception as e:
@@ -833,9 +824,10 @@ def try_load_impl(
                 if functorch_config.strict_autograd_cache:
                     raise
                 log.warning("torch_aotcache: cannot load entry for key %s, compiling: %s", cache_key, e)
-                counters["torch_aotcache"]["load_failed"] += 1
-                result = None
-        if result is not None:
+                count("load_failed")
+                hit = None
+        if hit is not None:
+            entry = hit.result
             log.info("AOTAutograd cache hit for key %s", cache_key)
             counters["aot_autograd"]["autograd_cache_hit"] += 1
             cache_state = "hit"
@@ -872,13 +864,17 @@ def try_load_impl(
     if compiled_fn is None:
         symints = upstream.AOTAutogradCache._filter_backed_symints(args)
     cache_info.update(key=cache_key, cache_state=cache_state, components=debug_lines)
-    _compat.log_cache_event(cache_state, cache_info, event_time, local, remote)
+    log_cache_event(cache_state, cache_info, event_time, local, remote)
     torch._logging.trace_structured(
         "artifact",
         metadata_fn=lambda: {"name": f"aotautograd_cache_{cache_state}", "encoding": "json"},
         payload_fn=lambda: json.dumps(cache_info, default=str),
     )
-    return LoadOutcome(compiled_fn, cache_key if compiled_fn is None else None, symints)
+    return compiled_fn, cache_key if compiled_fn is None else None, symints
+
+
+# Installed as ``AOTAutogradCache.try_load``, one per release (patching.PATCH_SITES).
+_try_load_by_release = _compat.try_load_adapters(try_load_impl)
 
 
 # ---------------------------------------------------------------------------
@@ -889,22 +885,6 @@ def try_load_impl(
 # Returned by generate_guards_expression when the guards cannot be produced:
 # save() refuses such an entry (an entry without its guards could hit falsely).
 UNSAVEABLE_GUARDS = "<torch_aotcache: guards unavailable>"
-
-
-def generate_guards_expression(cls: Any, cache_info: Any) -> str | None:
-    """Installed as ``AOTAutogradCache.generate_guards_expression`` (a classmethod)."""
-    try:
-        shape_env = upstream.AOTAutogradCache._get_shape_env()
-        if shape_env is None:
-            return None
-        symints = cache_info.forward_symints
-        guards = shape_env.get_pruned_guards(symints)
-        return shape_env.produce_guards_expression(placeholders=symints, guards=guards)
-    except Exception as e:
-        log.warning("torch_aotcache: cannot produce shape guards, entry not saved: %s", e)
-        if functorch_config.strict_autograd_cache:
-            raise
-        return UNSAVEABLE_GUARDS
 
 
 def pickle_entry(entry: Any) -> bytes:
@@ -919,9 +899,8 @@ def encode_for_store(
 ) -> tuple[str, bytes]:
     """(entry id, entry bytes) of a result about to be stored, with ``kernels``
     (source digest, binary) appended (Note [Self-contained entries])."""
-    with _recent_lock:
-        components = _recent_components.get(key, {})
-    mode = "bundled" if _compat.is_bundled_result(entry) else "fxgraphcache"
+    components = getattr(key, "components", {})
+    mode = "bundled" if is_bundled_result(entry) else "fxgraphcache"
     # See Note [Entries that stand for Inductor's FX graph cache].
     upstream_mode = "bundled" if upstream.should_bundle_autograd_cache() else "fxgraphcache"
     header = schemas.make_header(
@@ -940,37 +919,27 @@ def encode_for_store(
     return header.entry_id, schemas.encode_entry(header, payload, [b for _, b in kernels])
 
 
-def save(key: str, entry: Any, remote: bool) -> None:
-    """Installed as ``AOTAutogradCache.save``.  Never raises outside strict mode."""
-    from . import single_flight
-
-    try:
-        _save(key, entry, remote)
-    finally:
-        single_flight.release(key)
-
-
 def _save(key: str, entry: Any, remote: bool) -> None:
     try:
         if getattr(entry, "guards_expr", None) == UNSAVEABLE_GUARDS:
-            counters["torch_aotcache"]["save_skipped_no_guards"] += 1
+            count("save_skipped_no_guards")
             return
         entry.pre_save()
         try:
             payload = pickle_entry(entry)
         except (pickle.PicklingError, TypeError, AttributeError) as e:
             log.warning("AOTAutograd cache unable to serialize compiled graph: %s", e)
-            counters["torch_aotcache"]["pickle_failed"] += 1
+            count("pickle_failed")
             if functorch_config.strict_autograd_cache:
                 raise
             return
-        kernels = artifacts.collect(entry) if _compat.is_bundled_result(entry) else []
+        kernels = artifacts.collect(entry) if is_bundled_result(entry) else []
         entry_id, data = encode_for_store(key, entry, payload, kernels)
         _compat.record_artifact(key, data)
         if upstream.should_bundle_autograd_cache():
             cfg = getattr(entry, "sanitized_aot_config", None)
             backend_id = getattr(cfg, "precompile_backend_id", None)
-            if backend_id is not None:
+            if cfg is not None and backend_id is not None:
                 _compat.record_precompile_artifact(backend_id, entry)
                 cfg.precompile_backend_id = None
         path = local_store.put(key, entry_id, data)
@@ -989,7 +958,7 @@ def _save(key: str, entry: Any, remote: bool) -> None:
         if functorch_config.strict_autograd_cache:
             raise
     except signing.SigningKeyError as e:
-        counters["torch_aotcache"]["save_failed"] += 1
+        count("save_failed")
         _warn_once("signing-key", "torch_aotcache: entries are not saved: %s", e)
         if functorch_config.strict_autograd_cache:
             raise
@@ -1001,40 +970,9 @@ def _save(key: str, entry: Any, remote: bool) -> None:
             raise
     except Exception as e:
         log.warning("AOTAutograd cache unable to save compiled graph: %s", e)
-        counters["torch_aotcache"]["save_failed"] += 1
+        count("save_failed")
         if functorch_config.strict_autograd_cache:
             raise
-
-
-def write_to_local_cache(key: str, content: bytes) -> None:
-    """Installed as ``AOTAutogradCache._write_to_local_cache`` (Mega-Cache loading).
-
-    Content in our format is verified and stored; anything else is an upstream
-    entry and goes to upstream's own folder, where we never read it.
-    """
-    try:
-        header, _ = schemas.verify_entry(content, key=key, torch_version=torch.__version__)
-    except schemas.EntryFormatError as e:
-        if content[: len(schemas.MAGIC) - 2] == schemas.MAGIC[:-2]:
-            log.warning("torch_aotcache: refusing cache artifact for key %s: %s", key, e)
-            counters["torch_aotcache"]["entry_rejected"] += 1
-            # Counted as in reject_entry, so a forged artifact shows up the same way.
-            if isinstance(e, schemas.EntrySignatureError):
-                counters["torch_aotcache"]["signature_rejected"] += 1
-            return
-        from . import patching
-
-        patching.get_original(upstream.AOTAutogradCache, "_write_to_local_cache")(key, content)
-        return
-    try:
-        local_store.put(key, header.entry_id, content)
-    except OSError as e:
-        local_store.report_fault("write", e)
-
-
-def clear() -> None:
-    """Installed as ``AOTAutogradCache.clear``: removes every local entry."""
-    local_store.clear()
 
 
 # Note [Entries that stand for Inductor's FX graph cache]
@@ -1061,14 +999,10 @@ def clear() -> None:
 # one, as on a machine fed by the Redis tier, could never hit).
 
 
-def clear_fx_graph_cache() -> None:
-    """Installed as ``FxGraphCache.clear``: upstream's, then ours.  See Note
-    [Entries that stand for Inductor's FX graph cache]."""
-    from torch._inductor.codecache import FxGraphCache
-
-    from . import patching
-
-    patching.get_original(FxGraphCache, "clear")()
+def clear_fx_graph_cache(original: Callable[[], None]) -> None:
+    """Installed as ``FxGraphCache.clear``: upstream's ``original``, then
+    ours.  See Note [Entries that stand for Inductor's FX graph cache]."""
+    original()
     if config.store_dir:
         return
     removed = 0
@@ -1084,6 +1018,216 @@ def clear_fx_graph_cache() -> None:
         log.debug("torch_aotcache: FxGraphCache.clear() removed %d entries", removed)
 
 
-def make_entry(*args: Any, **kwargs: Any) -> Any:
-    """Installed as ``AOTAutogradCache.make_entry``; see _compat.make_entry."""
-    return _compat.make_entry(*args, **kwargs)
+# ---------------------------------------------------------------------------
+# make_entry: AOTAutograd's own result classes, bundled or not
+# ---------------------------------------------------------------------------
+
+
+def _unwrap_output_code(obj: Any) -> Any:
+    from torch._inductor.output_code import OutputCode
+
+    while hasattr(obj, "__wrapped__"):
+        obj = obj.__wrapped__
+    if not isinstance(obj, OutputCode):
+        raise AssertionError(f"expected OutputCode, got {type(obj)}")
+    return obj
+
+
+def _fx_loadable(cls: type, func: Any, extra: dict[str, Any]) -> Any:
+    key = getattr(func, "_fx_graph_cache_key", None)
+    if key is None:
+        raise AssertionError("compiled function has no FX graph cache key")
+    lines = getattr(func, "_fx_graph_cache_debug_lines", [])
+    values = dict(extra)
+    values["fx_graph_cache_info"] = (key, lines)
+    values["fx_graph_cache_key"] = key
+    values["fx_graph_guard_expr"] = getattr(func, "guards_expr", None)
+    return _compat.construct(cls, values)
+
+
+def _bundle_entries() -> bool:
+    """Whether entries hold their compiled graphs: by default
+    (config.self_contained); with upstream's bundled_autograd_cache; for a
+    remote tier (Note [Remote tier]: remote entries must stand alone); and,
+    with self_contained off, while signing is on (a non-bundled hit would
+    unpickle Inductor's FX graph cache files, which nothing signs) or while
+    the store lives apart from Inductor's cache dir (it is then meant to be
+    loaded from without that dir)."""
+    if config.self_contained or upstream.should_bundle_autograd_cache():
+        return True
+    if config.bundle_for_remote and remote_tier_requested(upstream.should_use_remote_autograd_cache()):
+        return True
+    if not config.bundle_when_signing:
+        return False
+    if config.store_dir:
+        return True
+    try:
+        return signing.enabled()
+    except signing.SigningKeyError:
+        return True  # a key is configured but unreadable: the save reports it
+
+
+def is_bundled_result(entry: Any) -> bool:
+    from torch._functorch._aot_autograd import aot_autograd_result as results
+
+    return isinstance(entry, results.BundledAOTAutogradResult)
+
+
+# ---------------------------------------------------------------------------
+# Compile events (tlparse / chromium traces); best effort
+# ---------------------------------------------------------------------------
+
+
+def increment_compile_event(name: str) -> None:
+    try:
+        from torch._dynamo.utils import CompileEventLogger
+
+        CompileEventLogger.try_(CompileEventLogger.increment_toplevel, name)
+    except Exception:  # noqa: BLE001 - metrics are best effort
+        pass
+
+
+def log_cache_event(
+    state: str, info: dict[str, Any], event_time: int, local: bool, remote: bool
+) -> None:
+    try:
+        from torch._dynamo.utils import chromium_event_log_active, CompileEventLogger
+
+        if not chromium_event_log_active():
+            return
+        CompileEventLogger.instant(f"autograd_cache_{state}", metadata=info, time_ns=event_time)
+        CompileEventLogger.try_add_pt2_compile(
+            "backend_compile",
+            cache_state=state,
+            cache_event_time=event_time,
+            key=info.get("key"),
+            components=info.get("components"),
+            cache_bypass_reason=info.get("cache_bypass_reason"),
+            remote_cache_enabled=remote,
+            local_cache_enabled=local,
+        )
+    except Exception:  # noqa: BLE001
+        pass
+
+
+# ---------------------------------------------------------------------------
+# AOTAutogradCache: what takes the place of upstream's class's methods
+# ---------------------------------------------------------------------------
+
+
+class AOTAutogradCache:
+    """torch_aotcache's AOTAutogradCache.
+
+    Each attribute defined here takes the place of upstream's attribute of
+    the same name (``patching.PATCH_SITES`` lists them and checks their
+    signatures); upstream's class keeps its identity, so every module that
+    imported it by name reaches these.  Upstream's building blocks that we
+    reuse (``evaluate_guards``, ``_filter_backed_symints``,
+    ``_get_shape_env``, ``get_remote_cache``) stay on upstream's class.
+    """
+
+    # Upstream's signature of this release; see _compat.try_load_adapters.
+    try_load = staticmethod(_try_load_by_release[_compat.torch_release() or _compat.SUPPORTED_RELEASES[-1]])
+
+    @staticmethod
+    def _lookup(
+        key: str,
+        local: bool,
+        remote: bool,
+        args: list[Any],
+        cache_info: dict[str, Any],
+        aot_config: Any,
+    ) -> tuple[Any, bytes] | None:
+        """Installed as ``AOTAutogradCache._lookup``: (result, entry bytes) or
+        None, as upstream's returns (standalone compile calls it)."""
+        hit = lookup_hit(key, local, remote, args, cache_info, aot_config)
+        return None if hit is None else (hit.result, hit.data)
+
+    @staticmethod
+    def make_entry(*args: Any, **kwargs: Any) -> Any:
+        """Installed as ``AOTAutogradCache.make_entry``: the result class to
+        save, holding its compiled graphs (bundled) when :func:`_bundle_entries`
+        says so, else referring to Inductor's FX graph cache as upstream's
+        default does."""
+        from torch._functorch._aot_autograd import aot_autograd_result as results
+
+        v = _compat.bind_make_entry(args, kwargs)
+        fw, bw = v.pop("compiled_fw_func"), v.pop("compiled_bw_func")
+        bsi, nsym = v.pop("backward_state_indices"), v.pop("num_symints_saved_for_bw")
+        if bw is not None and (bsi is None or nsym is None):
+            raise AssertionError("a backward needs backward_state_indices and num_symints_saved_for_bw")
+        if _bundle_entries():
+            v["compiled_fw"] = results.BundledCompiledForward(_unwrap_output_code(fw))
+            v["compiled_bw"] = (
+                None
+                if bw is None
+                else results.BundledCompiledBackward(_unwrap_output_code(bw), bsi, nsym)
+            )
+            return _compat.construct(results.BundledAOTAutogradResult, v)
+        v["compiled_fw"] = _fx_loadable(results.CompiledForward, fw, {})
+        v["compiled_bw"] = (
+            None
+            if bw is None
+            else _fx_loadable(
+                results.CompiledBackward,
+                bw,
+                {"backward_state_indices": bsi, "num_symints_saved_for_bw_": nsym},
+            )
+        )
+        return _compat.construct(results.AOTAutogradResult, v)
+
+    @staticmethod
+    def save(key: str, entry: Any, remote: bool) -> None:
+        """Installed as ``AOTAutogradCache.save``.  Never raises outside strict mode."""
+        from . import single_flight
+
+        try:
+            _save(key, entry, remote)
+        finally:
+            single_flight.release(key)
+
+    @classmethod
+    def generate_guards_expression(cls: Any, cache_info: Any) -> str | None:
+        """Installed as ``AOTAutogradCache.generate_guards_expression`` (a classmethod)."""
+        try:
+            shape_env = upstream.AOTAutogradCache._get_shape_env()
+            if shape_env is None:
+                return None
+            symints = cache_info.forward_symints
+            guards = shape_env.get_pruned_guards(symints)
+            return shape_env.produce_guards_expression(placeholders=symints, guards=guards)
+        except Exception as e:
+            log.warning("torch_aotcache: cannot produce shape guards, entry not saved: %s", e)
+            if functorch_config.strict_autograd_cache:
+                raise
+            return UNSAVEABLE_GUARDS
+
+    @staticmethod
+    def clear() -> None:
+        """Installed as ``AOTAutogradCache.clear``: removes every local entry."""
+        local_store.clear()
+
+    @staticmethod
+    def _write_to_local_cache(original: Callable[[str, bytes], None], key: str, content: bytes) -> None:
+        """Installed as ``AOTAutogradCache._write_to_local_cache`` (Mega-Cache
+        loading), around upstream's ``original``.
+
+        Content in our format is verified and stored; anything else is an upstream
+        entry and goes to upstream's own folder, where we never read it.
+        """
+        try:
+            header, _ = schemas.verify_entry(content, key=key, torch_version=torch.__version__)
+        except schemas.EntryFormatError as e:
+            if content[: len(schemas.MAGIC) - 2] == schemas.MAGIC[:-2]:
+                log.warning("torch_aotcache: refusing cache artifact for key %s: %s", key, e)
+                count("entry_rejected")
+                # Counted as in reject_entry, so a forged artifact shows up the same way.
+                if isinstance(e, schemas.EntrySignatureError):
+                    count("signature_rejected")
+                return
+            original(key, content)
+            return
+        try:
+            local_store.put(key, header.entry_id, content)
+        except OSError as e:
+            local_store.report_fault("write", e)

@@ -81,7 +81,7 @@ def _table(rows: list[tuple[str, ...]], right: set[int]) -> Iterator[str]:
     for row in rows:
         cells = [
             cell.rjust(w) if i in right else cell.ljust(w)
-            for i, (cell, w) in enumerate(zip(row, widths))
+            for i, (cell, w) in enumerate(zip(row, widths, strict=False))
         ]
         yield "  ".join(cells).rstrip()
 

@@ -35,10 +35,6 @@ persist_torch_fingerprint: bool = Config(
 # it drops the oldest entry of that key.
 max_entries_per_key: int = 64
 
-# Log the per-component digests of every key at DEBUG (cheap: they are computed
-# anyway) and include them in the structured trace.
-log_key_components: bool = True
-
 # Signed entries; see Note [Signed entries] in signing.py and SECURITY.md.
 # The secret used to sign every entry written (and to verify), given directly
 # or as a path to a file holding it.

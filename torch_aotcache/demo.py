@@ -112,7 +112,9 @@ def _step(
     return {
         "out": out.detach(),
         "loss": loss.detach(),
-        "grads": {n: p.grad.detach().clone() for n, p in model.named_parameters()},
+        "grads": {
+            n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None
+        },
     }
 
 

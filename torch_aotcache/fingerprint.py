@@ -243,7 +243,7 @@ class _Fingerprint:
             value = compute_torch_fingerprint(
                 persist=config.persist_torch_fingerprint, meta_path=meta_path
             )
-        except BaseException as e:  # noqa: B036 - re-raised by get()
+        except BaseException as e:  # noqa: BLE001 - re-raised by get()
             self._error = e
             return
         self._value = value
@@ -325,7 +325,7 @@ def triton_version() -> str | None:
                 _triton_version = str(triton.__version__)
             else:
                 _triton_version = None
-        except Exception:
+        except Exception:  # noqa: BLE001 - a broken Triton install: keyed as none
             _triton_version = None
     return _triton_version  # type: ignore[return-value]
 
@@ -348,8 +348,8 @@ def gpu_properties(device_type: str, index: int) -> str:
                     f"|hip{torch.version.hip}"
                 )
             elif device_type == "xpu" and hasattr(torch, "xpu"):
-                p = torch.xpu.get_device_properties(index)
-                desc = f"{p.name}|{getattr(p, 'driver_version', '')}"
+                xp = torch.xpu.get_device_properties(index)
+                desc = f"{xp.name}|{getattr(xp, 'driver_version', '')}"
         except Exception as e:  # noqa: BLE001 - described, not fatal
             desc += f"|unknown:{type(e).__name__}"
         _gpu_props[k] = desc

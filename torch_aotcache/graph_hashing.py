@@ -36,7 +36,7 @@ import operator
 import types
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.fx
@@ -355,7 +355,7 @@ class GraphEncoder:
     def _encode_triton_kwargs(self, node: torch.fx.Node) -> str:
         from torch._higher_order_ops.triton_kernel_wrap import kernel_side_table
 
-        kwargs = dict(node.kwargs)
+        kwargs: dict[str, Any] = dict(node.kwargs)
         kernel = kernel_side_table.get_kernel(kwargs.pop("kernel_idx"))
         source = triton_kernel_source(kernel)
         self.triton_sources.append(source)
@@ -491,11 +491,12 @@ def subclass_digest(t: torch.Tensor) -> str:
     attrs, ctx = t.__tensor_flatten__()  # type: ignore[attr-defined]
     inner = []
     for a in attrs:
-        v = getattr(t, a)
+        v: Any = getattr(t, a)
         from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
         if is_traceable_wrapper_subclass(v):
-            inner.append(f"{a}={tensor_metadata(v)}/{subclass_digest(v)}")
+            sub = cast(torch.Tensor, v)
+            inner.append(f"{a}={tensor_metadata(sub)}/{subclass_digest(sub)}")
         else:
             inner.append(f"{a}={tensor_metadata(v)}")
     return digest(qualified_name(type(t)) + "|" + encode_value(ctx) + "|" + ";".join(inner))

@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -100,12 +101,9 @@ def _write(digest: str, ok: bool, isa: str) -> None:
         log.debug("torch_aotcache: cannot record ISA probe: %s", e)
 
 
-def check_build(self: Any, code: str) -> bool:
-    """Installed as ``torch._inductor.cpu_vec_isa.VecISA.check_build``."""
-    from . import patching
-    from torch._inductor.cpu_vec_isa import VecISA
-
-    original = patching.get_original(VecISA, "check_build")
+def check_build(original: Callable[[Any, str], bool], self: Any, code: str) -> bool:
+    """Installed as ``torch._inductor.cpu_vec_isa.VecISA.check_build``
+    around upstream's ``original``."""
     try:
         digest = probe_digest(self, code)
     except Exception as e:  # noqa: BLE001 - no memo, probe as Inductor would
@@ -156,12 +154,11 @@ def _stable_repr(value: Any) -> str:
     return text
 
 
-def precompile_header(header: str, hashable_cmd_line: str, **compile_command: Any) -> str:
-    """Installed as ``torch._inductor.codecache._precompile_header``."""
-    from . import patching
-    import torch._inductor.codecache as codecache
-
-    original = patching.get_original(codecache, "_precompile_header")
+def precompile_header(
+    original: Callable[..., str], header: str, hashable_cmd_line: str, **compile_command: Any
+) -> str:
+    """Installed as ``torch._inductor.codecache._precompile_header`` around
+    upstream's ``original``."""
     try:
         from torch._inductor.cpp_builder import get_compiler_version_info, get_cpp_compiler
 

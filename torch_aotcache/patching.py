@@ -22,6 +22,7 @@ signature than expected, so torch is never left half-patched.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import inspect
 import logging
@@ -31,7 +32,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from . import _compat
+from . import _compat, _once
 
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,8 @@ class PatchSite:
     owner: str | None
     attr: str
     kind: str  # "function", "staticmethod" or "classmethod"
-    # Our replacement, by name: "module:function" under torch_aotcache, or a
-    # dict from release to such a name.
+    # Our replacement, by name: "module:function" or "module:Class.method"
+    # under torch_aotcache, or a dict from release to such a name.
     replacement: str | dict[str, str]
     # Upstream's parameter names, per release (cls excluded for classmethods).
     params: dict[str, tuple[str, ...]]
@@ -55,15 +56,53 @@ class PatchSite:
     # An optional site speeds things up but is not needed for correctness: if
     # it is missing or differs, it is skipped (logged) and the rest installs.
     optional: bool = False
+    # The replacement takes upstream's function as its first argument (as
+    # wrapt's wrappers take ``wrapped``): see Note [Replacements receive
+    # their original].
+    wraps: bool = False
 
     @property
     def name(self) -> str:
         return f"{self.module}.{self.owner + '.' if self.owner else ''}{self.attr}"
 
-    def replacement_for(self, release: str) -> Callable[..., Any]:
+    def replacement_for(self, release: str, original: Any = None) -> Callable[..., Any]:
+        """Our function for this site; for a ``wraps`` site, bound to
+        ``original`` (the raw attribute as upstream stores it)."""
         spec = self.replacement[release] if isinstance(self.replacement, dict) else self.replacement
-        mod_name, func = spec.split(":")
-        return getattr(importlib.import_module("torch_aotcache." + mod_name), func)
+        mod_name, path = spec.split(":")
+        ours: Any = importlib.import_module(__package__ + "." + mod_name)
+        for i, name in enumerate(path.split(".")):
+            # A method is read as stored (vars), its function taken from a
+            # staticmethod / classmethod: the patch applies the kind.
+            ours = _function_of(vars(ours)[name]) if i else getattr(ours, name)
+        if not self.wraps:
+            return ours
+        if original is None:
+            original = _raw(_owner_object(self), self.attr)
+        return _bind_original(ours, _function_of(original))
+
+
+# Note [Replacements receive their original]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# A replacement that calls upstream's code (a wrapper around it) takes the
+# original function as its first parameter; installing binds it.  So no
+# module of the package reaches back into this one for originals, the import
+# graph has no circle, and a replacement can be read (and tested) on its own
+# with any stand-in for the original.
+
+
+def _bind_original(ours: Callable[..., Any], original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(ours)
+    def replacement(*args: Any, **kwargs: Any) -> Any:
+        return ours(original, *args, **kwargs)
+
+    # Upstream's parameters, as the patch table checks them (without ours'
+    # leading ``original``).
+    sig = inspect.signature(ours)
+    replacement.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:])  # type: ignore[attr-defined]
+    del replacement.__wrapped__  # a bound replacement is not ``ours`` to introspection
+    replacement.__original__ = original  # type: ignore[attr-defined]
+    return replacement
 
 
 def _both(params: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
@@ -85,7 +124,7 @@ PATCH_SITES: tuple[PatchSite, ...] = (
         "AOTAutogradCache",
         "try_load",
         "staticmethod",
-        {"2.11": "_compat:try_load_v2_11", "2.13": "_compat:try_load_v2_13"},
+        "autograd_cache:AOTAutogradCache.try_load",
         {
             "2.11": ("mod", "args", "aot_config", "cudagraphs", "boxed_forward_device_index", "local", "remote"),
             "2.13": ("mod", "args", "aot_config", "compiler_config_extra", "local", "remote", "compile_region_name"),
@@ -95,43 +134,44 @@ PATCH_SITES: tuple[PatchSite, ...] = (
         "AOTAutogradCache",
         "_lookup",
         "staticmethod",
-        "autograd_cache:lookup",
+        "autograd_cache:AOTAutogradCache._lookup",
         _both(("key", "local", "remote", "args", "cache_info", "aot_config")),
     ),
     PatchSite(
         "AOTAutogradCache",
         "make_entry",
         "staticmethod",
-        "autograd_cache:make_entry",
+        "autograd_cache:AOTAutogradCache.make_entry",
         {rel: p for rel, p in _compat.MAKE_ENTRY_PARAMS.items()},
     ),
     PatchSite(
         "AOTAutogradCache",
         "save",
         "staticmethod",
-        "autograd_cache:save",
+        "autograd_cache:AOTAutogradCache.save",
         _both(("key", "entry", "remote")),
     ),
     PatchSite(
         "AOTAutogradCache",
         "generate_guards_expression",
         "classmethod",
-        "autograd_cache:generate_guards_expression",
+        "autograd_cache:AOTAutogradCache.generate_guards_expression",
         _both(("cache_info",)),
     ),
     PatchSite(
         "AOTAutogradCache",
         "clear",
         "staticmethod",
-        "autograd_cache:clear",
+        "autograd_cache:AOTAutogradCache.clear",
         _both(()),
     ),
     PatchSite(
         "AOTAutogradCache",
         "_write_to_local_cache",
         "staticmethod",
-        "autograd_cache:write_to_local_cache",
+        "autograd_cache:AOTAutogradCache._write_to_local_cache",
         _both(("key", "content")),
+        wraps=True,
     ),
     # See Note [Persisting Inductor's ISA probe] in inductor_probes.py.
     PatchSite(
@@ -142,6 +182,7 @@ PATCH_SITES: tuple[PatchSite, ...] = (
         _both(("self", "code")),
         module="torch._inductor.cpu_vec_isa",
         optional=True,
+        wraps=True,
     ),
     # See Note [Persisting Inductor's precompiled-header lookup].
     PatchSite(
@@ -152,6 +193,7 @@ PATCH_SITES: tuple[PatchSite, ...] = (
         _both(("header", "hashable_cmd_line", "compile_command")),
         module="torch._inductor.codecache",
         optional=True,
+        wraps=True,
     ),
     # See Note [Self-contained entries] in artifacts.py.
     PatchSite(
@@ -173,6 +215,7 @@ PATCH_SITES: tuple[PatchSite, ...] = (
         },
         module="torch._inductor.codecache",
         optional=True,
+        wraps=True,
     ),
     # See Note [Entries that stand for Inductor's FX graph cache].
     PatchSite(
@@ -183,6 +226,7 @@ PATCH_SITES: tuple[PatchSite, ...] = (
         _both(()),
         module="torch._inductor.codecache",
         optional=True,
+        wraps=True,
     ),
     PatchSite(
         "CompiledFxGraph",
@@ -192,6 +236,7 @@ PATCH_SITES: tuple[PatchSite, ...] = (
         _both(("self",)),
         module="torch._inductor.output_code",
         optional=True,
+        wraps=True,
     ),
 )
 
@@ -204,7 +249,6 @@ UNPATCHED_BY_DESIGN = frozenset(
 _lock = threading.RLock()
 # (module, owner, attr) -> the original raw object.  See Note [Patch sites].
 _saved: dict[tuple[str, str | None, str], Any] = {}
-_warned_unsupported = False
 
 
 def _owner_object(site: PatchSite) -> Any:
@@ -260,7 +304,6 @@ def get_original(owner: Any, attr: str) -> Any:
 
 def install() -> bool:
     """Put torch_aotcache in place of upstream's cache; returns whether it is installed."""
-    global _warned_unsupported
     with _lock:
         if _saved:
             return True
@@ -268,8 +311,7 @@ def install() -> bool:
 
         release = _compat.torch_release()
         if release is None:
-            if not _warned_unsupported:
-                _warned_unsupported = True
+            if _once.first_time("unsupported-release"):
                 warnings.warn(
                     "torch_aotcache supports torch %s; this is torch %s, so torch's "
                     "own AOTAutograd cache stays in use"
@@ -298,7 +340,7 @@ def install() -> bool:
         plan = []
         for site in sites:
             owner = _owner_object(site)
-            func = site.replacement_for(release)
+            func = site.replacement_for(release, _raw(owner, site.attr))
             new = {"staticmethod": staticmethod, "classmethod": classmethod}.get(site.kind)
             plan.append((site, owner, new(func) if new else func))
         try:

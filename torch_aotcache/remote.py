@@ -40,9 +40,9 @@ import threading
 import time
 from collections.abc import Iterator
 import torch
-from torch._dynamo.utils import counters
 
-from . import config, schemas, signing
+from . import _once, config, schemas, signing
+from .counters import count
 
 
 log = logging.getLogger(__name__)
@@ -75,9 +75,6 @@ def _ttl_seconds() -> int:
         log.warning("torch_aotcache: ignoring TORCH_AOTCACHE_REMOTE_TTL=%r (not a number)", raw)
         return 0
 
-
-def _count(name: str, n: int = 1) -> None:
-    counters["torch_aotcache"][name] += n
 
 
 class CircuitBreaker:
@@ -144,7 +141,6 @@ class RedisTier:
         )
         self._writer: threading.Thread | None = None
         self._writer_lock = threading.Lock()
-        self._warned: set[str] = set()
 
     # -- naming -------------------------------------------------------------
 
@@ -159,11 +155,9 @@ class RedisTier:
         import redis
 
         timeout = isinstance(e, (redis.exceptions.TimeoutError, TimeoutError))
-        _count("remote_timeout" if timeout else "remote_error")
+        count("remote_timeout" if timeout else "remote_error")
         opened = self.breaker.failure()
-        kind = f"{op}:{type(e).__name__}"
-        if kind not in self._warned:
-            self._warned.add(kind)
+        if _once.first_time(f"remote-failed:{self.url}:{op}:{type(e).__name__}"):
             log.warning("torch_aotcache: remote cache %s failed (%s): %s", op, self.url, e)
         if opened:
             log.warning(
@@ -178,7 +172,7 @@ class RedisTier:
         """(entry id, entry) pairs stored under ``key``, decompressed and
         unverified; [] on any failure."""
         if not self.breaker.allow():
-            _count("remote_skipped")
+            count("remote_skipped")
             return []
         try:
             values = self._read.hgetall(self.redis_key(key))
@@ -188,19 +182,19 @@ class RedisTier:
         self.breaker.success()
         out = []
         if not isinstance(values, dict):
-            _count("remote_error")
+            count("remote_error")
             return []
         for field, value in values.items():
             if not isinstance(value, bytes) or not isinstance(field, bytes):
-                _count("remote_garbage")
+                count("remote_garbage")
                 continue
-            _count("remote_bytes_read", len(value))
+            count("remote_bytes_read", len(value))
             data = self.decode(value)
             if data is None:
-                _count("remote_garbage")
+                count("remote_garbage")
                 continue
             out.append((field.decode("ascii", "replace"), data))
-        _count("remote_hit" if out else "remote_miss")
+        count("remote_hit" if out else "remote_miss")
         return out
 
     def decode(self, value: bytes) -> bytes | None:
@@ -227,11 +221,11 @@ class RedisTier:
         try:
             self._queue.put_nowait((key, entry_id, value))
         except queue.Full:
-            _count("remote_dropped")
+            count("remote_dropped")
 
     def _put_now(self, key: str, entry_id: str, value: bytes) -> None:
         if not self.breaker.allow():
-            _count("remote_skipped")
+            count("remote_skipped")
             return
         try:
             name = self.redis_key(key)
@@ -245,8 +239,8 @@ class RedisTier:
             self._failed("write", e)
             return
         self.breaker.success()
-        _count("remote_put")
-        _count("remote_bytes_written", len(value))
+        count("remote_put")
+        count("remote_bytes_written", len(value))
 
     def _ensure_writer(self) -> None:
         with self._writer_lock:
@@ -287,27 +281,22 @@ class RedisTier:
 
 _tiers: dict[str, RedisTier] = {}
 _tiers_lock = threading.Lock()
-_warned_unsigned = False
-_warned_refused = False
 
 
 def tier(remote_requested: bool) -> RedisTier | None:
     """The remote tier to use now, or None."""
-    global _warned_unsigned, _warned_refused
     url = configured_url(remote_requested)
     if url is None:
         return None
     try:
         signed = signing.enabled()
     except signing.SigningKeyError as e:
-        if url not in _warned_urls:
-            _warned_urls.add(url)
+        if _once.first_time("remote-url:" + url):
             log.warning("torch_aotcache: remote cache %s not used: %s", url, e)
         return None
     if not signed:
         if not config.trust_unsigned_remote:
-            if not _warned_refused:
-                _warned_refused = True
+            if _once.first_time("remote-unsigned-refused"):
                 log.warning(
                     "torch_aotcache: remote cache %s is configured but no signing key is; "
                     "remote entries are not used. Configure TORCH_AOTCACHE_SIGNING_KEY(_FILE), "
@@ -315,8 +304,7 @@ def tier(remote_requested: bool) -> RedisTier | None:
                     url,
                 )
             return None
-        if not _warned_unsigned:
-            _warned_unsigned = True
+        if _once.first_time("remote-unsigned-trusted"):
             log.warning(
                 "torch_aotcache: trusting UNSIGNED entries from remote cache %s "
                 "(TORCH_AOTCACHE_TRUST_UNSIGNED_REMOTE is set)",
@@ -328,15 +316,13 @@ def tier(remote_requested: bool) -> RedisTier | None:
             try:
                 t = RedisTier(url)
             except Exception as e:  # noqa: BLE001 - e.g. redis-py missing, bad URL
-                if url not in _warned_urls:
-                    _warned_urls.add(url)
+                if _once.first_time("remote-url:" + url):
                     log.warning("torch_aotcache: cannot use remote cache %s: %s", url, e)
                 return None
             _tiers[url] = t
         return t
 
 
-_warned_urls: set[str] = set()
 
 
 def active_tiers() -> Iterator[RedisTier]:
@@ -353,14 +339,12 @@ def flush_all(timeout_s: float | None = None) -> bool:
 
 def reset() -> None:
     """Forget every tier (tests): flushes, closes connections."""
-    global _warned_unsigned, _warned_refused
     flush_all(1.0)
     with _tiers_lock:
         for t in _tiers.values():
             t.close()
         _tiers.clear()
-    _warned_unsigned = _warned_refused = False
-    _warned_urls.clear()
+    _once.reset("remote-")
 
 
 @atexit.register

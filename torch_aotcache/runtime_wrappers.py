@@ -23,26 +23,28 @@ from torch._dynamo.utils import counters
 from torch._functorch._aot_autograd.runtime_wrappers import SerializableCompiledFunction
 
 from . import artifacts, schemas
+from .counters import count
 
 
 def wrap_cached_result(
     entry: Any,
     entry_bytes: bytes,
+    header: schemas.EntryHeader,
     args: list[Any],
     aot_config: Any,
     fx_config: dict[str, Any],
 ) -> Callable[..., Any]:
     """Re-apply AOTAutograd's post-compile wrappers to a loaded entry.
 
-    ``entry_bytes`` is the verified entry ``entry`` was unpickled from; the
-    generated code and the kernels it carries load from it alone (Note
-    [Self-contained entries] in artifacts.py).
+    ``entry_bytes`` is the verified entry ``entry`` was unpickled from, and
+    ``header`` its header; the generated code and the kernels it carries load
+    from it alone (Note [Self-contained entries] in artifacts.py).
     """
     start = time.perf_counter_ns()
-    header, body = schemas.decode_header(entry_bytes)
+    body = schemas.entry_body(entry_bytes)
     with artifacts.sealed_load(schemas.split_artifacts(header, body)):
         compiled_fn = entry.wrap_post_compile(args, aot_config, fx_config)
-    counters["torch_aotcache"]["post_compile_ns"] += time.perf_counter_ns() - start
+    count("post_compile_ns", time.perf_counter_ns() - start)
     if header.mode == "bundled" and header.extra.get("upstream_mode") == "fxgraphcache":
         # Upstream would have loaded each graph from Inductor's FX graph
         # cache: count it as such.  See Note [Entries that stand for
@@ -54,7 +56,6 @@ def wrap_cached_result(
         counters["inductor"]["fxgraph_lookup_write_file"] += graphs
 
     def serialize() -> Any:
-        header, body = schemas.decode_header(entry_bytes)
-        return schemas.load_payload(body[: header.payload_size])
+        return schemas.load_payload(schemas.entry_body(entry_bytes)[: header.payload_size])
 
     return SerializableCompiledFunction(compiled_fn, serialize)

@@ -24,7 +24,8 @@ lists each one's source digest, size and SHA-256, in order (Note
 [Self-contained entries] in artifacts.py), and the signature covers that
 list.  A file that fails any check (wrong magic, unknown format version,
 another torch version, a header that does not parse, a size or checksum that
-does not match) is a miss, never an error, and is never unpickled.  JSON keeps the header readable by tools that do not import torch
+does not match) is a miss, never an error, and is never unpickled.  JSON
+keeps the header readable by tools that do not import torch
 (``python -m torch_aotcache ls``) and makes a corrupted header fail to parse
 instead of executing anything.
 
@@ -127,7 +128,7 @@ class EntryHeader:
             f.name
             for f in dataclasses.fields(cls)
             if f.default is dataclasses.MISSING
-            and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+            and f.default_factory is dataclasses.MISSING
         }
         missing = required - obj.keys()
         if missing:
@@ -267,6 +268,13 @@ def decode_header(data: bytes) -> tuple[EntryHeader, memoryview]:
         raise EntryFormatError(f"header has format version {header.format_version}")
     payload = memoryview(data)[start + hlen :]
     return header, payload
+
+
+def entry_body(data: bytes) -> memoryview:
+    """The payload and artifacts of an entry whose header was already
+    decoded (the header is skipped, not parsed again)."""
+    (hlen,) = _LEN.unpack_from(data, len(MAGIC))
+    return memoryview(data)[len(MAGIC) + _LEN.size + hlen :]
 
 
 def verify_entry(

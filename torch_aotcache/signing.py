@@ -47,7 +47,9 @@ def _read_secret_file(path: str) -> bytes:
 
 
 @functools.lru_cache(maxsize=8)
-def _keys_for(signing_key: str | None, signing_key_file: str | None, verify_files: str | None) -> tuple[bytes | None, tuple[bytes, ...]]:
+def _keys_for(
+    signing_key: str | None, signing_key_file: str | None, verify_files: str | None
+) -> tuple[bytes | None, tuple[bytes, ...]]:
     signer: bytes | None = None
     if signing_key:
         signer = signing_key.encode()

@@ -36,9 +36,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from torch._dynamo.utils import counters
-
 from . import config
+from .counters import count
 
 
 log = logging.getLogger(__name__)
@@ -61,9 +60,6 @@ end
 return 0
 """
 
-
-def _count(name: str) -> None:
-    counters["torch_aotcache"][name] += 1
 
 
 class Flight:
@@ -202,7 +198,7 @@ def coordinate(key: str, lookup_again: Callable[[], Any], tier: Any) -> Any:
                 found = lookup_again()
                 if found is not None:
                     flight.release()
-                    _count("single_flight_waited")
+                    count("single_flight_waited")
                     return found
             with _held_lock:
                 _held[key] = flight
@@ -214,11 +210,11 @@ def coordinate(key: str, lookup_again: Callable[[], Any], tier: Any) -> Any:
         found = lookup_again()
         if found is not None:
             flight.release()
-            _count("single_flight_waited")
+            count("single_flight_waited")
             return found
         if time.monotonic() > deadline:
             flight.release()
-            _count("single_flight_timeout")
+            count("single_flight_timeout")
             log.warning(
                 "torch_aotcache: waited %.0f s for another process to compile %s; compiling here",
                 config.single_flight_wait_s,

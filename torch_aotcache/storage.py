@@ -48,10 +48,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from torch._dynamo.utils import counters
 from torch._inductor.runtime.runtime_utils import cache_dir
 
-from . import config
+from . import _once, config
+from .counters import count
 
 
 log = logging.getLogger(__name__)
@@ -80,22 +80,16 @@ class StoredEntry:
         return os.path.basename(self.path)[: -len(ENTRY_SUFFIX)]
 
 
-# Kinds of disk fault (errno names) already warned about in this process.
-# See Note [Disk faults].
-_warned_faults: set[str] = set()
-
-
 def report_fault(op: str, error: OSError) -> None:
     """Count a failed store ``op`` ("read" or "write"); warn once per errno.
 
     See Note [Disk faults].
     """
-    counters["torch_aotcache"][f"store_{op}_failed"] += 1
+    count(f"store_{op}_failed")
     kind = errno.errorcode.get(error.errno or 0, type(error).__name__)
-    if kind in _warned_faults:
+    if not _once.first_time("store-fault:" + kind):
         log.debug("torch_aotcache: cannot %s the local cache store: %s", op, error)
         return
-    _warned_faults.add(kind)
     log.warning(
         "torch_aotcache: cannot %s the local cache store (%s); compiling without it. "
         "Further %s errors are only counted in counters['torch_aotcache']['store_%s_failed'].",
@@ -106,7 +100,7 @@ def report_fault(op: str, error: OSError) -> None:
     )
 
 
-def write_atomically(path: str, data: bytes, mode: int | None = None) -> None:
+def write_atomically(path: str, data: bytes | memoryview, mode: int | None = None) -> None:
     """Write ``data`` to ``path`` through a hidden temporary file in the same
     folder and ``os.replace``: a reader sees the old file or the whole new one,
     never a part.  ``mode``: the file's permissions (default: mkstemp's
@@ -161,7 +155,7 @@ class LocalStore:
                     except FileNotFoundError:
                         # Gone since it was listed: skip that file only, not
                         # the whole folder.  See Note [Disk faults].
-                        counters["torch_aotcache"]["entry_vanished"] += 1
+                        count("entry_vanished")
         except FileNotFoundError:
             return
         except OSError as e:
@@ -173,7 +167,7 @@ class LocalStore:
                 with open(path, "rb") as f:
                     data = f.read()
             except FileNotFoundError:
-                counters["torch_aotcache"]["entry_vanished"] += 1
+                count("entry_vanished")
                 continue
             except OSError as e:
                 report_fault("read", e)

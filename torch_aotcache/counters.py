@@ -1,0 +1,61 @@
+"""
+torch_aotcache's own counters.
+
+They sit beside upstream's in ``torch._dynamo.utils.counters``, under
+``counters["torch_aotcache"]``; upstream's (``counters["aot_autograd"]``,
+``counters["inductor"]``) keep their names and increments.  :data:`COUNTERS`
+lists every name we count, with its meaning; a test checks that the package
+counts nothing else.
+"""
+
+from __future__ import annotations
+
+from torch._dynamo.utils import counters
+
+
+GROUP = "torch_aotcache"
+
+COUNTERS: dict[str, str] = {
+    # The local store (Note [Disk faults] in storage.py).
+    "store_read_failed": "reads of the local store that failed (each errno warned once)",
+    "store_write_failed": "writes to the local store that failed (each errno warned once)",
+    "entry_vanished": "entry files removed by another process between listing and reading",
+    # Verification (Note [Entry layout] in schemas.py).
+    "entry_rejected": "entries refused before anything in them was used (corrupt, foreign, unsigned)",
+    "signature_rejected": "of those, entries without a valid signature",
+    "quarantined": "refused local entries moved to <store>/quarantine/",
+    "remote_rejected": "remote entries refused",
+    # Loading and saving.
+    "load_failed": "verified entries that did not load (compiled instead, and replaced)",
+    "post_compile_ns": "nanoseconds spent re-applying AOTAutograd's wrappers on hits",
+    "pickle_failed": "compiled results that could not be pickled (not saved)",
+    "save_failed": "saves that failed for another reason (not saved; the compile goes on)",
+    "save_skipped_no_guards": "entries not saved because their shape guards could not be produced",
+    # Carried kernels (Note [Self-contained entries] in artifacts.py).
+    "kernels_carried": "compiled C++ kernels written into saved entries",
+    "kernels_loaded": "kernels loaded from a hit's entry",
+    "kernels_not_carried": "kernels a hit needed that its entry lacks (built from source)",
+    "kernels_load_failed": "carried kernels that failed to load (built from source, warned once)",
+    "kernels_module_not_found": "compiled graphs whose generated module was not found when saving",
+    "kernels_unreadable": "kernels whose bytes were not available when saving",
+    "kernels_over_budget": "kernels left out of an entry by config.max_kernel_bytes",
+    # The remote tier (Note [Remote tier] in remote.py).
+    "remote_hit": "remote lookups that found entries",
+    "remote_miss": "remote lookups that found none",
+    "remote_put": "entries written to the remote tier",
+    "remote_bytes_read": "bytes read from the remote tier",
+    "remote_bytes_written": "bytes written to the remote tier",
+    "remote_error": "remote operations that failed",
+    "remote_timeout": "remote operations that timed out",
+    "remote_skipped": "remote operations skipped while the circuit breaker was open",
+    "remote_dropped": "background writes dropped because the queue was full",
+    "remote_garbage": "remote values that were not entries",
+    # Single flight (Note [Single flight] in single_flight.py).
+    "single_flight_waited": "compiles that waited for another process's entry and loaded it",
+    "single_flight_timeout": "waits that ran out and compiled after all",
+}
+
+
+def count(name: str, n: int = 1) -> None:
+    """Add ``n`` to our counter ``name`` (one of :data:`COUNTERS`)."""
+    counters[GROUP][name] += n
