@@ -14,6 +14,11 @@ file is copied, unedited, into a fresh temporary folder beside a
            at once if it did not install itself);
 ``stock``  nothing imported: torch's own cache (the session fails if
            anything imported torch_aotcache).
+``patched`` a torch tree patched by ``tools/upstream_patch.py``
+           (``--torch-root``): the cache inside torch, ``torch_aotcache``
+           blocked from import (the session fails if the tree is not patched).
+
+``--torch-root DIR`` puts ``DIR`` first on the path of every mode's process.
 
 Both modes also provide, as builtins, the few test-helper names that some
 commits of the file use without importing (``SITECUSTOMIZE``).  Processes
@@ -22,8 +27,9 @@ use torch's own cache (those tests compute keys with upstream's pickler).
 
 The modes run side by side, each in its own process and Inductor cache dir,
 and the script prints passed / failed / skipped per test class for each,
-then every test that failed.  Exit status: 0 when the ``ours`` run (or the
-only run) has no failure or error, 1 otherwise, 2 when a run could not start.
+then every test that failed.  Exit status: 0 when the ``ours`` (or
+``patched``) run, or the only run, has no failure or error, 1 otherwise, 2
+when a run could not start.
 """
 
 from __future__ import annotations
@@ -83,6 +89,27 @@ import sys
 def pytest_sessionfinish(session, exitstatus):
     if "torch_aotcache" in sys.modules:
         raise SystemExit("stock run imported torch_aotcache")
+''',
+    # A torch tree patched by tools/upstream_patch.py (--torch-root): the
+    # cache inside torch, torch_aotcache blocked from import.
+    "patched": '''
+import importlib.abc
+import sys
+
+
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch_aotcache" or name.startswith("torch_aotcache."):
+            raise ImportError("torch_aotcache is blocked in a patched-torch run")
+
+
+sys.meta_path.insert(0, _Block())
+import torch._functorch._aot_autograd.autograd_cache as _ac
+
+_owner = vars(_ac.AOTAutogradCache)["try_load"].__func__.__module__
+if not _owner.startswith("torch._functorch._aot_autograd.aotcache"):
+    raise SystemExit(f"this torch ({_ac.__file__}) is not patched: try_load is {_owner}'s")
+print("upstream_tests: patched torch", _ac.__file__, file=sys.stderr)
 ''',
 }
 
@@ -148,7 +175,7 @@ def start(mode: str, test_file: str, work: str, args: argparse.Namespace) -> tup
     env.pop("TORCH_AOTCACHE_DISABLE", None)
     env["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(work, f"inductor-{mode}")
     env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, (site, env.get("PYTHONPATH"))))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (site, args.torch_root, env.get("PYTHONPATH"))))
     cmd = [
         sys.executable, "-m", "pytest", os.path.basename(test_file), "-q", "-p", "no:cacheprovider",
         "--junitxml", junit, "-o", "junit_family=xunit2",
@@ -173,7 +200,13 @@ def table(results: list[RunResult]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("test_file", help="a copy of upstream's test/dynamo/test_aot_autograd_cache.py")
-    parser.add_argument("--modes", default="stock,ours", help="comma-separated: stock, ours (default: both)")
+    parser.add_argument(
+        "--modes", default="stock,ours", help="comma-separated: stock, ours, patched (default: stock,ours)"
+    )
+    parser.add_argument(
+        "--torch-root", default=None,
+        help="import torch from this folder (e.g. a tree patched by tools/upstream_patch.py; needed by 'patched')",
+    )
     parser.add_argument("-k", default=None, help="pytest -k expression")
     parser.add_argument("--junit-dir", default=None, help="keep the junit XML and logs here")
     parser.add_argument("--json", default=None, help="write the per-class results here")
@@ -187,8 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = [m for m in modes if m not in CONFTEST]
     if unknown or not modes:
-        print(f"unknown modes {unknown}; use stock and/or ours", file=sys.stderr)
+        print(f"unknown modes {unknown}; use stock, ours or patched", file=sys.stderr)
         return 2
+    if "patched" in modes and not args.torch_root:
+        print("the patched mode needs --torch-root", file=sys.stderr)
+        return 2
+    if args.torch_root:
+        args.torch_root = os.path.abspath(args.torch_root)
     if args.junit_dir:
         os.makedirs(args.junit_dir, exist_ok=True)
 
@@ -244,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                 f,
                 indent=2,
             )
-    judged = next((r for r in results if r.mode == "ours"), results[-1])
+    judged = next((r for r in results if r.mode in ("ours", "patched")), results[-1])
     return 1 if judged.totals().failed else 0
 
 

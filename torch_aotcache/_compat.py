@@ -25,6 +25,10 @@ custom pre-grad passes            keyed by uuid (no timing       ``pre_grad_pass
 
 Nothing outside this module tests the torch version, and this module
 imports nothing of torch_aotcache: it is the leaf every other module may use.
+Code that only one release needs sits between ``# [release X.Y]`` and
+``# [end release]``; ``tools/upstream_patch.py`` drops the blocks of the other
+releases (and narrows ``SUPPORTED_RELEASES``) when it carries the cache into
+a torch tree.
 """
 
 from __future__ import annotations
@@ -112,7 +116,9 @@ def _cache_info(key: str, symints: list[Any]) -> Any:
 def try_load_adapters(impl: TryLoadImpl) -> dict[str, Callable[..., Any]]:
     """``AOTAutogradCache.try_load`` for each release, around ``impl(mod,
     args, aot_config, fx_config, local, remote, key_arg)``."""
+    adapters: dict[str, Callable[..., Any]] = {}
 
+    # [release 2.13]
     def try_load_v2_13(
         mod: Any,
         args: list[Any],
@@ -132,6 +138,10 @@ def try_load_adapters(impl: TryLoadImpl) -> dict[str, Callable[..., Any]]:
             aot_config = dataclasses.replace(aot_config, cache_info=_cache_info(miss_key, symints))
         return compiled_fn, aot_config
 
+    adapters["2.13"] = try_load_v2_13
+    # [end release]
+
+    # [release 2.11]
     def try_load_v2_11(
         mod: Any,
         args: list[Any],
@@ -150,7 +160,10 @@ def try_load_adapters(impl: TryLoadImpl) -> dict[str, Callable[..., Any]]:
             aot_config.cache_info = _cache_info(miss_key, symints)
         return compiled_fn
 
-    return {"2.11": try_load_v2_11, "2.13": try_load_v2_13}
+    adapters["2.11"] = try_load_v2_11
+    # [end release]
+
+    return adapters
 
 
 # ---------------------------------------------------------------------------
@@ -176,10 +189,13 @@ _MAKE_ENTRY_PARAMS_2_11 = (
     "num_symints_saved_for_bw",
     "serialized_bw_module",
 )
-MAKE_ENTRY_PARAMS = {
-    "2.11": _MAKE_ENTRY_PARAMS_2_11,
-    "2.13": _MAKE_ENTRY_PARAMS_2_11 + ("min_cut_info_str",),
-}
+MAKE_ENTRY_PARAMS: dict[str, tuple[str, ...]] = {}
+# [release 2.11]
+MAKE_ENTRY_PARAMS["2.11"] = _MAKE_ENTRY_PARAMS_2_11
+# [end release]
+# [release 2.13]
+MAKE_ENTRY_PARAMS["2.13"] = _MAKE_ENTRY_PARAMS_2_11 + ("min_cut_info_str",)
+# [end release]
 
 
 def _bind(params: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:

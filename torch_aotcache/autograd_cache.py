@@ -261,7 +261,10 @@ def _inductor_key_settings() -> tuple[tuple[str, ...], tuple[str, ...]]:
     return _INDUCTOR_IGNORED_PREFIXES, _INDUCTOR_CALLABLE_KEYS
 
 
-_FUNCTORCH_IGNORED_PREFIXES = ("_save_config_ignore", "_cache_config")
+# "aotcache_": torch_aotcache's own knobs, where tools/upstream_patch.py moves
+# them into torch._functorch.config (they decide where and how entries are
+# kept, never what is compiled).
+_FUNCTORCH_IGNORED_PREFIXES = ("_save_config_ignore", "_cache_config", "aotcache_")
 _FUNCTORCH_CALLABLE_KEYS = (
     "joint_custom_pass",
     "activation_memory_budget_runtime_estimator",

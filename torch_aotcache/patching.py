@@ -381,6 +381,10 @@ _PACKAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")
 
 
 def _skip_in_dynamo(skip: bool) -> None:
+    import torch
+
+    if _PACKAGE_DIR.startswith(os.path.join(os.path.dirname(os.path.abspath(torch.__file__)), "")):
+        return  # carried into torch's tree: torch's own files are skipped already
     try:
         from torch._dynamo import trace_rules
     except ImportError:  # pragma: no cover - Dynamo is part of every supported torch

@@ -1,0 +1,312 @@
+#!/usr/bin/env python3
+"""
+Carry torch_aotcache into a torch tree, as a patch.
+
+    python tools/upstream_patch.py --root DIR > aotcache.patch
+    git -C DIR apply aotcache.patch      # or: patch -p1 -d DIR < aotcache.patch
+
+``DIR`` holds ``torch/``: a PyTorch source checkout, or a site-packages
+folder with an installed torch of a supported release.  The patch (git's
+unified format, ``a/`` and ``b/`` prefixes) makes three changes:
+
+* ``torch/_functorch/_aot_autograd/aotcache/``: this package's modules beside
+  upstream's ``autograd_cache.py`` (the command line and demo stay out).
+  Their imports are relative already; what changes is ``_compat.py``, whose
+  blocks for other releases (``# [release X.Y]`` ... ``# [end release]``) are
+  dropped, ``config.py``, which becomes a view of the knobs below, and
+  ``__init__.py``, which installs the cache without the import-time warning
+  machinery of the stand-alone package.
+* ``torch/_functorch/config.py``: every knob of ``torch_aotcache.config``,
+  as ``aotcache_<name>`` with the same environment variables.
+* ``torch/_functorch/_aot_autograd/autograd_cache.py``: at its end, the
+  import that installs the cache over this module's ``AOTAutogradCache``
+  and ``autograd_cache_key`` (``TORCH_AOTCACHE_DISABLE=1`` keeps upstream's).
+
+After it, ``import torch`` compiles with this cache and nothing named
+``torch_aotcache`` is imported (``test/test_upstream_patch.py`` checks it on a
+copy of the installed torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import difflib
+import os
+import re
+import sys
+
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE_DIR = os.path.join(REPO_ROOT, "torch_aotcache")
+
+TARGET_PACKAGE = "torch/_functorch/_aot_autograd/aotcache"
+AUTOGRAD_CACHE = "torch/_functorch/_aot_autograd/autograd_cache.py"
+FUNCTORCH_CONFIG = "torch/_functorch/config.py"
+KNOB_PREFIX = "aotcache_"
+
+# Modules that stay in the stand-alone package only.
+LEFT_OUT = {"__main__.py", "cli.py", "demo.py"}
+
+MARKER = "# torch_aotcache (tools/upstream_patch.py)"
+
+INIT = '''"""
+torch_aotcache's AOTAutograd cache, carried into torch: it takes the place of
+the methods of ``torch._functorch._aot_autograd.autograd_cache.AOTAutogradCache``
+and of ``autograd_cache_key`` (see patching.py), installed when that module is
+imported.  ``TORCH_AOTCACHE_DISABLE=1`` keeps upstream's cache.  Its knobs are
+``torch._functorch.config.aotcache_*``.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+__all__ = ["install", "uninstall", "is_installed"]
+
+
+def _disabled() -> bool:
+    return os.environ.get("TORCH_AOTCACHE_DISABLE", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def install() -> bool:
+    """Install this cache over upstream's AOTAutograd cache; idempotent."""
+    from . import patching
+
+    return patching.install()
+
+
+def uninstall() -> None:
+    """Restore upstream's AOTAutograd cache exactly."""
+    from . import patching
+
+    patching.uninstall()
+
+
+def is_installed() -> bool:
+    from . import patching
+
+    return patching.is_installed()
+'''
+
+CONFIG_VIEW = '''"""
+The knobs of this cache, a view of ``torch._functorch.config``: each name
+``n`` here reads and writes ``torch._functorch.config.aotcache_<n>``, and
+``patch`` takes the short names.
+"""
+
+import sys
+import types
+from typing import Any
+
+from torch._functorch import config as _functorch_config
+
+
+_PREFIX = "aotcache_"
+
+
+class _ConfigView(types.ModuleType):
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(_functorch_config, _PREFIX + name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(_functorch_config, _PREFIX + name, value)
+
+    def patch(self, arg1: Any = None, arg2: Any = None, **kwargs: Any) -> Any:
+        changes = dict(arg1) if isinstance(arg1, dict) else ({arg1: arg2} if arg1 is not None else {})
+        changes.update(kwargs)
+        return _functorch_config.patch({_PREFIX + k: v for k, v in changes.items()})
+
+
+sys.modules[__name__].__class__ = _ConfigView
+'''
+
+ACTIVATION = f'''
+
+{MARKER}: the verified, self-contained AOTAutograd cache in
+# aotcache/ takes the place of AOTAutogradCache's methods and of
+# autograd_cache_key (TORCH_AOTCACHE_DISABLE=1 keeps these).
+from torch._functorch._aot_autograd import aotcache as _aotcache  # noqa: E402
+
+
+if not _aotcache._disabled():
+    _aotcache.install()
+'''
+
+
+class PatchError(Exception):
+    """The tree under --root cannot take the patch."""
+
+
+def read(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def torch_release(root: str) -> str:
+    """The release (major.minor) of the torch tree under ``root``."""
+    version = None
+    version_py = os.path.join(root, "torch", "version.py")
+    if os.path.isfile(version_py):
+        m = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", read(version_py), re.M)
+        version = m.group(1) if m else None
+    if version is None and os.path.isfile(os.path.join(root, "version.txt")):
+        version = read(os.path.join(root, "version.txt")).strip()
+    if version is None:
+        raise PatchError(f"no torch/version.py or version.txt under {root}: which torch is this?")
+    m = re.match(r"(\d+)\.(\d+)", version)
+    if not m:
+        raise PatchError(f"cannot read torch's version {version!r}")
+    return f"{m.group(1)}.{m.group(2)}"
+
+
+def supported_releases() -> tuple[str, ...]:
+    m = re.search(r"^SUPPORTED_RELEASES = (\(.*\))$", read(os.path.join(PACKAGE_DIR, "_compat.py")), re.M)
+    if not m:
+        raise PatchError("_compat.SUPPORTED_RELEASES not found")
+    return tuple(ast.literal_eval(m.group(1)))
+
+
+def for_release(source: str, release: str) -> str:
+    """``_compat.py`` for one release: other releases' blocks dropped."""
+    out: list[str] = []
+    keep = True
+    inside = None
+    for line in source.splitlines(keepends=True):
+        stripped = line.strip()
+        m = re.fullmatch(r"# \[release (\d+\.\d+)\]", stripped)
+        if m:
+            if inside is not None:
+                raise PatchError(f"release block {m.group(1)} opens inside block {inside}")
+            inside = m.group(1)
+            keep = inside == release
+            continue
+        if stripped == "# [end release]":
+            if inside is None:
+                raise PatchError("'# [end release]' without a block")
+            inside = None
+            keep = True
+            continue
+        if keep:
+            out.append(line)
+    if inside is not None:
+        raise PatchError(f"release block {inside} is never closed")
+    # A dropped block leaves its blank lines behind: at most one inside a
+    # function, two between top-level definitions.
+    text = re.sub(r"\n{3,}(?= )", "\n\n", "".join(out))
+    text = re.sub(r"\n{4,}", "\n\n\n", text)
+    text, n = re.subn(r"^SUPPORTED_RELEASES = \(.*\)$", f'SUPPORTED_RELEASES = ("{release}",)', text, flags=re.M)
+    if n != 1:
+        raise PatchError("_compat.SUPPORTED_RELEASES not found")
+    return text
+
+
+def knob_lines(config_source: str) -> list[str]:
+    """torch_aotcache.config's knobs as lines of torch._functorch.config."""
+    tree = ast.parse(config_source)
+    lines = ["", "", f"{MARKER}: the knobs of _aot_autograd/aotcache/", "# (it reads them as aotcache.config.<name>)."]
+    for node in tree.body:
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        annotation = ast.get_source_segment(config_source, node.annotation) or "object"
+        annotation = re.sub(r"Optional\[(.+)\]", r"\1 | None", annotation)
+        value = ast.get_source_segment(config_source, node.value) if node.value is not None else "None"
+        value = " ".join(value.split()).replace("( ", "(").replace(" )", ")")  # one line each
+        lines.append(f"{KNOB_PREFIX}{node.target.id}: {annotation} = {value}")
+    if len(lines) <= 4:
+        raise PatchError("no knobs found in torch_aotcache/config.py")
+    return lines
+
+
+def patched_functorch_config(original: str, config_source: str) -> str:
+    anchor = "install_config_module(sys.modules[__name__])"
+    at = original.rfind("\n" + anchor)
+    if at < 0:
+        raise PatchError(f"{FUNCTORCH_CONFIG} does not end with {anchor}")
+    if MARKER in original:
+        raise PatchError(f"{FUNCTORCH_CONFIG} is patched already")
+    # Before the TYPE_CHECKING stub import that precedes install, if any.
+    stub = original.rfind("\nif TYPE_CHECKING:", 0, at)
+    insert_at = stub if stub >= 0 and original[stub:at].count("\n\n\n") <= 1 else at
+    block = "\n".join(knob_lines(config_source)) + "\n"
+    return original[:insert_at].rstrip("\n") + "\n" + block + "\n\n" + original[insert_at:].lstrip("\n")
+
+
+def patched_autograd_cache(original: str) -> str:
+    if MARKER in original:
+        raise PatchError(f"{AUTOGRAD_CACHE} is patched already")
+    return original.rstrip("\n") + "\n" + ACTIVATION
+
+
+def package_files(release: str) -> dict[str, str]:
+    files: dict[str, str] = {}
+    for name in sorted(os.listdir(PACKAGE_DIR)):
+        if not name.endswith(".py") or name in LEFT_OUT:
+            continue
+        source = read(os.path.join(PACKAGE_DIR, name))
+        if name == "__init__.py":
+            source = INIT
+        elif name == "config.py":
+            source = CONFIG_VIEW
+        elif name == "_compat.py":
+            source = for_release(source, release)
+        if re.search(r"^\s*(from|import) torch_aotcache\b", source, re.M):
+            raise PatchError(f"{name} imports torch_aotcache by name; use a relative import")
+        files[f"{TARGET_PACKAGE}/{name}"] = source.rstrip("\n") + "\n"
+    return files
+
+
+def file_diff(path: str, old: str | None, new: str) -> str:
+    new_lines = new.splitlines(keepends=True)
+    if old is None:
+        head = f"diff --git a/{path} b/{path}\nnew file mode 100644\n--- /dev/null\n+++ b/{path}\n"
+        body = f"@@ -0,0 +1,{len(new_lines)} @@\n" + "".join("+" + line for line in new_lines)
+        return head + body
+    if not old.endswith("\n"):
+        raise PatchError(f"{path} does not end with a newline")
+    hunks = difflib.unified_diff(old.splitlines(keepends=True), new_lines, f"a/{path}", f"b/{path}", n=3)
+    return f"diff --git a/{path} b/{path}\n" + "".join(hunks)
+
+
+def make_patch(root: str) -> str:
+    if not os.path.isfile(os.path.join(root, AUTOGRAD_CACHE)):
+        raise PatchError(f"no {AUTOGRAD_CACHE} under {root}: pass the folder that holds torch/")
+    release = torch_release(root)
+    if release not in supported_releases():
+        raise PatchError(f"torch {release} is not a supported release ({', '.join(supported_releases())})")
+    if os.path.exists(os.path.join(root, TARGET_PACKAGE)):
+        raise PatchError(f"{TARGET_PACKAGE} exists already under {root}")
+    parts = []
+    for path, text in package_files(release).items():
+        parts.append(file_diff(path, None, text))
+    config_source = read(os.path.join(PACKAGE_DIR, "config.py"))
+    fc_old = read(os.path.join(root, FUNCTORCH_CONFIG))
+    parts.append(file_diff(FUNCTORCH_CONFIG, fc_old, patched_functorch_config(fc_old, config_source)))
+    ac_old = read(os.path.join(root, AUTOGRAD_CACHE))
+    parts.append(file_diff(AUTOGRAD_CACHE, ac_old, patched_autograd_cache(ac_old)))
+    return "".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", required=True, help="the folder that holds torch/ (checkout or site-packages)")
+    parser.add_argument("--output", "-o", default=None, help="write the patch here instead of stdout")
+    args = parser.parse_args(argv)
+    try:
+        patch = make_patch(os.path.abspath(args.root))
+    except (PatchError, OSError) as e:
+        print(f"upstream_patch: {e}", file=sys.stderr)
+        return 2
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(patch)
+    else:
+        sys.stdout.write(patch)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
