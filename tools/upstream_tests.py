@@ -193,7 +193,7 @@ def table(results: list[RunResult]) -> list[str]:
     rows = [[n] + [r.classes.get(n, ClassResult()).cell() for r in results] for n in names]
     rows.append(["total"] + [r.totals().cell() for r in results])
     widths = [max(len(row[i]) for row in [head] + rows) for i in range(len(head))]
-    fmt = lambda row: "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |"  # noqa: E731
+    fmt = lambda row: "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"  # noqa: E731
     return [fmt(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [fmt(r) for r in rows]
 
 
