@@ -71,9 +71,47 @@ def torch_release() -> str | None:
     return rel if rel in SUPPORTED_RELEASES else None
 
 
+def unwrap_gm(mod: Any) -> Any:
+    """The graph module inside Dynamo's ``GmWrapper`` (a release that boxes
+    its inputs hands the cache the wrapper), or ``mod`` itself."""
+    gm_wrapper = getattr(torch._dynamo.utils, "GmWrapper", None)
+    if gm_wrapper is not None and isinstance(mod, gm_wrapper):
+        return mod.gm
+    return mod
+
+
 def unbox(value: Any) -> Any:
     """Value of a BoxedBool / BoxedDeviceIndex (or the value itself)."""
     return getattr(value, "value", value)
+
+
+# ---------------------------------------------------------------------------
+# Upstream's parameters, per release, of the functions whose signatures
+# differ (patching.PATCH_SITES checks each original against them)
+# ---------------------------------------------------------------------------
+
+UPSTREAM_PARAMS: dict[str, dict[str, tuple[str, ...]]] = {
+    "autograd_cache_key": {},
+    "try_load": {},
+    "load_async": {},
+}
+# [release 2.11]
+UPSTREAM_PARAMS["autograd_cache_key"]["2.11"] = ("gm", "example_inputs", "config", "fx_config")
+UPSTREAM_PARAMS["try_load"]["2.11"] = (
+    "mod", "args", "aot_config", "cudagraphs", "boxed_forward_device_index", "local", "remote"
+)
+UPSTREAM_PARAMS["load_async"]["2.11"] = ("main_code", "device_type", "submit_fn", "extra_flags", "optimized_code")
+# [end release]
+# [release 2.13]
+UPSTREAM_PARAMS["autograd_cache_key"]["2.13"] = ("mod", "example_inputs", "config", "compiler_config_extra")
+UPSTREAM_PARAMS["try_load"]["2.13"] = (
+    "mod", "args", "aot_config", "compiler_config_extra", "local", "remote", "compile_region_name"
+)
+UPSTREAM_PARAMS["load_async"]["2.13"] = (
+    "main_code", "device_type", "submit_fn", "extra_flags", "optimized_code", "needs_vec_isa",
+    "kernel_needs_vec_isa",
+)
+# [end release]
 
 
 # ---------------------------------------------------------------------------

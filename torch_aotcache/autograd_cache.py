@@ -519,13 +519,6 @@ def compute_key(
     return KeyComputation(KEY_PREFIX + digest(whole, 20), components, detail)
 
 
-def _unwrap_gm(mod: Any) -> Any:
-    gm_wrapper = getattr(torch._dynamo.utils, "GmWrapper", None)
-    if gm_wrapper is not None and isinstance(mod, gm_wrapper):
-        return mod.gm
-    return mod
-
-
 def autograd_cache_key(
     mod: Any,
     example_inputs: Sequence[Any],
@@ -538,7 +531,7 @@ def autograd_cache_key(
     the pipeline and the public key API reach it there.  The fourth argument
     is 2.13's ``CompilerConfigExtra`` or 2.11's fx_config dict.
     """
-    gm = _unwrap_gm(mod)
+    gm = _compat.unwrap_gm(mod)
     fx_config = _compat.fx_config_from(compiler_config_extra)
     result = compute_key(gm, example_inputs, config, fx_config)
     if log.isEnabledFor(logging.DEBUG):
@@ -554,7 +547,7 @@ def describe_key(
 ) -> KeyComputation:
     """The key with the readable text of every component (for tools and tests)."""
     return compute_key(
-        _unwrap_gm(gm), example_inputs, aot_config, fx_config or {}, keep_detail=True
+        _compat.unwrap_gm(gm), example_inputs, aot_config, fx_config or {}, keep_detail=True
     )
 
 

@@ -115,20 +115,14 @@ PATCH_SITES: tuple[PatchSite, ...] = (
         "autograd_cache_key",
         "function",
         "autograd_cache:autograd_cache_key",
-        {
-            "2.11": ("gm", "example_inputs", "config", "fx_config"),
-            "2.13": ("mod", "example_inputs", "config", "compiler_config_extra"),
-        },
+        _compat.UPSTREAM_PARAMS["autograd_cache_key"],
     ),
     PatchSite(
         "AOTAutogradCache",
         "try_load",
         "staticmethod",
         "autograd_cache:AOTAutogradCache.try_load",
-        {
-            "2.11": ("mod", "args", "aot_config", "cudagraphs", "boxed_forward_device_index", "local", "remote"),
-            "2.13": ("mod", "args", "aot_config", "compiler_config_extra", "local", "remote", "compile_region_name"),
-        },
+        _compat.UPSTREAM_PARAMS["try_load"],
     ),
     PatchSite(
         "AOTAutogradCache",
@@ -142,7 +136,7 @@ PATCH_SITES: tuple[PatchSite, ...] = (
         "make_entry",
         "staticmethod",
         "autograd_cache:AOTAutogradCache.make_entry",
-        {rel: p for rel, p in _compat.MAKE_ENTRY_PARAMS.items()},
+        dict(_compat.MAKE_ENTRY_PARAMS),
     ),
     PatchSite(
         "AOTAutogradCache",
@@ -201,18 +195,7 @@ PATCH_SITES: tuple[PatchSite, ...] = (
         "load_async",
         "classmethod",
         "artifacts:load_async",
-        {
-            "2.11": ("main_code", "device_type", "submit_fn", "extra_flags", "optimized_code"),
-            "2.13": (
-                "main_code",
-                "device_type",
-                "submit_fn",
-                "extra_flags",
-                "optimized_code",
-                "needs_vec_isa",
-                "kernel_needs_vec_isa",
-            ),
-        },
+        _compat.UPSTREAM_PARAMS["load_async"],
         module="torch._inductor.codecache",
         optional=True,
         wraps=True,
