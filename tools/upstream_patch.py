@@ -50,44 +50,13 @@ LEFT_OUT = {"__main__.py", "cli.py", "demo.py"}
 
 MARKER = "# torch_aotcache (tools/upstream_patch.py)"
 
-INIT = '''"""
+INIT_DOC = '''"""
 torch_aotcache's AOTAutograd cache, carried into torch: it takes the place of
 the methods of ``torch._functorch._aot_autograd.autograd_cache.AOTAutogradCache``
 and of ``autograd_cache_key`` (see patching.py), installed when that module is
 imported.  ``TORCH_AOTCACHE_DISABLE=1`` keeps upstream's cache.  Its knobs are
 ``torch._functorch.config.aotcache_*``.
 """
-
-from __future__ import annotations
-
-import os
-
-
-__all__ = ["install", "uninstall", "is_installed"]
-
-
-def _disabled() -> bool:
-    return os.environ.get("TORCH_AOTCACHE_DISABLE", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def install() -> bool:
-    """Install this cache over upstream's AOTAutograd cache; idempotent."""
-    from . import patching
-
-    return patching.install()
-
-
-def uninstall() -> None:
-    """Restore upstream's AOTAutograd cache exactly."""
-    from . import patching
-
-    patching.uninstall()
-
-
-def is_installed() -> bool:
-    from . import patching
-
-    return patching.is_installed()
 '''
 
 CONFIG_VIEW = '''"""
@@ -241,6 +210,21 @@ def patched_autograd_cache(original: str) -> str:
     return original.rstrip("\n") + "\n" + ACTIVATION
 
 
+def patched_init(source: str) -> str:
+    """The package's ``__init__.py`` inside torch: its own docstring, and no
+    install at import (upstream's autograd_cache.py installs it)."""
+    tree = ast.parse(source)
+    first = tree.body[0]
+    if not (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)):
+        raise PatchError("torch_aotcache/__init__.py has no docstring")
+    cut = source.find("\nif not _disabled():")
+    if cut < 0:
+        raise PatchError("torch_aotcache/__init__.py: the install at import was not found")
+    lines = source[:cut].splitlines(keepends=True)
+    assert first.end_lineno is not None
+    return INIT_DOC + "".join(lines[first.end_lineno :])
+
+
 def package_files(release: str) -> dict[str, str]:
     files: dict[str, str] = {}
     for name in sorted(os.listdir(PACKAGE_DIR)):
@@ -248,7 +232,7 @@ def package_files(release: str) -> dict[str, str]:
             continue
         source = read(os.path.join(PACKAGE_DIR, name))
         if name == "__init__.py":
-            source = INIT
+            source = patched_init(source)
         elif name == "config.py":
             source = CONFIG_VIEW
         elif name == "_compat.py":
