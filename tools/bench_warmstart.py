@@ -368,6 +368,7 @@ def _import_for_mode(mode: str) -> dict[str, Any]:
 
 def worker_step(spec: dict[str, Any]) -> dict[str, Any]:
     """One first step of one model in one mode."""
+    started_at = time.time()  # wall clock: the driver compares it with its own
     t_start = time.perf_counter()
     mode, device = spec["mode"], spec["device"]
     info = _import_for_mode(mode)
@@ -381,16 +382,20 @@ def worker_step(spec: dict[str, Any]) -> dict[str, Any]:
     timers = CacheTimers()
     timers.install()
     info["import_s"] = time.perf_counter() - t_start
+    info["started_at"] = started_at
     info["loadavg_before"] = _loadavg()
+    t_setup = time.perf_counter()
     model, inputs = build_model(spec["model"], spec["size"], device)
     compiled = torch.compile(model, backend="eager" if mode.startswith("floor") else "inductor")
     _sync(device)
+    info["setup_s"] = time.perf_counter() - t_setup
     cpu = _cpu_s()
     t = time.perf_counter()
     out = compiled(*inputs)
     _loss(out).backward()
     _sync(device)
     info["step_s"] = time.perf_counter() - t
+    info["step_ended_at"] = time.time()
     # CPU time of the step (this process and the subprocesses it waited for;
     # not Inductor's long-lived compile workers): less sensitive than wall time
     # to other load on the machine.
@@ -686,6 +691,7 @@ class Driver:
         commit = _git("rev-parse", "--short", "HEAD")
         dirty = bool(_git("status", "--porcelain", "--untracked-files=no", "--", "torch_aotcache"))
         busy0, kids0 = _machine_busy(), _children_cpu_s()
+        spawned_at = time.time()
         t = time.perf_counter()
         with open(log_path, "w", encoding="utf-8") as logf:
             try:
@@ -696,6 +702,7 @@ class Driver:
             except subprocess.TimeoutExpired:
                 rc = -9
         wall = time.perf_counter() - t
+        exited_at = time.time()
         busy1, kids1 = _machine_busy(), _children_cpu_s()
         record: dict[str, Any] = {
             "label": label, "spec": spec, "mode": mode, "rc": rc,
@@ -710,6 +717,13 @@ class Driver:
         if rc == 0:
             with open(result_path, encoding="utf-8") as f:
                 record["result"] = json.load(f)
+            res = record["result"]
+            if "started_at" in res and "step_ended_at" in res:
+                # Before the worker's first line (interpreter start, this
+                # module's imports) and after its first step (the rest of
+                # the worker, interpreter shutdown, atexit handlers).
+                record["startup_s"] = res["started_at"] - spawned_at
+                record["after_step_s"] = exited_at - res["step_ended_at"]
         else:
             self.failures += 1
             with open(log_path, encoding="utf-8", errors="replace") as f:
@@ -928,6 +942,22 @@ def summarize_models(runs: list[dict[str, Any]], models: list[str]) -> dict[str,
             floor, w = p["floor_s"], p[f"warm_{mode}_s"]
             p[f"above_floor_{mode}_s"] = None if floor is None or w is None else w - floor
         p["ratio"] = _ratio(p["above_floor_ours_s"], p["above_floor_upstream_s"])
+
+        # Where a whole process goes: startup, imports, model set-up and
+        # torch.compile, the first step, and everything after it (exit).
+        def part(mode: str, phase: str, field: str) -> float | None:
+            return _median([
+                (r.get(field) if field in ("startup_s", "after_step_s") else r["result"].get(field))
+                for r in runs
+                if r.get("kind") == "step" and r["model"] == model and r["mode"] == mode
+                and r["phase"] == phase and "result" in r
+            ])
+
+        p["parts"] = {
+            mode: {f: part(mode, phase, f) for f in ("startup_s", "import_s", "setup_s", "step_s", "after_step_s")}
+            for mode, phase in (("floor", "floor"), ("floor_inductor", "floor"), ("upstream", "warm"),
+                                ("ours", "warm"))
+        }
         p["import_s"] = {
             mode: _median([res.get("import_s") for res in results(mode, phase)])
             for mode, phase in (("floor", "floor"), ("floor_inductor", "floor"), ("upstream", "warm"),
@@ -1147,6 +1177,31 @@ def render_markdown(data: dict[str, Any]) -> str:
             f"| {_s(p['warm_ours_s'])} | {_s(p['above_floor_upstream_s'])} / {_s(p['above_floor_ours_s'])} "
             f"| {_s(p['ratio'], 2)} | {_s(p['cold_off_s'])} / {_s(p['cold_upstream_s'])} / {_s(p['cold_ours_s'])} "
             f"| {_s(imp.get('floor'))} / {_s(imp.get('upstream'))} / {_s(imp.get('ours'))} |"
+        )
+    lines.append("")
+    lines.append("### Where a warm process goes (s, medians): startup / imports / set-up / first step / after it")
+    lines.append("")
+    lines.append(
+        "Startup: interpreter start to the worker's first line; imports: torch (and torch_aotcache, or "
+        "Inductor's compiler for the second floor); set-up: model build and `torch.compile`; after: "
+        "the rest of the worker and interpreter exit."
+    )
+    lines.append("")
+    lines.append("| model | floor | floor + Inductor import | warm upstream | warm ours |")
+    lines.append("|---|---|---|---|---|")
+
+    def parts_cell(parts: dict[str, Any] | None) -> str:
+        if not parts:
+            return "n/a"
+        return " / ".join(_s(parts.get(f)) for f in ("startup_s", "import_s", "setup_s", "step_s", "after_step_s"))
+
+    for model, m in data["models"].items():
+        parts = (m.get("process") or {}).get("parts")
+        if not parts:
+            continue
+        lines.append(
+            f"| {model} | {parts_cell(parts.get('floor'))} | {parts_cell(parts.get('floor_inductor'))} "
+            f"| {parts_cell(parts.get('upstream'))} | {parts_cell(parts.get('ours'))} |"
         )
     lines.append("")
     lines.append("## First step (forward + backward), seconds; medians of fresh processes")
