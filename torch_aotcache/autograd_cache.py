@@ -50,7 +50,7 @@ from torch._functorch import config as functorch_config
 from torch._functorch._aot_autograd import autograd_cache as upstream
 from torch._inductor.remote_cache import cache_stats
 
-from . import _compat, _once, artifacts, config, fingerprint, schemas, signing
+from . import _compat, _once, artifacts, config, fingerprint, inductor_digests, schemas, signing
 from .graph_hashing import (
     digest,
     encode_inputs,
@@ -806,6 +806,8 @@ def try_load_impl(
         # Look the key function up at call time, as upstream does: tests and
         # tools may patch it.
         cache_key, debug_lines = upstream.autograd_cache_key(mod, args, aot_config, key_arg)
+        # See Note [Keeping torch_key between processes].
+        inductor_digests.prime_torch_key()
         hit = lookup_hit(cache_key, local, remote, args, cache_info, aot_config)
         if hit is None:
             hit = wait_for_other_compile(cache_key, local, remote, args, cache_info)
@@ -939,6 +941,7 @@ def _save(key: str, entry: Any, remote: bool) -> None:
                 _compat.record_precompile_artifact(backend_id, entry)
                 cfg.precompile_backend_id = None
         path = local_store.put(key, entry_id, data)
+        inductor_digests.remember_torch_key()
         log.info("Writing AOTAutograd cache entry to %s", path)
         counters["aot_autograd"]["autograd_cache_saved"] += 1
         cache_stats.put(STATS_NAME)
