@@ -201,6 +201,53 @@ def once_differentiable(v: int) -> Case:
     return f, _inputs((5,))
 
 
+_NON_TENSOR = """
+class Fn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.sin(), {n}
+
+    @staticmethod
+    def backward(ctx, g, gn):
+        (x,) = ctx.saved_tensors
+        return g * x.cos()
+"""
+
+
+def non_tensor_output(v: int) -> Case:
+    fn_cls = _exec(_NON_TENSOR.format(n=(2, 5)[v]))["Fn"]
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        y, n = fn_cls.apply(x)
+        return y * n
+
+    return f, _inputs((5,))
+
+
+_DIRTY = """
+class Fn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        x.mul_({k})
+        ctx.mark_dirty(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * {k}
+"""
+
+
+def mark_dirty(v: int) -> Case:
+    fn_cls = _exec(_DIRTY.format(k=(2.0, 3.0)[v]))["Fn"]
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return fn_cls.apply(x * 1.0).sin()
+
+    return f, _inputs((5,))
+
+
 def unchanged(v: int) -> Case:
     """The control: the same Function in both processes must hit."""
     return _function_case()
@@ -316,6 +363,8 @@ CASES: dict[str, Callable[[int], Case]] = {
         setup_context,
         non_differentiable,
         once_differentiable,
+        non_tensor_output,
+        mark_dirty,
         unchanged,
         autocast_dtype,
         autocast_enabled,

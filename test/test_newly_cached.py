@@ -249,6 +249,29 @@ def test_opaque_call_in_a_backward_bypasses() -> None:
         check_cacheable(gm)
 
 
+def test_allow_in_graph_function_bypasses() -> None:
+    class Opaque(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+            return x.sin()
+
+        @staticmethod
+        def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+            return g
+
+    torch._dynamo.allow_in_graph(Opaque)
+    try:
+        gm, _ = captured(lambda x: Opaque.apply(x) * 2, torch.randn(4, requires_grad=True))
+    finally:
+        torch._dynamo.disallow_in_graph(Opaque)
+    with pytest.raises(BypassAOTAutogradCache) as e:
+        check_cacheable(gm)
+    assert str(e.value) == (
+        "custom autograd.Function test_allow_in_graph_function_bypasses.<locals>.Opaque is "
+        "allow_in_graph: the compiled code calls its Python, which the graph does not show"
+    )
+
+
 @pytest.mark.parametrize(
     "fn",
     [
@@ -346,6 +369,26 @@ def test_resolved_state_follows_the_per_device_dtype() -> None:
         "autocast[cpu,torch.float16,True,True]",
         "autocast[cpu,torch.bfloat16,True,True]",
     )
+
+
+def _deprecated_spelling(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    with torch.cpu.amp.autocast(dtype=torch.bfloat16):
+        return torch.mm(x, w)
+
+
+def _hop_region(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    from torch._higher_order_ops.wrap import wrap_with_autocast
+
+    return wrap_with_autocast("cpu", torch.bfloat16, True, None, torch.mm, x, w)
+
+
+@pytest.mark.parametrize("fn", [_deprecated_spelling, _hop_region], ids=["cpu_amp", "wrap_with_autocast"])
+def test_other_region_spellings_are_cached_with_their_state(fn: Any) -> None:
+    inputs = [torch.randn(3, 3), torch.randn(3, 3)]
+    gm, example = captured(fn, *inputs)
+    check_cacheable(gm)
+    graph = describe_key(gm, example, aot_config(), fx_config()).detail["graph"]
+    assert "autocast[cpu,torch.bfloat16,True,True]" in graph, graph
 
 
 def test_region_that_does_not_resolve_bypasses() -> None:

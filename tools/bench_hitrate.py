@@ -38,6 +38,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -200,7 +201,10 @@ class _BypassReasons(logging.Handler):
         msg = record.getMessage()
         prefix = "Bypassing autograd cache due to: "
         if msg.startswith(prefix):
-            self.reasons.append(msg[len(prefix):].strip().splitlines()[0][:200])
+            reason = msg[len(prefix):].strip().splitlines()[0]
+            # Object addresses differ between processes.
+            reason = re.sub(r" at 0x[0-9a-fA-F]+", "", reason).rstrip(". ")
+            self.reasons.append(reason[:200])
 
 
 def worker(name: str) -> dict[str, Any]:

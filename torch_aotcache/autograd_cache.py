@@ -142,9 +142,14 @@ def _wrap_with_autocast() -> Any:
 # Upstream bypasses these graphs unless
 # ``torch._functorch.config.autograd_cache_allow_custom_autograd_functions``
 # is True.  We cache them by default; the knob set explicitly still decides
-# (False: bypass, True: cache).  test/test_custom_autograd_cache.py changes
-# a backward's constant, code, closure, global and saved tensor in a second
-# process and checks results and gradients against eager.
+# (False: bypass, True: cache).  torch's ``config.patch`` restores a value by
+# assigning it, so once a patch of the knob is undone it reads as set to False
+# (a bypass, never a false hit) until the process ends.  A Function marked
+# ``allow_in_graph`` reaches the graph as Dynamo's ``trampoline_autograd_apply``,
+# which calls the user's Python: a bypass with its own reason.
+# test/test_newly_cached.py changes a backward's constant, code, closure,
+# global, default, ctx attribute and saved tensor in a second process and
+# checks results and gradients against eager.
 
 
 def custom_autograd_functions_allowed() -> bool:
@@ -200,6 +205,18 @@ def _function_is_cache_safe(target: Any) -> bool:
     return False
 
 
+def _trampoline_function_name(target: Any) -> str:
+    """The Function class Dynamo's ``trampoline_autograd_apply`` calls (its closure)."""
+    for cell in getattr(target, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:
+            continue
+        if isinstance(value, type):
+            return value.__qualname__
+    return "?"
+
+
 def check_node_safe(node: torch.fx.Node) -> None:
     """Raise BypassAOTAutogradCache unless the key fully determines what ``node`` does."""
     op = node.op
@@ -211,6 +228,12 @@ def check_node_safe(node: torch.fx.Node) -> None:
                 "custom autograd.Function: "
                 "torch._functorch.config.autograd_cache_allow_custom_autograd_functions "
                 "is set to False"
+            )
+        if getattr(node.target, "__name__", None) == "trampoline_autograd_apply":
+            raise BypassAOTAutogradCache(
+                "custom autograd.Function %s is allow_in_graph: the compiled code "
+                "calls its Python, which the graph does not show"
+                % _trampoline_function_name(node.target)
             )
         if not _function_is_cache_safe(node.target):
             raise BypassAOTAutogradCache(
