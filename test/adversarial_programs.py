@@ -401,7 +401,7 @@ def _run(fn: Callable[..., Any], inputs: list[torch.Tensor], compiled: bool) -> 
 def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     if len(a) != len(b):
         return False
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         if x.dtype != y.dtype or x.shape != y.shape:
             return False
         # Loose enough for bf16 rounding inside compiled code (outputs and the

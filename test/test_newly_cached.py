@@ -340,7 +340,7 @@ class _AutocastDtype:
 @given(
     first=region_args,
     second=region_args,
-    ambient=st.tuples(st.sampled_from([torch.bfloat16, torch.float16]), st.sampled_from([torch.bfloat16, torch.float16])),
+    ambient=st.tuples(*[st.sampled_from([torch.bfloat16, torch.float16])] * 2),
 )
 def test_region_key_changes_with_what_the_region_runs_under(
     first: tuple[Any, ...], second: tuple[Any, ...], ambient: tuple[torch.dtype, torch.dtype]

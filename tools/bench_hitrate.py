@@ -228,7 +228,8 @@ def worker(name: str) -> dict[str, Any]:
     torch._dynamo.reset()
     want = step(False)
     matches = len(got) == len(want) and all(
-        g.shape == w.shape and torch.allclose(g.float(), w.float(), rtol=5e-2, atol=5e-2) for g, w in zip(got, want)
+        g.shape == w.shape and torch.allclose(g.float(), w.float(), rtol=5e-2, atol=5e-2)
+        for g, w in zip(got, want, strict=True)
     )
     counts = {c: int(aot.get(f"autograd_cache_{c}", 0)) for c in COUNTS}
     return {"counts": counts, "bypass_reasons": sorted(set(handler.reasons)), "matches_eager": bool(matches)}
