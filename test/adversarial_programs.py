@@ -350,6 +350,34 @@ def autocast_with_function(v: int) -> Case:
     return f, _inputs((8, 8), (8, 8))
 
 
+_CUSTOM_FWD = """
+class Fn(torch.autograd.Function):
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu", cast_inputs={dtype})
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        return x @ w
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        return g @ w.t(), x.t() @ g
+"""
+
+
+def autocast_custom_fwd(v: int) -> Case:
+    """``torch.amp.custom_fwd``/``custom_bwd`` on a Function called in a region:
+    the cast dtype changes."""
+    fn_cls = _exec(_CUSTOM_FWD.format(dtype=("torch.bfloat16", "torch.float16")[v]))["Fn"]
+
+    def f(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return fn_cls.apply(x, w)
+
+    return f, _inputs((8, 8), (8, 8))
+
+
 CASES: dict[str, Callable[[int], Case]] = {
     f.__name__: f
     for f in (
@@ -375,6 +403,7 @@ CASES: dict[str, Callable[[int], Case]] = {
         autocast_decorator,
         autocast_ambient,
         autocast_with_function,
+        autocast_custom_fwd,
     )
 }
 

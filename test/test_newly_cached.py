@@ -299,6 +299,48 @@ def test_hit_after_clearing_memory(knob_unset: None, fn: Any) -> None:
     torch.testing.assert_close(first, second)
 
 
+_FUNCTION_SOURCE = """
+class Fn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward({saved})
+        ctx.k = {ctx_k}
+        return x.sin()
+
+    @staticmethod
+    def backward(ctx, g):
+        (s,) = ctx.saved_tensors
+        return g * {op} * {const} * ctx.k
+"""
+
+function_sources = st.fixed_dictionaries(
+    {
+        "saved": st.sampled_from(["x", "x.cos()", "x * 2"]),
+        "ctx_k": st.sampled_from(["1.0", "3.0"]),
+        "op": st.sampled_from(["s", "s.cos()", "s.exp()", "s.neg()"]),
+        "const": st.sampled_from(["2.0", "0.5", "7.0"]),
+    }
+)
+
+
+def _function_key(source: dict[str, str]) -> Any:
+    fn_cls = adversarial_programs._exec(_FUNCTION_SOURCE.format(**source))["Fn"]
+    gm, inputs = captured(lambda x: fn_cls.apply(x) * 2, torch.randn(4, requires_grad=True))
+    return describe_key(gm, inputs, aot_config(), fx_config())
+
+
+@settings(max_examples=max(1, settings.default.max_examples // 4))
+@given(first=function_sources, second=function_sources)
+def test_function_key_changes_with_its_python(first: dict[str, str], second: dict[str, str]) -> None:
+    """Two Functions share a key exactly when their source is the same (what
+    the backward computes, which tensor is saved, a ctx attribute, a constant)."""
+    _unset_knob()
+    a, b = _function_key(first), _function_key(second)
+    changed = {n for n, v in a.components.items() if b.components[n] != v}
+    assert changed <= {"graph"}
+    assert (a.key == b.key) == (first == second), (first, second)
+
+
 # ---------------------------------------------------------------------------
 # Autocast regions: the resolved state in the key (Hypothesis)
 # ---------------------------------------------------------------------------
