@@ -287,6 +287,21 @@ def config_entry_value(entry: Any) -> Any:
     return override
 
 
+def config_is_set(module: Any, name: str) -> bool:
+    """Whether the user set config ``name`` of ``module`` (by assignment,
+    ``config.patch`` or the entry's forcing environment variable), as opposed
+    to leaving it at its default."""
+    entry = module._config.get(name)
+    if entry is None:
+        return False
+    override = entry.user_override
+    if isinstance(override, ContextVar):
+        override = override.get()
+    if override is not _CONFIG_UNSET:
+        return True
+    return getattr(entry, "env_value_force", _CONFIG_UNSET) is not _CONFIG_UNSET
+
+
 @functools.cache
 def _hint_fn() -> Any:
     from torch.fx.experimental import symbolic_shapes

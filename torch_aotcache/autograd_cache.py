@@ -111,12 +111,74 @@ def _in_graph_torch_functions() -> frozenset[str]:
 _IN_GRAPH: frozenset[str] | None = None
 
 
+def _wrap_with_autocast() -> Any:
+    from torch._higher_order_ops.wrap import wrap_with_autocast
+
+    return wrap_with_autocast
+
+
+# Note [Custom autograd.Function]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# Dynamo traces a custom ``torch.autograd.Function`` into the graph as one
+# ``autograd_function_apply(fwd_body, bwd_body, *args, non_differentiable_idx,
+# saved_for_backward_idx[, dirty_idx])`` node.  ``fwd_body`` and ``bwd_body``
+# are sub-graphs that Dynamo traced from the user's ``forward`` and
+# ``backward`` (``setup_context`` included) with everything they read: a
+# closure cell, a global, a default, a non-tensor ctx attribute is a constant
+# in them, and a tensor is an input.  ``mark_non_differentiable`` and
+# ``mark_dirty`` become the index lists; which tensors are saved is the
+# forward body's second output and ``saved_for_backward_idx``.  The
+# operator's implementation is torch's and reads nothing else: it runs the two
+# bodies under a template Function of its own, never the user's class.  So
+# the graph encoding (sub-graphs recursively, every node checked, constants by
+# value) fixes what is compiled, and what Dynamo could not put in a body
+# (a graph break, an opaque or ``allow_in_graph`` callable, a
+# ``torch._dynamo.disable``d call) either keeps the Function out of the graph
+# altogether, where it runs eagerly and no key sees it, or shows up as a
+# call_function target that check_node_safe refuses.  Dynamo's guards, not the
+# key, decide when the user's Python changed enough to retrace; after a
+# retrace the new bodies give a new key.
+#
+# Upstream bypasses these graphs unless
+# ``torch._functorch.config.autograd_cache_allow_custom_autograd_functions``
+# is True.  We cache them by default; the knob set explicitly still decides
+# (False: bypass, True: cache).  torch's ``config.patch`` restores a value by
+# assigning it, so once a patch of the knob is undone it reads as set to False
+# (a bypass, never a false hit) until the process ends.  A Function marked
+# ``allow_in_graph`` reaches the graph as Dynamo's ``trampoline_autograd_apply``,
+# which calls the user's Python: a bypass with its own reason.
+# test/test_newly_cached.py changes a backward's constant, code, closure,
+# global, default, ctx attribute and saved tensor in a second process and
+# checks results and gradients against eager.
+
+
+def custom_autograd_functions_allowed() -> bool:
+    """Whether graphs holding a custom autograd.Function may be cached; see
+    Note [Custom autograd.Function]."""
+    name = "autograd_cache_allow_custom_autograd_functions"
+    if _compat.config_is_set(functorch_config, name):
+        return bool(getattr(functorch_config, name))
+    return True
+
+
+def _is_autograd_function_apply(target: Any) -> bool:
+    from torch._functorch.autograd_function import AutogradFunctionApply
+
+    return isinstance(target, AutogradFunctionApply)
+
+
 def _function_is_cache_safe(target: Any) -> bool:
     if isinstance(target, (torch._ops.OpOverload, torch._ops.OpOverloadPacket)):
         return True
     if isinstance(target, torch._ops.HigherOrderOperator):
+        if _is_autograd_function_apply(target):
+            return custom_autograd_functions_allowed()
+        if target is _wrap_with_autocast():
+            return True  # its region's state is keyed: Note [Autocast regions] in graph_hashing.py
         cacheable = getattr(target, "cacheable", None)
         return bool(cacheable()) if callable(cacheable) else False
+    if target is torch.amp.autocast_mode._enter_autocast or target is torch.amp.autocast_mode._exit_autocast:
+        return True  # See Note [Autocast regions] in graph_hashing.py
     if type(target).__name__ == "builtin_function_or_method":
         return True
     try:
@@ -132,9 +194,7 @@ def _function_is_cache_safe(target: Any) -> bool:
         return True
     full = f"{module}.{name}"
     if full == "torch.autograd.function.FunctionCtx":
-        return bool(
-            getattr(functorch_config, "autograd_cache_allow_custom_autograd_functions", False)
-        )
+        return custom_autograd_functions_allowed()
     if (
         full in _SAFE_TORCH_FUNCTIONS
         or full in _SAFE_OTHER_FUNCTIONS
@@ -145,12 +205,36 @@ def _function_is_cache_safe(target: Any) -> bool:
     return False
 
 
+def _trampoline_function_name(target: Any) -> str:
+    """The Function class Dynamo's ``trampoline_autograd_apply`` calls (its closure)."""
+    for cell in getattr(target, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:
+            continue
+        if isinstance(value, type):
+            return value.__qualname__
+    return "?"
+
+
 def check_node_safe(node: torch.fx.Node) -> None:
     """Raise BypassAOTAutogradCache unless the key fully determines what ``node`` does."""
     op = node.op
     if op == "call_function":
         if node.meta.get("is_wrapped") and node.meta.get("user_cache_hash"):
             return
+        if _is_autograd_function_apply(node.target) and not custom_autograd_functions_allowed():
+            raise BypassAOTAutogradCache(
+                "custom autograd.Function: "
+                "torch._functorch.config.autograd_cache_allow_custom_autograd_functions "
+                "is set to False"
+            )
+        if getattr(node.target, "__name__", None) == "trampoline_autograd_apply":
+            raise BypassAOTAutogradCache(
+                "custom autograd.Function %s is allow_in_graph: the compiled code "
+                "calls its Python, which the graph does not show"
+                % _trampoline_function_name(node.target)
+            )
         if not _function_is_cache_safe(node.target):
             raise BypassAOTAutogradCache(
                 "Unsupported call_function target %s (module %s): its behaviour is "

@@ -24,7 +24,31 @@ one line per node:
   recursively;
 * of node metadata, only the fields that change what AOTAutograd and Inductor
   produce are kept (recompute tags, annotations); stack traces and Dynamo's
-  bookkeeping are not.
+  bookkeeping are not;
+* an autocast region's entry also carries the state the region resolves to
+  (Note [Autocast regions]).
+
+Note [Autocast regions]
+~~~~~~~~~~~~~~~~~~~~~~~
+Dynamo writes ``with torch.autocast(...)`` (and the decorator form, and the
+deprecated ``torch.cpu.amp``/``torch.cuda.amp`` spellings) into the graph as
+``_enter_autocast(device_type, dtype, enabled, cache_enabled)`` and
+``_exit_autocast(<enter node>)``; the ``wrap_with_autocast`` higher-order
+operator takes the same four arguments before its body.  Those arguments are
+constants and are encoded by value like any other.  But they are what the
+user wrote, not what AOTAutograd traces under: ``dtype=None`` becomes
+``torch.get_autocast_dtype(device)`` and ``cache_enabled=None`` becomes
+``torch.is_autocast_cache_enabled()`` when the region is entered, at trace
+time, and ``enabled`` is turned off where the device cannot autocast (CUDA
+without a GPU) or the dtype is not supported there.  The per-device autocast
+dtype is process state that the ``runtime`` component only records for the
+devices where autocast is on, so a region written without a dtype would
+otherwise compile to fp16 or bf16 under one key.  Each such node's line
+therefore ends with the region's *resolved* state (device, dtype, enabled,
+cache), computed as ``torch.autocast`` itself computes it; a region whose
+arguments do not resolve (an unknown device) is a bypass.  The ambient state
+(autocast entered outside the compiled function) is the ``runtime``
+component's.
 """
 
 from __future__ import annotations
@@ -34,6 +58,7 @@ import hashlib
 import math
 import operator
 import types
+import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -369,6 +394,7 @@ class GraphEncoder:
         placeholder = 0
         index = self._index
         ref = self._ref
+        autocast_targets = _autocast_targets()
         for i, node in enumerate(self.gm.graph.nodes):
             op = node.op
             if op == "placeholder":
@@ -381,6 +407,8 @@ class GraphEncoder:
                 else:
                     kw = _encode_args(node.kwargs, ref)
                 line = f"{i} {op} {target} {_encode_args(node.args, ref)} {kw}"
+                if op == "call_function" and any(node.target is t for t in autocast_targets):
+                    line += " " + autocast_resolved_state(node.args)
             meta = node.meta
             if not _META_SET.isdisjoint(meta):
                 extras = [
@@ -421,6 +449,38 @@ def sac_cache_hash(context_fn: Any) -> str:
         return encode_value(cache_hash)
     except Unkeyable as e:
         raise Unkeyable(f"the cache_hash of a checkpointing context_fn: {e}") from None
+
+
+def _autocast_targets() -> tuple[Any, ...]:
+    """The call_function targets that open an autocast region (Note [Autocast regions])."""
+    from torch._higher_order_ops.wrap import wrap_with_autocast
+
+    return (torch.amp.autocast_mode._enter_autocast, wrap_with_autocast)
+
+
+def autocast_resolved_state(args: Sequence[Any]) -> str:
+    """The state an autocast region with these ``(device_type, dtype, enabled,
+    cache_enabled)`` arguments runs under in this process; see Note [Autocast regions]."""
+    values = list(args[:4])
+    for v in values:
+        if isinstance(v, torch.fx.Node) or not (
+            v is None or type(v) in (str, bool) or isinstance(v, torch.dtype)
+        ):
+            raise Unkeyable(f"autocast region with a non-constant argument {v!r}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # Constructing (not entering) the context manager resolves its
+            # defaults and checks exactly as entering it at trace time does.
+            mode = torch.amp.autocast_mode.autocast(*values)
+    except Exception as e:  # noqa: BLE001 - an unknown device or dtype: no key
+        raise Unkeyable(f"autocast region {values!r} does not resolve: {e}") from None
+    return "autocast[%s,%s,%s,%s]" % (
+        mode.device,
+        mode.fast_dtype,
+        getattr(mode, "_enabled", None),
+        getattr(mode, "_cache_enabled", None),
+    )
 
 
 def triton_kernel_source(kernel: Any) -> str:
