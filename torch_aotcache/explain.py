@@ -214,10 +214,13 @@ def store_headers(limit: int | None = None) -> list[schemas.EntryHeader]:
 def explain_lines(miss: Miss, headers: list[schemas.EntryHeader]) -> list[str]:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(miss.time_ns / 1e9))
     lines = [f"miss {miss.key} at {when}"]
-    if any(h.key == miss.key for h in headers):
-        lines.append("  the store holds this key: its entries' shape guards failed for these inputs")
+    # Only what was stored before the miss can explain it (the compile that
+    # followed saved an entry under the missed key itself).
+    before = [h for h in headers if h.created_ns < miss.time_ns]
+    if any(h.key == miss.key for h in before):
+        lines.append("  the store held this key: its entries' shape guards failed for these inputs")
         return lines
-    entry = nearest(miss.components, (h for h in headers if h.key != miss.key))
+    entry = nearest(miss.components, (h for h in before if h.key != miss.key))
     if entry is None:
         lines.append("  nearest entry: none (the store holds no other entry)")
         return lines
