@@ -168,8 +168,81 @@ class TestImportOrder(unittest.TestCase):
         self.assertEqual(got, {"installed": True, "key_is_ours": True, "try_load_ours": True})
 
     def test_package_first(self) -> None:
-        got = self._probe("import torch_aotcache\nimport torch")
+        # The probe's import of upstream's module places trampolines; the
+        # key function is ours once torch first calls into the cache.
+        got = self._probe(
+            "import torch_aotcache\nimport torch\n"
+            "import torch._functorch._aot_autograd.autograd_cache as ac\n"
+            "from torch_aotcache import patching\n"
+            "assert not patching.is_active() and torch_aotcache.is_installed()\n"
+            "ac.AOTAutogradCache.generate_guards_expression({})\n"
+            "assert patching.is_active()"
+        )
         self.assertEqual(got, {"installed": True, "key_is_ours": True, "try_load_ours": True})
+
+    def test_import_costs_no_torch(self) -> None:
+        # See Note [Lazy install] in _lazy.py.
+        proc = run_python(
+            "import sys, torch_aotcache\n"
+            "print(torch_aotcache.is_installed(), 'torch' in sys.modules)"
+        )
+        self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+        self.assertEqual(proc.stdout.split(), ["True", "False"])
+
+    def test_first_compile_installs(self) -> None:
+        # Package first, then torch, then a compile: the compile's lookup is
+        # ours (our counters move), with no call of install() by the user.
+        proc = run_python(
+            """
+            import json, os, sys, tempfile
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp()
+            import torch_aotcache
+            import torch
+            from torch._dynamo.utils import counters
+            from torch_aotcache import patching
+            before = patching.is_active()
+            torch.compile(lambda x: (x * 2).sin())(torch.ones(3, requires_grad=True)).sum().backward()
+            print(json.dumps({
+                "before": before, "after": patching.is_active(),
+                "saved": counters["aot_autograd"]["autograd_cache_saved"],
+                "ours": sum(counters["torch_aotcache"].values()) > 0,
+                "skipped_by_dynamo": patching.skipped_by_dynamo(),
+            }))
+            """
+        )
+        self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+        got = json.loads(proc.stdout.strip().splitlines()[-1])
+        self.assertEqual(
+            got, {"before": False, "after": True, "saved": 1, "ours": True, "skipped_by_dynamo": True}
+        )
+
+    def test_uninstall_before_first_call(self) -> None:
+        # Trampolines placed, then uninstall: upstream's objects come back
+        # and a later import places nothing.
+        proc = run_python(
+            """
+            import sys, torch_aotcache, torch
+            import torch._functorch._aot_autograd.autograd_cache as ac
+            from torch_aotcache import _lazy, patching
+            placed = ac.AOTAutogradCache.try_load.__module__
+            torch_aotcache.uninstall()
+            import torch._inductor.codecache as cc
+            print(placed, ac.AOTAutogradCache.try_load.__module__,
+                  cc.FxGraphCache.clear.__module__, torch_aotcache.is_installed(),
+                  any(isinstance(f, _lazy._Watcher) for f in sys.meta_path))
+            """
+        )
+        self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+        self.assertEqual(
+            proc.stdout.split()[-5:],
+            ["torch_aotcache.patching", "torch._functorch._aot_autograd.autograd_cache",
+             "torch._inductor.codecache", "False", "False"],
+        )
+
+    def test_watched_modules_are_the_patch_sites(self) -> None:
+        from torch_aotcache import _lazy
+
+        self.assertEqual(_lazy.WATCHED, {s.module for s in patching.PATCH_SITES})
 
     def test_disable_variable(self) -> None:
         got = self._probe("import torch", env={"TORCH_AOTCACHE_DISABLE": "1"})

@@ -2,13 +2,16 @@
 torch_aotcache: a drop-in replacement for the AOTAutograd cache of
 ``torch.compile``.
 
-``import torch_aotcache`` installs it (see patching.py); set
+``import torch_aotcache`` installs it (see patching.py), lazily: when none of
+torch's modules that it patches is imported yet, it waits for them without
+importing torch (Note [Lazy install] in _lazy.py).  Set
 ``TORCH_AOTCACHE_DISABLE=1`` to make the import a no-op.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 
 __version__ = "0.1.0"
@@ -20,7 +23,7 @@ def _disabled() -> bool:
 
 
 def install() -> bool:
-    """Install torch_aotcache over torch's AOTAutograd cache; idempotent."""
+    """Install torch_aotcache over torch's AOTAutograd cache now; idempotent."""
     from . import patching
 
     return patching.install()
@@ -28,20 +31,46 @@ def install() -> bool:
 
 def uninstall() -> None:
     """Restore torch's own AOTAutograd cache exactly."""
-    from . import patching
+    from . import _lazy
 
-    patching.uninstall()
+    _lazy.unwatch()
+    if "torch_aotcache.patching" in sys.modules:
+        from . import patching
+
+        patching.uninstall()
 
 
 def is_installed() -> bool:
+    """Whether our cache is in place, or will be at torch's first call into it."""
+    from . import _lazy
+
+    if _lazy.watching():
+        return True
     from . import patching
 
     return patching.is_installed()
 
 
+def _on_watched_import(module_name: str) -> None:
+    from . import patching
+
+    patching.place_trampolines(module_name)
+
+
+def _install_at_import() -> None:
+    """See Note [Lazy install] in _lazy.py: at once if torch's modules that we
+    patch are imported already, else when they are (without importing torch)."""
+    from . import _lazy
+
+    if _lazy.any_imported():
+        install()
+    else:
+        _lazy.watch(_on_watched_import)
+
+
 if not _disabled():
     try:
-        install()
+        _install_at_import()
     except Exception as _e:  # noqa: BLE001 - an import must never break the program
         import warnings
 

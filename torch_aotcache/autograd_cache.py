@@ -50,7 +50,7 @@ from torch._functorch import config as functorch_config
 from torch._functorch._aot_autograd import autograd_cache as upstream
 from torch._inductor.remote_cache import cache_stats
 
-from . import _compat, _once, artifacts, config, explain, fingerprint, schemas, signing, stats
+from . import _compat, _once, artifacts, config, explain, fingerprint, inductor_digests, schemas, signing, stats
 from .graph_hashing import (
     digest,
     encode_inputs,
@@ -887,6 +887,8 @@ def try_load_impl(
         # Look the key function up at call time, as upstream does: tests and
         # tools may patch it.
         cache_key, debug_lines = upstream.autograd_cache_key(mod, args, aot_config, key_arg)
+        # See Note [Keeping torch_key between processes].
+        inductor_digests.prime_torch_key()
         hit = lookup_hit(cache_key, local, remote, args, cache_info, aot_config)
         if hit is None:
             hit = wait_for_other_compile(cache_key, local, remote, args, cache_info)
@@ -1024,6 +1026,7 @@ def _save(key: str, entry: Any, remote: bool) -> None:
                 cfg.precompile_backend_id = None
         path = local_store.put(key, entry_id, data)
         stats.record("save", len(data))
+        inductor_digests.remember_torch_key()
         log.info("Writing AOTAutograd cache entry to %s", path)
         counters["aot_autograd"]["autograd_cache_saved"] += 1
         cache_stats.put(STATS_NAME)

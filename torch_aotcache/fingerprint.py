@@ -32,6 +32,7 @@ its folder's mtime).
 from __future__ import annotations
 
 import hashlib
+import importlib.machinery
 import json
 import logging
 import os
@@ -46,6 +47,7 @@ import torch
 log = logging.getLogger(__name__)
 
 _SOURCE_SUFFIXES = (".py", ".pyi")
+_BINARY_SUFFIXES = tuple(importlib.machinery.EXTENSION_SUFFIXES)
 # Extra non-Python files Inductor's generated code depends on.
 _EXTRA_FILES = (
     os.path.join("_inductor", "codegen", "aoti_runtime", "interface.cpp"),
@@ -59,7 +61,15 @@ def _torch_root() -> str:
 
 def _walk_sources(root: str) -> list[tuple[str, int, int]]:
     """(relative path, size, mtime_ns) of every source file under ``root``, sorted."""
+    return _walk(root)[0]
+
+
+def _walk(root: str) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int]]]:
+    """:func:`_walk_sources`, and the same for every extension module and
+    shared library under ``root`` (see Note [Keeping torch_key between
+    processes] in inductor_digests.py)."""
     out: list[tuple[str, int, int]] = []
+    binaries: list[tuple[str, int, int]] = []
     stack = [root]
     prefix = len(root) + 1
     while stack:
@@ -77,6 +87,12 @@ def _walk_sources(root: str) -> list[tuple[str, int, int]]:
                     except OSError:
                         continue
                     out.append((e.path[prefix:], st.st_size, st.st_mtime_ns))
+                elif name.endswith(_BINARY_SUFFIXES):
+                    try:
+                        st = e.stat()
+                    except OSError:
+                        continue
+                    binaries.append((e.path[prefix:], st.st_size, st.st_mtime_ns))
                 elif name != "__pycache__" and e.is_dir(follow_symlinks=False):
                     stack.append(e.path)
     for rel in _EXTRA_FILES:
@@ -86,7 +102,8 @@ def _walk_sources(root: str) -> list[tuple[str, int, int]]:
             continue
         out.append((rel, st.st_size, st.st_mtime_ns))
     out.sort()
-    return out
+    binaries.sort()
+    return out, binaries
 
 
 def stat_signature(files: list[tuple[str, int, int]]) -> str:
@@ -213,18 +230,27 @@ def compute_torch_fingerprint(
     store); the background computation fixes it when it starts, so a cache dir
     switched meanwhile never receives it.
     """
+    return _fingerprint_and_binaries(root, persist, meta_path)[0]
+
+
+def _fingerprint_and_binaries(
+    root: str | None, persist: bool, meta_path: str | None
+) -> tuple[str, str]:
+    """The content digest of the sources, and the stat signature of the
+    extension modules and shared libraries."""
     root = root or _torch_root()
-    files = _walk_sources(root)
+    files, binaries = _walk(root)
     sig = stat_signature(files)
+    binaries_sig = stat_signature(binaries)
     path = (meta_path or _meta_path(root)) if persist else None
     if path is not None:
         old = _read_persisted(path)
         if old is not None and old.get("stat") == sig:
-            return old["content"]
+            return old["content"], binaries_sig
     digest = record_digest(root, files) or content_digest(root, files)
     if path is not None:
         _write_persisted(path, {"stat": sig, "content": digest, "root": root})
-    return digest
+    return digest, binaries_sig
 
 
 class _Fingerprint:
@@ -233,6 +259,7 @@ class _Fingerprint:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._value: str | None = None
+        self._binaries: str | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
@@ -240,12 +267,13 @@ class _Fingerprint:
         from . import config
 
         try:
-            value = compute_torch_fingerprint(
-                persist=config.persist_torch_fingerprint, meta_path=meta_path
+            value, binaries = _fingerprint_and_binaries(
+                None, config.persist_torch_fingerprint, meta_path
             )
         except BaseException as e:  # noqa: BLE001 - re-raised by get()
             self._error = e
             return
+        self._binaries = binaries
         self._value = value
 
     def prefetch(self) -> None:
@@ -277,11 +305,19 @@ class _Fingerprint:
             raise RuntimeError("cannot fingerprint the torch install") from self._error
         return self._value
 
+    def binaries_signature(self) -> str:
+        """Stat signature of torch's extension modules and shared libraries,
+        from the same walk as :meth:`get`."""
+        self.get()
+        assert self._binaries is not None
+        return self._binaries
+
     def reset(self) -> None:
         with self._lock:
             if self._thread is not None:
                 self._thread.join()
             self._value = None
+            self._binaries = None
             self._thread = None
             self._error = None
 

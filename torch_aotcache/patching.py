@@ -27,12 +27,13 @@ import importlib
 import inspect
 import logging
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
 
-from . import _compat, _once
+from . import _compat, _lazy, _once
 
 
 log = logging.getLogger(__name__)
@@ -232,6 +233,11 @@ UNPATCHED_BY_DESIGN = frozenset(
 _lock = threading.RLock()
 # (module, owner, attr) -> the original raw object.  See Note [Patch sites].
 _saved: dict[tuple[str, str | None, str], Any] = {}
+# Every site holds our replacement (or was skipped as optional).
+_installed = False
+# Trampolines wait for the first call to install.  See Note [Lazy install]
+# in _lazy.py.
+_pending = False
 
 
 def _owner_object(site: PatchSite) -> Any:
@@ -272,7 +278,14 @@ def expected_signature_problem(site: PatchSite, release: str) -> str | None:
 
 
 def is_installed() -> bool:
-    return bool(_saved)
+    """Whether our cache is in place, or will be at torch's first call into
+    it (see Note [Lazy install] in _lazy.py)."""
+    return _installed or _pending
+
+
+def is_active() -> bool:
+    """Whether every site holds our replacement now (not just a trampoline)."""
+    return _installed
 
 
 def get_original(owner: Any, attr: str) -> Any:
@@ -287,9 +300,11 @@ def get_original(owner: Any, attr: str) -> Any:
 
 def install() -> bool:
     """Put torch_aotcache in place of upstream's cache; returns whether it is installed."""
+    global _installed, _pending
     with _lock:
-        if _saved:
+        if _installed:
             return True
+        _lazy.unwatch()
         import torch
 
         release = _compat.torch_release()
@@ -302,6 +317,7 @@ def install() -> bool:
                     RuntimeWarning,
                     stacklevel=3,
                 )
+            uninstall()  # trampolines placed before the release was read
             return False
         sites = []
         problems = []
@@ -319,20 +335,27 @@ def install() -> bool:
                 RuntimeWarning,
                 stacklevel=3,
             )
+            uninstall()
             return False
         plan = []
         for site in sites:
             owner = _owner_object(site)
-            func = site.replacement_for(release, _raw(owner, site.attr))
+            original = _saved.get(_site_key(site)) or _raw(owner, site.attr)
+            func = site.replacement_for(release, original)
             new = {"staticmethod": staticmethod, "classmethod": classmethod}.get(site.kind)
             plan.append((site, owner, new(func) if new else func))
         try:
             for site, owner, new_obj in plan:
-                _saved.setdefault((site.module, site.owner, site.attr), _raw(owner, site.attr))
+                _saved.setdefault(_site_key(site), _raw(owner, site.attr))
                 setattr(owner, site.attr, new_obj)
+            # An optional site skipped above may hold a trampoline.
+            for site in PATCH_SITES:
+                if site not in sites and _site_key(site) in _saved:
+                    setattr(_owner_object(site), site.attr, _saved.pop(_site_key(site)))
         except BaseException:
             uninstall()  # never leave torch half-patched
             raise
+        _installed, _pending = True, False
         _skip_in_dynamo(True)
         from .fingerprint import torch_fingerprint
 
@@ -343,13 +366,83 @@ def install() -> bool:
 
 def uninstall() -> None:
     """Restore every patched attribute to the identical upstream object."""
+    global _installed, _pending
     with _lock:
+        _lazy.unwatch()
         for site in reversed(PATCH_SITES):
-            k = (site.module, site.owner, site.attr)
+            k = _site_key(site)
             if k in _saved:
                 setattr(_owner_object(site), site.attr, _saved.pop(k))
         _saved.clear()
-        _skip_in_dynamo(False)
+        _installed = _pending = False
+        if "torch._dynamo.trace_rules" in sys.modules:
+            _skip_in_dynamo(False)
+
+
+def _site_key(site: PatchSite) -> tuple[str, str | None, str]:
+    return (site.module, site.owner, site.attr)
+
+
+_KINDS: dict[str, type] = {"staticmethod": staticmethod, "classmethod": classmethod}
+
+
+def place_trampolines(module_name: str) -> None:
+    """Put a trampoline on each patch site of ``module_name`` (just imported)."""
+    global _pending
+    with _lock:
+        if _installed:
+            return
+        _pending = True
+        if _compat.torch_release() is None:
+            install()  # warns once and leaves torch untouched
+            return
+        module = sys.modules[module_name]
+        for site in PATCH_SITES:
+            if site.module != module_name or _site_key(site) in _saved:
+                continue
+            owner = getattr(module, site.owner, None) if site.owner else module
+            try:
+                raw = _raw(owner, site.attr)
+            except (AttributeError, TypeError):
+                continue  # missing: install() reports it
+            wrap = _KINDS.get(site.kind)
+            if wrap is not None and not isinstance(raw, wrap):
+                continue  # install() reports it
+            _saved[_site_key(site)] = raw
+            trampoline = _trampoline(site, owner, raw)
+            setattr(owner, site.attr, wrap(trampoline) if wrap else trampoline)
+
+
+def _install_on_first_call() -> None:
+    with _lock:
+        if not _pending or _installed:
+            return
+        try:
+            install()
+        except Exception as e:  # noqa: BLE001 - a compile must never fail because of us
+            uninstall()
+            warnings.warn(
+                f"torch_aotcache could not install itself ({type(e).__name__}: {e}); "
+                "torch's own AOTAutograd cache stays in use",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+
+
+def _trampoline(site: PatchSite, owner: Any, original: Any) -> Callable[..., Any]:
+    """Installs on its first call, then forwards to whatever the site holds
+    (our replacement, or upstream's function if installing failed)."""
+
+    def trampoline(*args: Any, **kwargs: Any) -> Any:
+        _install_on_first_call()
+        raw = _raw(owner, site.attr)
+        if _function_of(raw) is trampoline:  # left in place: should not happen
+            raw = original
+        return _function_of(raw)(*args, **kwargs)
+
+    trampoline.__name__ = site.attr
+    trampoline.__qualname__ = f"{site.owner + '.' if site.owner else ''}{site.attr}"
+    return trampoline
 
 
 # Note [Dynamo never traces the cache]

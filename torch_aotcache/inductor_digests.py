@@ -1,0 +1,132 @@
+"""
+Keeping Inductor's digest of the torch install between processes.
+
+Note [Keeping torch_key between processes]
+~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+Inductor's ``torch_key()`` hashes the content of every Python module and
+extension module of the torch package (plus two non-Python files its
+generated code uses) and is recomputed in every process that needs it.  A
+warm hit needs it where compiled code is hashed again on load (Triton
+kernels, on the GPU), which costs a few hundred milliseconds of a warm
+process.  The value is a pure function of those files, so we keep it on disk
+(``<store>/meta/inductor-<ident>.json``) beside what it was computed under:
+
+* the content digest of torch's sources (``.py``/``.pyi`` and the two extra
+  files) from Note [Torch install fingerprint] in fingerprint.py, which the
+  key computation already waits for;
+* the stat signature (path, size, mtime) of every extension module and shared
+  library under torch's folder, a superset of the extension modules
+  ``torch_key()`` reads;
+* ``torch.__version__`` and the folder itself (in ``ident``).
+
+Before a lookup we hand a kept value to Inductor (``torch_key.set``) only if
+all of these are unchanged; after a save we keep the value Inductor computed,
+if it has not been kept under the current signatures.  Anything unexpected (a
+release without ``set``, a value already computed, an unreadable file) leaves
+Inductor to compute its own: the worst case is upstream's cost, never a
+stale digest.
+
+Rejected: keeping it keyed by ``torch.__version__`` alone (an edited or
+rebuilt install would keep a stale digest, and Inductor would load code
+compiled against other sources), and persisting Triton's own ``triton_key``
+(it lives inside Triton, behind a cache that has no way to set it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+import torch
+
+from .fingerprint import torch_fingerprint
+
+
+log = logging.getLogger(__name__)
+
+
+def _record_path() -> str:
+    from . import storage
+
+    root = os.path.dirname(os.path.abspath(torch.__file__))
+    ident = hashlib.sha256(
+        f"{root}\0{torch.__version__}\0{sys.version_info[:2]}".encode()
+    ).hexdigest()[:16]
+    return os.path.join(storage.store_root(), "meta", f"inductor-{ident}.json")
+
+
+def _signatures() -> dict[str, str]:
+    return {
+        "torch_version": torch.__version__,
+        "sources": torch_fingerprint.get(),
+        "binaries": torch_fingerprint.binaries_signature(),
+    }
+
+
+def _torch_key_fn() -> Any:
+    from torch._inductor import codecache
+
+    fn = getattr(codecache, "torch_key", None)
+    return fn if callable(getattr(fn, "set", None)) else None
+
+
+def _read(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def prime_torch_key() -> bool:
+    """Hand Inductor a kept ``torch_key`` when it is still valid; returns
+    whether one was handed over."""
+    try:
+        fn = _torch_key_fn()
+        if fn is None:
+            return False
+        record = _read(_record_path())
+        if record is None or record.get("signatures") != _signatures():
+            return False
+        value = bytes.fromhex(record["torch_key"])
+        fn.set(value)
+    except RuntimeError:
+        return False  # computed (or handed over) already in this process
+    except Exception as e:  # noqa: BLE001 - only ever a missed speed-up
+        log.debug("torch_aotcache: not reusing torch_key: %s", e)
+        return False
+    return True
+
+
+def remember_torch_key() -> None:
+    """Keep this process's ``torch_key`` unless it is kept already under the
+    current signatures (one small read when it is)."""
+    try:
+        fn = _torch_key_fn()
+        if fn is None:
+            return
+        path = _record_path()
+        signatures = _signatures()
+        record = _read(path)
+        if record is not None and record.get("signatures") == signatures:
+            return
+        value = fn()
+        if not isinstance(value, bytes):
+            return
+        # <cache_dir>/torch_aotcache/meta/x.json: never recreate a cache dir
+        # that was removed meanwhile (a finished fresh_cache(), say).
+        if not os.path.isdir(os.path.dirname(os.path.dirname(os.path.dirname(path)))):
+            return
+        from .storage import write_atomically
+
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_atomically(
+            path, json.dumps({"signatures": signatures, "torch_key": value.hex()}).encode()
+        )
+    except Exception as e:  # noqa: BLE001 - only ever a missed speed-up
+        log.debug("torch_aotcache: not keeping torch_key: %s", e)
