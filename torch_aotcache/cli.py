@@ -204,7 +204,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print(line)
     reasons = columns["all time"].bypass_reasons
     if reasons:
-        print("bypasses by reason (all time):")
+        print("bypass reasons (all time):")
         width = max(len(r) for r in reasons)
         for reason, n in reasons.most_common():
             print(f"  {reason.ljust(width)}  {n}")
