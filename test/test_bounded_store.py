@@ -284,3 +284,23 @@ def test_compiles_keep_working_under_a_tiny_bound() -> None:
             torch.testing.assert_close(out, f(x))
             torch.testing.assert_close(grad, ref.grad)
             assert len(list(storage.LocalStore().iter_paths())) == 1
+
+
+def test_a_writer_killed_mid_save_makes_the_next_save_list_the_store(store: Path) -> None:
+    with config.patch(max_size="0"):
+        for i in range(6):
+            write_fake_entry(f"w{i}", size=10_000)
+    total = _sizes(store)
+    # The ledger of a writer that died after writing, before counting: it
+    # says "write in progress" and a total far too small.
+    ledger = housekeeping.Ledger(total=0, listed_ns=time.time_ns(), swept_ns=time.time_ns(), dirty=1)
+    fd = os.open(store / housekeeping.LOCK_NAME, os.O_RDWR)
+    ledger.write(fd)
+    os.close(fd)
+    with config.patch(max_size=str(total // 2)):
+        write_fake_entry("after", size=10_000)
+    assert _sizes(store) <= total // 2
+    fd = os.open(store / housekeeping.LOCK_NAME, os.O_RDWR)
+    after = housekeeping.Ledger.read(fd)
+    os.close(fd)
+    assert after.dirty == 0 and after.total == _sizes(store)

@@ -5,12 +5,16 @@ recorded for it, stale lock files, quarantine and temporary files removed.
 Note [Bounded store]
 ~~~~~~~~~~~~~~~~~~~~
 The store holds at most ``config.max_size`` bytes of entries
-(``TORCH_AOTCACHE_MAX_SIZE``, default 10 GiB).  After each write of an entry
-the writer lists the store (one ``stat`` per file, no reads); when the total
-is over the bound it reads the headers and removes entries, lowest value
-first, until the total is at 90% of the bound (so the next saves need only
-the listing).  An entry's value is the compile time it saves per byte, aged
-by when it was last used::
+(``TORCH_AOTCACHE_MAX_SIZE``, default 10 GiB).  Each write of an entry takes
+the store's housekeeping lock (an exclusive ``flock`` on
+``<store>/housekeeping.lock``), writes, and adds the entry's size to a ledger
+kept in the lock file itself (the store's bytes as last counted, when it was
+last listed in full, when last swept).  While the ledger says the store is
+under the bound, that is all a save costs.  When a save takes it over, the
+writer lists the store (one ``stat`` per file), reads the headers and
+removes entries, lowest value first, until the total is at 90% of the bound
+(so the next saves need no listing).  An entry's value is the compile time it
+saves per byte, aged by when it was last used::
 
     value = (forward_cost_ns + backward_cost_ns) / size * 0.5 ** (idle_s / HALF_LIFE_S)
 
@@ -24,11 +28,19 @@ read headers with ``O_NOATIME`` (schemas.open_without_atime) so that reading
 is not mistaken for a hit.  An entry whose header cannot be read has value 0.
 The entry just written is kept unless it alone is over the bound.
 
-Concurrency.  Eviction runs under an exclusive ``flock`` on
-``<store>/housekeeping.lock``, so two writers never both remove entries for
-the same excess; the lock is waited for at most ``LOCK_WAIT_S`` (past it the
-save goes on without evicting; the next save evicts), and the operating
-system drops it when its holder dies.  Removing is ``unlink``: a reader that
+The ledger drifts only upwards on its own: entries removed by other means
+(``clear``, ``prune``, quarantine, the per-key limit) are still counted,
+which at worst brings a listing early.  It is listed afresh every
+``RELIST_S`` anyway, and at once when a writer died between setting the
+ledger's "write in progress" mark and clearing it, so a writer killed
+mid-save never leaves the store over the bound uncounted.
+
+Concurrency.  The lock serializes writers' accounting and eviction, so two
+writers never both remove entries for the same excess; entry writes happen
+under it too (a few milliseconds each; compiles take seconds).  It is waited
+for at most ``LOCK_WAIT_S``: past it the entry is written all the same,
+uncounted until the next listing.  The operating system drops the lock when
+its holder dies.  Removing is ``unlink``: a reader that
 has the file open reads it to the end (POSIX), and one that listed it but
 opens it after it is gone finds no file, which lookups count as
 ``entry_vanished`` and treat as a miss (Note [Disk faults] in storage.py).
@@ -36,7 +48,7 @@ A key's folder is removed once empty; a writer that loses the race for it
 makes it again (``LocalStore.put``).
 
 Stale files, removed by the same writers at most once per ``SWEEP_EVERY_S``
-(the lock file's modification time records the last sweep), and by
+(the ledger records the last sweep), and by
 ``python -m torch_aotcache prune`` whatever their age:
 
 * single-flight lock files (Note [Single flight]) older than an hour that no
@@ -46,8 +58,11 @@ Stale files, removed by the same writers at most once per ``SWEEP_EVERY_S``
 * statistics older than ``stats.KEEP_DAYS`` days.
 
 Rejected: a sidecar file per entry touched on each hit (a second inode per
-entry), an index database (a second source of truth that a killed writer can
-leave disagreeing with the files), and least-recently-used alone (a 2 MB
+entry), an index database of every entry (a second source of truth that a
+killed writer can leave disagreeing with the files; the ledger holds one
+number, checked against the files every ``RELIST_S``), listing the store on
+every save (0.14 s at 10,000 entries on the benchmark machine, see
+docs/PERFORMANCE.md), and least-recently-used alone (a 2 MB
 entry that saves 100 ms would push out a 50 KB one that saves a minute).
 """
 
@@ -75,6 +90,7 @@ HALF_LIFE_S = 7 * 86400.0
 LOW_WATER = 0.9
 LOCK_WAIT_S = 5.0
 SWEEP_EVERY_S = 3600.0
+RELIST_S = 600.0
 STALE_LOCK_S = 3600.0
 STALE_TMP_S = 3600.0
 STALE_QUARANTINE_S = 7 * 86400.0
@@ -190,18 +206,19 @@ def plan_eviction(
 
 
 @contextmanager
-def store_lock(root: str, wait_s: float = LOCK_WAIT_S) -> Iterator[bool]:
-    """Hold the store's housekeeping lock; yields False when it could not be
-    had within ``wait_s`` (or the store cannot be written)."""
+def store_lock(root: str, wait_s: float = LOCK_WAIT_S) -> Iterator[int | None]:
+    """Hold the store's housekeeping lock; yields the lock file's descriptor
+    (which holds the :class:`Ledger`), or None when the lock could not be had
+    within ``wait_s`` (or the store cannot be written, or there is no flock)."""
     if fcntl is None:
-        yield True
+        yield None
         return
     try:
         os.makedirs(root, exist_ok=True)
         fd = os.open(os.path.join(root, LOCK_NAME), os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
     except OSError as e:
         log.debug("torch_aotcache: no housekeeping lock in %s: %s", root, e)
-        yield False
+        yield None
         return
     try:
         deadline = time.monotonic() + wait_s
@@ -211,15 +228,62 @@ def store_lock(root: str, wait_s: float = LOCK_WAIT_S) -> Iterator[bool]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    yield False
+                    yield None
                     return
-                time.sleep(0.01)
+                time.sleep(0.005)
         try:
-            yield True
+            yield fd
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+@dataclasses.dataclass
+class Ledger:
+    """What the lock file records (Note [Bounded store]): the store's bytes
+    as last counted, when it was last listed in full and last swept, and
+    whether a write was in progress (a holder killed mid-write leaves it set)."""
+
+    total: int = -1  # unknown
+    listed_ns: int = 0
+    swept_ns: int = 0
+    dirty: int = 0
+
+    _WIDTH = 96
+
+    @classmethod
+    def read(cls, fd: int) -> Ledger:
+        try:
+            fields = os.pread(fd, cls._WIDTH, 0).decode("ascii").split()
+            if len(fields) == 5 and fields[0] == "v1":
+                return cls(*(int(f) for f in fields[1:]))
+        except (OSError, ValueError):
+            pass
+        return cls()
+
+    def write(self, fd: int) -> None:
+        text = f"v1 {self.total} {self.listed_ns} {self.swept_ns} {self.dirty}\n"
+        os.pwrite(fd, text.ljust(self._WIDTH).encode("ascii"), 0)
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+@dataclasses.dataclass
+class Eviction:
+    removed: list[StoredFile] = dataclasses.field(default_factory=list)
+    total_after: int = -1
+    listed: bool = False
+    skipped: bool = False
+
+    @property
+    def removed_bytes(self) -> int:
+        return sum(f.size for f in self.removed)
 
 
 def remove_entry(path: str) -> bool:
@@ -238,42 +302,72 @@ def remove_entry(path: str) -> bool:
     return True
 
 
-@dataclasses.dataclass
-class Eviction:
-    removed: list[StoredFile] = dataclasses.field(default_factory=list)
-    total_before: int = 0
-    total_after: int = 0
-    skipped: bool = False
+def _evict(root: str, bound: int, keep: str | None, result: Eviction) -> int:
+    entries, _ = scan(root)
+    total = sum(f.size for f in entries)
+    result.listed = True
+    for f in plan_eviction(entries, bound, keep=keep):
+        if remove_entry(f.path):
+            result.removed.append(f)
+            total -= f.size
+            count("evicted")
+            count("evicted_bytes", f.size)
+            stats.record("evict", f.size)
+    return total
 
-    @property
-    def removed_bytes(self) -> int:
-        return sum(f.size for f in self.removed)
 
-
-def enforce_bound(root: str, keep: str | None = None, bound: int | None = None) -> Eviction:
-    """Bring the store at ``root`` under its bound.  See Note [Bounded store]."""
+def write_bounded(root: str, path: str, write: Callable[[], None], bound: int | None = None) -> Eviction:
+    """Run ``write()`` (which writes the entry at ``path``) and bring the store
+    at ``root`` under its bound; see Note [Bounded store].  Raises what
+    ``write`` raises; housekeeping itself never raises."""
     bound = paths.max_size() if bound is None else bound
     result = Eviction()
-    if bound is None:
-        return result
-    with store_lock(root) as locked:
-        if not locked:
+    sweep_due = False
+    with store_lock(root) as fd:
+        if fd is None:
+            # No lock within LOCK_WAIT_S: save all the same, uncounted; the
+            # next full listing (at most RELIST_S away) counts it.
+            write()
             result.skipped = True
             return result
-        entries, _ = scan(root)
-        result.total_before = result.total_after = sum(f.size for f in entries)
-        for f in plan_eviction(entries, bound, keep=keep):
-            if remove_entry(f.path):
-                result.removed.append(f)
-                result.total_after -= f.size
-                count("evicted")
-                count("evicted_bytes", f.size)
-                stats.record("evict", f.size)
+        ledger = Ledger.read(fd)
+        now = time.time_ns()
+        relist = bool(ledger.dirty) or ledger.total < 0 or (now - ledger.listed_ns) / 1e9 > RELIST_S
+        replaced = _size(path)
+        try:
+            ledger.dirty = 1
+            ledger.write(fd)
+        except OSError:
+            relist = True
+        write()
+        try:
+            total = ledger.total + _size(path) - replaced
+            if bound is not None and (relist or total > bound):
+                total = _evict(root, bound, path, result)
+                ledger.listed_ns = now
+            elif relist:
+                total = sum(f.size for f in scan(root)[0])
+                result.listed = True
+                ledger.listed_ns = now
+            ledger.total = result.total_after = total
+            ledger.dirty = 0
+            if (now - ledger.swept_ns) / 1e9 >= SWEEP_EVERY_S:
+                sweep_due = True
+                ledger.swept_ns = now
+            ledger.write(fd)
+        except Exception as e:  # noqa: BLE001 - housekeeping never fails a save
+            log.debug("torch_aotcache: housekeeping of %s failed: %s", root, e)
     if result.removed:
         log.debug(
             "torch_aotcache: evicted %d entries (%d bytes) to keep the store under %d bytes",
             len(result.removed), result.removed_bytes, bound,
         )
+    if sweep_due:
+        try:
+            remove_stale(find_stale(root))
+            stats.remove_old_days()
+        except Exception as e:  # noqa: BLE001
+            log.debug("torch_aotcache: sweeping %s failed: %s", root, e)
     return result
 
 
@@ -366,35 +460,3 @@ def remove_stale(items: list[Stale]) -> int:
     if removed:
         count("stale_removed", removed)
     return removed
-
-
-def _sweep_due(root: str) -> bool:
-    try:
-        mtime = os.stat(os.path.join(root, LOCK_NAME)).st_mtime
-    except OSError:
-        return True
-    return time.time() - mtime >= SWEEP_EVERY_S
-
-
-def sweep(root: str) -> None:
-    """Remove stale files if the last sweep was over SWEEP_EVERY_S ago."""
-    if not _sweep_due(root):
-        return
-    with store_lock(root, wait_s=0.0) as locked:
-        if not locked or not _sweep_due(root):
-            return
-        try:
-            os.utime(os.path.join(root, LOCK_NAME))
-        except OSError:
-            return
-    remove_stale(find_stale(root))
-    stats.remove_old_days()
-
-
-def after_write(root: str, path: str) -> None:
-    """Called after an entry was written at ``path``; never raises."""
-    try:
-        enforce_bound(root, keep=path)
-        sweep(root)
-    except Exception as e:  # noqa: BLE001 - housekeeping never fails a compile
-        log.debug("torch_aotcache: housekeeping of %s failed: %s", root, e)

@@ -183,21 +183,26 @@ class LocalStore:
         """Write an entry atomically; returns its path.  Raises ``OSError``."""
         folder = key_dir(key)
         path = os.path.join(folder, entry_id + ENTRY_SUFFIX)
-        for attempt in range(3):
-            os.makedirs(folder, exist_ok=True)
-            try:
-                # The permissions any other file written here would get
-                # (mkstemp's are owner-only), so users sharing a cache dir
-                # can read each other's entries as they read Inductor's.
-                write_atomically(path, data, mode=0o666 & ~_UMASK)
-                break
-            except FileNotFoundError:
-                # Eviction removed the key's folder once it was empty, between
-                # our makedirs and our write (Note [Bounded store]): make it again.
-                if attempt == 2:
-                    raise
+
+        def write() -> None:
+            for attempt in range(3):
+                os.makedirs(folder, exist_ok=True)
+                try:
+                    # The permissions any other file written here would get
+                    # (mkstemp's are owner-only), so users sharing a cache dir
+                    # can read each other's entries as they read Inductor's.
+                    write_atomically(path, data, mode=0o666 & ~_UMASK)
+                    return
+                except FileNotFoundError:
+                    # Eviction removed the key's folder once it was empty,
+                    # between our makedirs and our write: make it again.
+                    if attempt == 2:
+                        raise
+
+        # Written under the store's housekeeping lock, which keeps the store
+        # under its bound (Note [Bounded store] in housekeeping.py).
+        housekeeping.write_bounded(store_root(), path, write)
         self._trim(folder)
-        housekeeping.after_write(store_root(), path)
         return path
 
     def record_hit(self, path: str) -> None:
