@@ -268,7 +268,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     stale = housekeeping.find_stale(
         root, lock_age_s=0, quarantine_age_s=0, tmp_age_s=args.temporary_age
     )
-    found += [(f"stale {item.kind}", item.path, item.size) for item in stale]
+    found += sorted((f"stale {item.kind}", item.path, item.size) for item in stale)
     old_days = [p for day, p in stats.day_files() if day < time.strftime(
         "%Y-%m-%d", time.gmtime(time.time() - stats.KEEP_DAYS * 86400))]
     found += [("old statistics", p, _file_size(p) or 0) for p in old_days]
