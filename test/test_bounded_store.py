@@ -22,7 +22,7 @@ from torch._dynamo.utils import counters
 from torch._inductor.utils import fresh_cache
 
 import torch_aotcache  # noqa: F401  (installs itself)
-from torch_aotcache import config, housekeeping, paths, schemas, storage
+from torch_aotcache import config, housekeeping, paths, schemas, stats, storage
 
 from common import cache_enabled, clear_in_memory_state, REPO_ROOT
 from fake_entries import fake_entry, write_fake_entry
@@ -83,6 +83,7 @@ def test_plan_evicts_least_time_saved_per_byte_first() -> None:
 
 
 def test_saves_keep_the_store_under_the_bound(store: Path) -> None:
+    counters.clear()
     _, _, one = fake_entry("probe", size=10_000)
     bound = 5 * len(one)
     with config.patch(max_size=str(bound)):
@@ -92,6 +93,10 @@ def test_saves_keep_the_store_under_the_bound(store: Path) -> None:
             assert os.path.exists(path), "the entry just saved is kept"
     left = list((store / "entries").rglob("*.entry"))
     assert 3 <= len(left) <= 5
+    # Each eviction is one line of the statistics, counting every entry removed.
+    (totals,) = stats.read_days().values()
+    assert totals.evictions == 20 - len(left) == counters["torch_aotcache"]["evicted"]
+    assert totals.evicted_bytes == counters["torch_aotcache"]["evicted_bytes"] > 0
     # Evicted keys leave no empty folders behind (an inode each).
     assert all(any(d.iterdir()) for d in (store / "entries").glob("*/*"))
     # Every entry left is whole.

@@ -312,7 +312,8 @@ def _evict(root: str, bound: int, keep: str | None, result: Eviction) -> int:
             total -= f.size
             count("evicted")
             count("evicted_bytes", f.size)
-            stats.record("evict", f.size)
+    if result.removed:
+        stats.record("evict", f"{len(result.removed)}:{result.removed_bytes}")
     return total
 
 

@@ -6,7 +6,7 @@ Note [Statistics on disk]
 ~~~~~~~~~~~~~~~~~~~~~~~~~
 Each event is one short line appended to ``<store>/stats/<YYYY-MM-DD>.log``
 (UTC day): ``hit <ns saved>``, ``miss``, ``bypass <category>``,
-``save <bytes>``, ``evict <bytes>``.  One ``open(O_APPEND)``, one ``write``
+``save <bytes>``, ``evict <entries>:<bytes>`` (one line per eviction).  One ``open(O_APPEND)``, one ``write``
 and one ``close``: a few microseconds, no read-modify-write, no lock.  Appends
 of a line this short from many processes do not interleave on a local file
 system, and a torn or unknown line (a full disk, an NFS quirk) is skipped by
@@ -131,8 +131,9 @@ class Totals:
             self.saves += 1
             self.saved_bytes += int(value or 0)
         elif kind == "evict":
-            self.evictions += 1
-            self.evicted_bytes += int(value or 0)
+            n, _, size = value.partition(":")
+            self.evictions += int(n or 0)
+            self.evicted_bytes += int(size or 0)
 
     @property
     def lookups(self) -> int:
