@@ -332,9 +332,9 @@ def check_signature(header: EntryHeader) -> None:
         raise EntrySignatureError(f"entry signature does not verify (key id {header.key_id or '?'})")
 
 
-# ``read_header`` reads this much of a file, and the rest only when the header
-# turns out to be longer (headers are a few KiB).
-_HEADER_READ_BYTES = 64 * 1024
+# ``read_header`` reads this much first (headers are a few KiB), then the
+# rest of the header if its length says it is longer.
+_HEADER_READ_BYTES = 8 * 1024
 
 
 def open_without_atime(path: str) -> BinaryIO:
@@ -360,13 +360,12 @@ def read_header(path: str) -> EntryHeader:
     """
     with open_without_atime(path) as f:
         data = f.read(_HEADER_READ_BYTES)
-        try:
-            header, _ = decode_header(data)
-        except EntryFormatError:
-            rest = f.read()
-            if not rest:
-                raise
-            header, _ = decode_header(data + rest)
+        start = len(MAGIC) + _LEN.size
+        if len(data) >= start and data[: len(MAGIC) - 1] == MAGIC[:-1]:
+            (hlen,) = _LEN.unpack_from(data, len(MAGIC))
+            if start + hlen > len(data) and hlen <= MAX_HEADER_BYTES:
+                data += f.read(start + hlen - len(data))
+    header, _ = decode_header(data)
     return header
 
 
