@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -231,7 +230,7 @@ def test_eight_processes_end_under_the_bound_and_keep_what_is_worth_most(tmp_pat
     # No reader failed (a torn or half-evicted read would have raised), the
     # store is under the bound, and every precious entry written is there.
     assert _sizes(root) <= bound
-    precious = [json.loads(l)["precious"] for out in outputs for l in out.splitlines() if "precious" in l]
+    precious = [json.loads(line)["precious"] for out in outputs for line in out.splitlines() if "precious" in line]
     assert len(precious) > 7 * 20
     stored_keys = {p.parent.name for p in (root / "entries").rglob("*.entry")}
     assert set(precious) <= stored_keys

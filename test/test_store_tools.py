@@ -26,7 +26,7 @@ from torch._dynamo.utils import counters
 from torch._inductor.utils import fresh_cache
 
 import torch_aotcache  # noqa: F401  (installs itself)
-from torch_aotcache import cli, config, paths, schemas, stats, storage
+from torch_aotcache import cli, config, schemas, stats, storage
 from torch_aotcache.counters import COUNTERS
 
 from common import cache_enabled, clear_in_memory_state, REPO_ROOT, run_python
@@ -366,3 +366,38 @@ def test_explain_logs_at_the_miss(caplog: pytest.LogCaptureFixture) -> None:
             torch.compile(f)(x).backward()
     (record,) = [r for r in caplog.records if r.name == "torch_aotcache.explain"]
     assert "differs: tag: '' -> 'other'" in record.getMessage()
+
+
+def test_explain_compares_by_name_without_a_compile() -> None:
+    from torch_aotcache import explain
+
+    base = {"graph": "g", "inputs": "i", "runtime": "r", "inductor": "c", "system": "s", "tag": "t"}
+
+    def header(key: str, created_ns: int, torch_version: str = "2.13.0", **changes: str) -> schemas.EntryHeader:
+        _, _, data = fake_entry(key, components={**base, **changes}, torch_version=torch_version,
+                                created_ns=created_ns)
+        h, _ = schemas.decode_header(data)
+        h.extra["explain"] = {"torch": torch_version, "inductor": {"max_autotune": "1"} if changes else {}}
+        return h
+
+    miss = explain.Miss(
+        "tacmiss", 100, {**base, "system": "s2", "inductor": "c2"},
+        {"torch": "2.13.0", "inductor": {}},
+    )
+    old_build = header("a", 10, torch_version="2.11.0", system="s1")
+    tuned = header("b", 20, inductor="c3")
+    later = header("c", 200)  # stored after the miss: cannot explain it
+    assert explain.nearest(miss.components, [old_build, tuned]) is tuned
+    lines = explain.explain_lines(miss, [old_build, tuned, later])
+    assert lines[1].startswith(f"  nearest entry: {tuned.key} (4 of 6 components equal)")
+    assert lines[2:] == [
+        "  differs: inductor: max_autotune",
+        "  differs: system: same torch version, another build or machine",
+    ]
+    assert explain.differences(miss.components, miss.detail, old_build) == [
+        "inductor: max_autotune", "system: torch 2.11.0 -> 2.13.0",
+    ]
+    # The missed key itself was stored before the miss: its guards failed.
+    same = header("d", 50)
+    same.key = "tacmiss"
+    assert "shape guards failed" in explain.explain_lines(miss, [tuned, same])[1]
