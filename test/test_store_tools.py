@@ -26,7 +26,7 @@ from torch._dynamo.utils import counters
 from torch._inductor.utils import fresh_cache
 
 import torch_aotcache  # noqa: F401  (installs itself)
-from torch_aotcache import cli, config, schemas, stats, storage
+from torch_aotcache import cli, config, paths, schemas, stats, storage
 from torch_aotcache.counters import COUNTERS
 
 from common import cache_enabled, clear_in_memory_state, REPO_ROOT, run_python
@@ -401,3 +401,37 @@ def test_explain_compares_by_name_without_a_compile() -> None:
     same = header("d", 50)
     same.key = "tacmiss"
     assert "shape guards failed" in explain.explain_lines(miss, [tuned, same])[1]
+
+
+def test_settings_read_without_torch_match_the_config() -> None:
+    """paths.py reads the environment where config.py would: same names, same defaults."""
+    import ast
+
+    with open(os.path.join(REPO_ROOT, "torch_aotcache", "config.py"), encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    env_names = {}
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.value, ast.Call):
+            for kw in node.value.keywords:
+                if kw.arg == "env_name_default":
+                    env_names[node.target.id] = kw.value.value  # type: ignore[union-attr, attr-defined]
+    for name, env in paths.ENV_NAMES.items():
+        assert env_names[name] == env, name
+    for name, default in paths.DEFAULTS.items():
+        assert config._config[name].default == default, name
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    assert paths.default_inductor_cache_dir() == default_cache_dir()
+    # And without torch, the environment is what counts.
+    p = subprocess.run(
+        [sys.executable, "-c", "import sys; from torch_aotcache import paths; "
+         "print(paths.store_root(), paths.max_size(), paths.setting('record_stats'), 'torch' in sys.modules)"],
+        env=_env(TORCH_AOTCACHE_DIR="/x/store", TORCH_AOTCACHE_MAX_SIZE="2G", TORCH_AOTCACHE_RECORD_STATS="0"),
+        capture_output=True, text=True, cwd=REPO_ROOT,
+    )
+    assert p.stdout.split() == ["/x/store", str(2 << 30), "False", "False"], p.stderr
+    p = subprocess.run(
+        [sys.executable, "-c", "from torch_aotcache import paths; print(paths.store_root())"],
+        env=_env(TORCHINDUCTOR_CACHE_DIR="rel/dir"), capture_output=True, text=True, cwd=REPO_ROOT,
+    )
+    assert p.stdout.strip() == os.path.join(REPO_ROOT, "rel", "dir", "torch_aotcache")
