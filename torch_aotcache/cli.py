@@ -4,12 +4,15 @@ The command line: ``python -m torch_aotcache <command>`` (or ``torch-aotcache``)
 Each subcommand is one function ``(args) -> exit code`` plus one row of
 :data:`COMMANDS`, which says its name, its help and how it adds its own
 arguments; :func:`build_parser` makes the parser from the table, so a new
-command (prune, export/import, explain) is one function and one row.
+command is one function and one row.
 
-Nothing here unpickles a payload: ``ls`` and ``stats`` read headers only, and
-``verify`` checks sizes and checksums (see Note [Entry layout] in schemas.py).
-The store inspected is the one under Inductor's cache dir, as the cache itself
-would use it (see Note [Store layout] in storage.py); ``--cache-dir`` points
+Nothing here unpickles a payload: ``ls``, ``stats``, ``explain`` and
+``prune`` read headers only; ``verify``, ``export`` and ``import`` check
+sizes, checksums and signatures (see Note [Entry layout] in schemas.py).
+Nothing here but ``demo`` imports torch: the store, the settings and the
+torch version are found without it (Note [Reading the store without torch]
+in paths.py).  The store inspected is the one the cache itself would use
+(see Note [Store layout] in storage.py); ``--cache-dir`` points
 ``TORCHINDUCTOR_CACHE_DIR`` elsewhere before anything reads it.
 """
 

@@ -52,7 +52,9 @@ Stale files, removed by the same writers at most once per ``SWEEP_EVERY_S``
 ``python -m torch_aotcache prune`` whatever their age:
 
 * single-flight lock files (Note [Single flight]) older than an hour that no
-  process holds (taken with ``LOCK_NB`` before they are removed);
+  process holds (tried with ``LOCK_NB`` just before they are removed; a
+  process that opened the file in between locks a removed file, so at
+  worst two processes compile one key, as without single flight);
 * quarantined entries older than a week;
 * ``.tmp-*`` files left by writers killed mid-write, older than an hour;
 * statistics older than ``stats.KEEP_DAYS`` days.
