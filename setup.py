@@ -23,7 +23,7 @@ setup(
         ],
         "redis": ["redis>=5", "zstandard"],
         # Models the benchmark builds from transformers configs (bert, gpt2).
-        "bench": ["transformers"],
+        "bench": ["transformers", "matplotlib"],
         # The linters .ci/run runs: on the package (settings in
         # pyproject.toml) and on the GPU workflow (GitHub's schema, offline).
         "lint": ["ruff==0.17.6", "mypy==2.4.1", "check-jsonschema==0.39.0"],

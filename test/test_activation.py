@@ -239,6 +239,39 @@ class TestImportOrder(unittest.TestCase):
              "torch._inductor.codecache", "False", "False"],
         )
 
+    def test_wrapper_placed_before_first_call_is_kept(self) -> None:
+        # A timer or mock put on a trampoline before the first compile stays
+        # in place; what it calls is our replacement, also once it is gone.
+        proc = run_python(
+            """
+            import json, os, tempfile
+            from unittest import mock
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp()
+            import torch_aotcache, torch
+            import torch._functorch._aot_autograd.autograd_cache as ac
+            keys = []
+            inner = ac.autograd_cache_key
+            def timed(*args, **kwargs):
+                key, lines = inner(*args, **kwargs)
+                keys.append(key)
+                return key, lines
+            with mock.patch.object(ac, "autograd_cache_key", timed):
+                torch.compile(lambda x: x.cos() * 3)(torch.ones(3))
+                kept = ac.autograd_cache_key is timed
+            torch._dynamo.reset()
+            torch.compile(lambda x: x.sin() + 1)(torch.ones(3))
+            from torch_aotcache import autograd_cache as ours
+            with mock.patch.object(ours, "compute_key", wraps=ours.compute_key) as spy:
+                torch._dynamo.reset()
+                torch.compile(lambda x: x.tan() - 2)(torch.ones(3))
+            print(json.dumps({"kept": kept, "ours": [k.startswith("tac") for k in keys],
+                              "after": spy.call_count}))
+            """
+        )
+        self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+        got = json.loads(proc.stdout.strip().splitlines()[-1])
+        self.assertEqual(got, {"kept": True, "ours": [True], "after": 1})
+
     def test_watched_modules_are_the_patch_sites(self) -> None:
         from torch_aotcache import _lazy
 

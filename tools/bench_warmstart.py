@@ -462,8 +462,12 @@ def worker_keys(spec: dict[str, Any]) -> dict[str, Any]:
     info["loadavg_before"] = _loadavg()
     key_fn: Callable[..., Any]
     if mode == "ours":
+        import torch_aotcache
         from torch_aotcache import autograd_cache as ours
 
+        # Installed lazily, at the first compile (Note [Lazy install]); this
+        # worker times the key function itself, so it installs now.
+        torch_aotcache.install()
         key_fn = ours.autograd_cache_key
         if ac.autograd_cache_key is not key_fn:
             raise RuntimeError("torch_aotcache's key function is not installed")
@@ -1461,6 +1465,60 @@ def render_png(data: dict[str, Any], path: str) -> str | None:
     return None
 
 
+PROCESS_PARTS = (("startup_s", "interpreter start-up"), ("import_s", "imports"),
+                 ("setup_s", "model set-up and torch.compile"), ("step_s", "first step"),
+                 ("after_step_s", "after the step (exit)"))
+PROCESS_MODES = (("floor", "Dynamo-only floor"), ("floor_inductor", "floor + Inductor import"),
+                 ("upstream", "upstream's cache"), ("ours", "torch_aotcache"))
+
+
+def render_process_png(data: dict[str, Any], path: str) -> str | None:
+    """The whole warm process, start to exit: a stacked bar per model and
+    mode (the parts of Note [Where a whole process goes]); returns why it
+    was skipped, or None."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not importable; process.png skipped (pip install -e '.[bench]')"
+    labels: list[str] = []
+    rows: list[list[float]] = []
+    for model, m in data["models"].items():
+        parts = (m.get("process") or {}).get("parts") or {}
+        for mode, name in PROCESS_MODES:
+            values = parts.get(mode) or {}
+            if any(values.get(f) is None for f, _ in PROCESS_PARTS):
+                continue
+            labels.append(f"{model} / {name}")
+            rows.append([float(values[f]) for f, _ in PROCESS_PARTS])
+    if not labels:
+        return "no complete whole-process measurements; process.png skipped"
+    fig, ax = plt.subplots(figsize=(10, 0.42 * len(labels) + 1.8))
+    ys = list(range(len(labels)))[::-1]
+    left = [0.0] * len(labels)
+    colors = ["#bdbdbd", "#7f7f7f", "#2ca02c", "#1f77b4", "#ff7f0e"]
+    for i, ((_, part_name), color) in enumerate(zip(PROCESS_PARTS, colors)):
+        values = [r[i] for r in rows]
+        ax.barh(ys, values, left=left, label=part_name, color=color)
+        left = [a + b for a, b in zip(left, values)]
+    for y, total in zip(ys, left):
+        ax.text(total, y, f" {total:.2f} s", va="center", fontsize=7)
+    ax.set_yticks(ys)
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.set_xlabel("warm process, spawn to exit (s), medians of fresh processes")
+    mach = data["machine"]
+    ax.set_title(f"Whole warm process ({mach.get('device_name')}, torch {mach.get('torch_version')})",
+                 fontsize=9)
+    ax.legend(loc="lower right", fontsize=7)
+    ax.set_xlim(0, max(left) * 1.12)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return None
+
+
 def _git(*args: str) -> str | None:
     try:
         return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
@@ -1591,16 +1649,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 def write_outputs(data: dict[str, Any], out_dir: str) -> None:
     """Summaries from the raw records in ``data``, then results.json/.md and the PNG."""
     settings = data["settings"]
-    notes = [n for n in data["notes"] if "warmstart.png" not in n]
+    notes = [n for n in data["notes"] if "warmstart.png" not in n and "process.png" not in n]
     data["notes"] = notes
     data["models"] = summarize_models(data["runs"], settings["models"])
     data["keys"] = summarize_keys(data["key_runs"], settings["node_counts"])
     data["lookup"] = (data.get("lookup_run") or {}).get("result")
     data["remote"] = summarize_remote(data["runs"], data.get("remote_runs", []), data["models"])
     data["targets"] = evaluate_targets(data["models"], data["keys"], data["lookup"], data["remote"])
-    png_note = render_png(data, os.path.join(out_dir, "warmstart.png"))
-    if png_note:
-        notes.append(png_note)
+    for png_note in (render_process_png(data, os.path.join(out_dir, "process.png")),
+                     render_png(data, os.path.join(out_dir, "warmstart.png"))):
+        if png_note:
+            notes.append(png_note)
     with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1, default=str)
     markdown = render_markdown(data)

@@ -17,6 +17,10 @@ compile, outside any import, so installing then cannot meet a half-imported
 module; installing from inside the import hook could (the module we watch is
 often imported in the middle of ``torch._dynamo``'s own imports).
 
+A trampoline forwards to our replacement by lookup, not through the
+attribute: a wrapper someone puts on a site before the first call (a
+``mock.patch``, a timer) stays where it is, and what it calls is ours.
+
 When a watched module is already imported (``import torch._dynamo`` before
 ``import torch_aotcache``), the package installs at once, as it always did.
 

@@ -233,6 +233,10 @@ UNPATCHED_BY_DESIGN = frozenset(
 _lock = threading.RLock()
 # (module, owner, attr) -> the original raw object.  See Note [Patch sites].
 _saved: dict[tuple[str, str | None, str], Any] = {}
+# (module, owner, attr) -> our replacement as installed (raw object).
+_replacements: dict[tuple[str, str | None, str], Any] = {}
+# (module, owner, attr) -> the trampoline function placed there.
+_trampolines: dict[tuple[str, str | None, str], Callable[..., Any]] = {}
 # Every site holds our replacement (or was skipped as optional).
 _installed = False
 # Trampolines wait for the first call to install.  See Note [Lazy install]
@@ -346,7 +350,16 @@ def install() -> bool:
             plan.append((site, owner, new(func) if new else func))
         try:
             for site, owner, new_obj in plan:
-                _saved.setdefault(_site_key(site), _raw(owner, site.attr))
+                k = _site_key(site)
+                _saved.setdefault(k, _raw(owner, site.attr))
+                _replacements[k] = new_obj
+                trampoline = _trampolines.get(k)
+                if trampoline is not None and _function_of(_raw(owner, site.attr)) is not trampoline:
+                    # Someone wrapped the trampoline meanwhile (a mock, a
+                    # timer): keep their wrapper; the trampoline it calls
+                    # forwards to our replacement.
+                    log.debug("torch_aotcache: %s is wrapped; installing beneath the wrapper", site.name)
+                    continue
                 setattr(owner, site.attr, new_obj)
             # An optional site skipped above may hold a trampoline.
             for site in PATCH_SITES:
@@ -374,6 +387,8 @@ def uninstall() -> None:
             if k in _saved:
                 setattr(_owner_object(site), site.attr, _saved.pop(k))
         _saved.clear()
+        _replacements.clear()
+        _trampolines.clear()
         _installed = _pending = False
         if "torch._dynamo.trace_rules" in sys.modules:
             _skip_in_dynamo(False)
@@ -409,7 +424,8 @@ def place_trampolines(module_name: str) -> None:
             if wrap is not None and not isinstance(raw, wrap):
                 continue  # install() reports it
             _saved[_site_key(site)] = raw
-            trampoline = _trampoline(site, owner, raw)
+            trampoline = _trampoline(site, raw)
+            _trampolines[_site_key(site)] = trampoline
             setattr(owner, site.attr, wrap(trampoline) if wrap else trampoline)
 
 
@@ -429,16 +445,15 @@ def _install_on_first_call() -> None:
             )
 
 
-def _trampoline(site: PatchSite, owner: Any, original: Any) -> Callable[..., Any]:
-    """Installs on its first call, then forwards to whatever the site holds
-    (our replacement, or upstream's function if installing failed)."""
+def _trampoline(site: PatchSite, original: Any) -> Callable[..., Any]:
+    """Installs on its first call, then forwards to our replacement (or to
+    upstream's function while ours is not installed)."""
+    k = _site_key(site)
 
     def trampoline(*args: Any, **kwargs: Any) -> Any:
         _install_on_first_call()
-        raw = _raw(owner, site.attr)
-        if _function_of(raw) is trampoline:  # left in place: should not happen
-            raw = original
-        return _function_of(raw)(*args, **kwargs)
+        target = _replacements.get(k) if _installed else None
+        return _function_of(original if target is None else target)(*args, **kwargs)
 
     trampoline.__name__ = site.attr
     trampoline.__qualname__ = f"{site.owner + '.' if site.owner else ''}{site.attr}"
