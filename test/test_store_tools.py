@@ -435,3 +435,23 @@ def test_settings_read_without_torch_match_the_config() -> None:
         env=_env(TORCHINDUCTOR_CACHE_DIR="rel/dir"), capture_output=True, text=True, cwd=REPO_ROOT,
     )
     assert p.stdout.strip() == os.path.join(REPO_ROOT, "rel", "dir", "torch_aotcache")
+
+
+def test_export_chosen_keys_and_bad_arguments(store: Path, tmp_path: Path) -> None:
+    paths_ = [write_fake_entry(f"k{i}") for i in range(3)]
+    key = Path(paths_[1]).parent.name
+    archive = tmp_path / "one.tar"
+    rc, out = _run(["export", str(archive), "--key", key])
+    assert rc == 0 and out.startswith("exported 1 entries")
+    with tarfile.open(archive) as tar:
+        assert [m.name for m in tar if m.name.endswith(".entry")] == [f"entries/{key}/{Path(paths_[1]).name}"]
+    # A key with no entry, an archive that cannot be written, one that is not an archive.
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        assert _run(["export", str(tmp_path / "two.tar"), "--key", "tacnothing"])[0] == 1
+        assert _run(["export", str(tmp_path / "no" / "such" / "dir.tar")])[0] == 2
+        (tmp_path / "junk.tar").write_bytes(b"not a tar file at all")
+        assert _run(["import", str(tmp_path / "junk.tar")])[0] == 2
+    text = err.getvalue()
+    assert "no entry found for 1 of the keys given" in text
+    assert "cannot write archive" in text and "cannot read archive" in text
+    assert not list(tmp_path.glob("*.tmp"))

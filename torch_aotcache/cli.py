@@ -26,6 +26,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from . import explain, housekeeping, paths, schemas, stats, storage
 
@@ -309,50 +310,64 @@ ARCHIVE_MANIFEST = "torch_aotcache-archive.json"
 ARCHIVE_FORMAT = 1
 
 
+def _add_member(tar: Any, name: str, data: bytes, mtime: int) -> None:
+    import io
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = mtime
+    tar.addfile(info, io.BytesIO(data))
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Write chosen entries (all by default) into one tar file; only entries
-    that verify are exported (see Note [Entry layout] in schemas.py)."""
-    import io
+    that verify are exported (see Note [Entry layout] in schemas.py).  The
+    archive is written beside its final name and renamed into place."""
     import json
     import tarfile
 
     torch_version = paths.torch_version() or "<torch not installed>"
     wanted = set(args.key or ())
-    exported: list[dict[str, object]] = []
+    exported: list[tuple[str, int]] = []
     bad = 0
     tmp = args.archive + ".tmp"
-    with tarfile.open(tmp, "w") as tar:
-        for path in _entry_paths():
-            key = _key_of_path(path)
-            if wanted and key not in wanted:
-                continue
-            try:
-                with open(path, "rb") as f:
-                    data = f.read()
-                header, _ = schemas.verify_entry(data, key=key, torch_version=torch_version)
-            except (OSError, schemas.EntryFormatError) as e:
-                bad += 1
-                print(f"skipped {path}: {e}", file=sys.stderr)
-                continue
-            name = f"entries/{header.key}/{header.entry_id}{storage.ENTRY_SUFFIX}"
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mtime = int(header.created_ns // 1_000_000_000)
-            tar.addfile(info, io.BytesIO(data))
-            exported.append({"name": name, "key": header.key, "size": len(data)})
-        manifest = json.dumps(
-            {"format": ARCHIVE_FORMAT, "torch_version": torch_version, "entries": exported}, indent=1
-        ).encode()
-        info = tarfile.TarInfo(ARCHIVE_MANIFEST)
-        info.size = len(manifest)
-        tar.addfile(info, io.BytesIO(manifest))
-    os.replace(tmp, args.archive)
-    total = sum(int(str(e["size"])) for e in exported)
-    print(f"exported {len(exported)} entries ({_human_bytes(total)}) to {args.archive}")
-    if wanted - {str(e["key"]) for e in exported}:
-        print(f"no entry found for {len(wanted - {str(e['key']) for e in exported})} of the keys given",
-              file=sys.stderr)
-    return 1 if bad else 0
+    try:
+        with tarfile.open(tmp, "w") as tar:
+            for path in _entry_paths():
+                key = _key_of_path(path)
+                if wanted and key not in wanted:
+                    continue
+                try:
+                    with open(path, "rb") as f:
+                        data = f.read()
+                    header, _ = schemas.verify_entry(data, key=key, torch_version=torch_version)
+                except (OSError, schemas.EntryFormatError) as e:
+                    bad += 1
+                    print(f"skipped {path}: {e}", file=sys.stderr)
+                    continue
+                name = f"entries/{header.key}/{header.entry_id}{storage.ENTRY_SUFFIX}"
+                _add_member(tar, name, data, int(header.created_ns // 1_000_000_000))
+                exported.append((header.key, len(data)))
+            manifest = {
+                "format": ARCHIVE_FORMAT,
+                "torch_version": torch_version,
+                "entries": [{"key": k, "size": n} for k, n in exported],
+            }
+            _add_member(tar, ARCHIVE_MANIFEST, json.dumps(manifest, indent=1).encode(), int(time.time()))
+        os.replace(tmp, args.archive)
+    except OSError as e:
+        print(f"cannot write archive {args.archive}: {e}", file=sys.stderr)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        return 2
+    print(f"exported {len(exported)} entries ({_human_bytes(sum(n for _, n in exported))}) to {args.archive}")
+    missing = wanted - {k for k, _ in exported}
+    if missing:
+        print(f"no entry found for {len(missing)} of the keys given", file=sys.stderr)
+    return 1 if bad or missing else 0
 
 
 def _export_arguments(parser: argparse.ArgumentParser) -> None:
@@ -420,8 +435,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, not {text}")
+    return value
+
+
 def _explain_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--limit", type=int, default=10, metavar="N",
+    parser.add_argument("--limit", type=_positive_int, default=10, metavar="N",
                         help="explain the N most recent misses (default: 10)")
 
 

@@ -24,8 +24,8 @@ The torch version entries are checked against is read from the installed
 ``torch/version.py`` (the text that becomes ``torch.__version__``), found
 with ``importlib.util.find_spec``, which does not run torch's ``__init__``.
 
-This module imports nothing of the package and nothing outside the standard
-library at import time; tests check that the command line leaves ``torch``
+This module imports nothing of the package (but ``_once``, a leaf) and
+nothing outside the standard library at import time; tests check that the command line leaves ``torch``
 out of ``sys.modules``.
 """
 
@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import getpass
 import importlib.util
+import logging
 import os
 import re
 import sys
@@ -41,6 +42,8 @@ import tempfile
 from types import ModuleType
 from typing import Any
 
+
+log = logging.getLogger(__name__)
 
 # The folder under Inductor's cache dir that holds the store (config.subdir).
 DEFAULT_SUBDIR = "torch_aotcache"
@@ -188,7 +191,13 @@ def max_size() -> int | None:
     """The bound on the store's size in bytes (None: unbounded).  A value
     that does not parse falls back to the default, so a typo never fails a
     compile (the command line reports it)."""
+    raw = setting("max_size")
     try:
-        return parse_size(setting("max_size"))
-    except ValueError:
+        return parse_size(raw)
+    except ValueError as e:
+        from . import _once
+
+        if _once.first_time("max-size:" + str(raw)):
+            log.warning("torch_aotcache: %s; TORCH_AOTCACHE_MAX_SIZE / config.max_size falls back to %s",
+                        e, DEFAULTS["max_size"])
         return parse_size(DEFAULTS["max_size"])
