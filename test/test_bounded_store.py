@@ -48,8 +48,18 @@ def test_parse_size() -> None:
     for bad in ("ten gigs", "5X", "-3M", True):
         with pytest.raises(ValueError):
             paths.parse_size(bad)
-    with config.patch(max_size="garbage"):
-        assert paths.max_size() == 10 << 30  # a typo falls back to the default, never fails a compile
+
+def test_a_bad_bound_falls_back_to_the_default_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from torch_aotcache import _once
+
+    _once.reset("max-size:")
+    with config.patch(max_size="ten gigs"), caplog.at_level(logging.WARNING, logger="torch_aotcache.paths"):
+        # A typo never fails a compile: the default bound applies.
+        assert paths.max_size() == paths.max_size() == 10 << 30
+    (record,) = caplog.records
+    assert "not a size: 'ten gigs'" in record.getMessage() and "falls back to 10G" in record.getMessage()
 
 
 def test_plan_evicts_least_time_saved_per_byte_first() -> None:
