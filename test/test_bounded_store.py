@@ -318,3 +318,26 @@ def test_a_writer_killed_mid_save_makes_the_next_save_list_the_store(store: Path
     after = housekeeping.Ledger.read(fd)
     os.close(fd)
     assert after.dirty == 0 and after.total == _sizes(store)
+
+
+def test_a_save_sweeps_stale_files_once_an_hour(store: Path) -> None:
+    write_fake_entry("first")  # the first save sweeps, and records when
+    locks = store / "locks"
+    locks.mkdir()
+    stale = locks / "tacold.lock"
+    stale.write_bytes(b"")
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    write_fake_entry("second")
+    assert stale.exists(), "swept less than an hour ago: left for the next sweep"
+    fd = os.open(store / housekeeping.LOCK_NAME, os.O_RDWR)
+    try:
+        ledger = housekeeping.Ledger.read(fd)
+        assert ledger.swept_ns > 0
+        ledger.swept_ns -= int(housekeeping.SWEEP_EVERY_S * 1e9)
+        ledger.write(fd)
+    finally:
+        os.close(fd)
+    write_fake_entry("third")
+    assert not stale.exists()
+    assert counters["torch_aotcache"]["stale_removed"] >= 1
