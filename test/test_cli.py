@@ -102,11 +102,13 @@ def _normalize(text: str, cache: Path) -> str:
 
 def test_every_command_is_in_the_parser() -> None:
     parser = cli.build_parser()
+    positional = {"export": ["a.tar"], "import": ["a.tar"]}
     for command in cli.COMMANDS:
-        args = parser.parse_args(["--cache-dir", "/x", command.name])
+        rest = positional.get(command.name, [])
+        args = parser.parse_args(["--cache-dir", "/x", command.name, *rest])
         assert args.run is command.run and args.cache_dir == "/x"
         # The global option is also accepted after the command name.
-        args = parser.parse_args([command.name, "--cache-dir", "/y"])
+        args = parser.parse_args([command.name, *rest, "--cache-dir", "/y"])
         assert args.run is command.run and args.cache_dir == "/y"
     assert len({c.name for c in cli.COMMANDS}) == len(cli.COMMANDS)
 
@@ -211,9 +213,19 @@ class TestCliText(expecttest.TestCase):
             ls_rc, ls_out = _run(["ls"])
         self.assertEqual((rc, ls_rc), (0, 0))
         self.assertExpectedInline(_normalize(out + ls_out, cache), """\
+store root:  <cache>/torch_aotcache
 entries:     0
 total size:  0 bytes (0 B)
-store root:  <cache>/torch_aotcache
+bound:       10.0 GiB (TORCH_AOTCACHE_MAX_SIZE), 0.0% used
+
+            today  7 days  all time
+hits            0       0         0
+misses          0       0         0
+hit rate        -       -         -
+bypasses        0       0         0
+saves           0       0         0
+evictions       0       0         0
+time saved  0.0 s   0.0 s     0.0 s
 no entries in <cache>/torch_aotcache
 """)
 

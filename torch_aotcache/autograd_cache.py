@@ -50,7 +50,7 @@ from torch._functorch import config as functorch_config
 from torch._functorch._aot_autograd import autograd_cache as upstream
 from torch._inductor.remote_cache import cache_stats
 
-from . import _compat, _once, artifacts, config, fingerprint, inductor_digests, schemas, signing
+from . import _compat, _once, artifacts, config, explain, fingerprint, inductor_digests, schemas, signing, stats
 from .graph_hashing import (
     digest,
     encode_inputs,
@@ -645,6 +645,8 @@ class CacheKey(str):
     """
 
     components: dict[str, str]
+    # Set at a miss: see Note [Explaining misses] in explain.py.
+    explain_detail: dict[str, Any] | None = None
 
     def __new__(cls, key: str, components: dict[str, str]) -> CacheKey:
         obj = super().__new__(cls, key)
@@ -702,6 +704,8 @@ class CacheHit:
     result: Any
     data: bytes
     header: schemas.EntryHeader
+    # The local file it came from (None for a remote hit).
+    path: str | None = None
 
 
 def find_entry(
@@ -748,7 +752,7 @@ def find_entry(
                 reject_entry(stored.path, e)
                 continue
             if verified is not None:
-                found = CacheHit(schemas.load_payload(verified[1]), stored.data, verified[0])
+                found = CacheHit(schemas.load_payload(verified[1]), stored.data, verified[0], stored.path)
                 in_local = True
                 break
     if found is None and remote:
@@ -851,6 +855,83 @@ def lookup_hit(
 
 
 # ---------------------------------------------------------------------------
+# After a lookup: statistics, last hits, explained misses
+# ---------------------------------------------------------------------------
+
+
+def after_hit(hit: CacheHit) -> None:
+    """Record a hit: its entry's last use (Note [Bounded store]) and the
+    statistics (Note [Statistics on disk]).  Never raises."""
+    if hit.path is not None:
+        local_store.record_hit(hit.path)
+    stats.record("hit", hit.header.compile_cost_ns)
+
+
+def after_bypass(error: BaseException) -> None:
+    """Count a bypass by category of reason; never raises."""
+    try:
+        category = stats.bypass_category(str(error), hard=not isinstance(error, BypassAOTAutogradCache))
+        count(f"bypass_{category}")
+        stats.record("bypass", category)
+    except Exception as e:  # noqa: BLE001 - statistics never fail a compile
+        log.debug("torch_aotcache: cannot count a bypass: %s", e)
+
+
+def _changed_options(module: Any, ignored: tuple[str, ...]) -> dict[str, str]:
+    """Short digests of the options of a config module whose values are not
+    their defaults (set in code, by config.patch or from the environment)."""
+    changed = {}
+    for name, entry in module._config.items():
+        if name.startswith(ignored) or getattr(entry, "alias", None) is not None:
+            continue
+        value = getattr(module, name)
+        try:
+            if value == entry.default:
+                continue
+            changed[name] = digest(encode_value(value), 12)
+        except Exception:  # noqa: BLE001 - unkeyable or uncomparable: named all the same
+            changed[name] = "?"
+    return changed
+
+
+def explain_detail(args: Sequence[Any]) -> dict[str, Any]:
+    """The readable facts behind a key that ``explain`` compares; see
+    Note [Explaining misses] in explain.py."""
+    inputs = list(encode_inputs(args))
+    return {
+        "runtime": _runtime_component(),
+        "tag": str(torch.compiler.config.cache_key_tag),
+        "inductor": _changed_options(torch._inductor.config, _inductor_key_settings()[0]),
+        "functorch": _changed_options(functorch_config, _FUNCTORCH_IGNORED_PREFIXES),
+        "inputs": [line[:200] for line in inputs[:64]],
+        "torch": torch.__version__,
+    }
+
+
+def after_miss(key: Any, args: Sequence[Any]) -> None:
+    """Record a miss: the statistics, and the key's components and details
+    for ``explain`` (kept on the key too, so the entry saved after the miss
+    records them).  Never raises."""
+    stats.record("miss")
+    components = getattr(key, "components", None)
+    if not components:
+        return
+    try:
+        detail = explain_detail(args)
+        key.explain_detail = detail
+        miss = explain.Miss(str(key), time.time_ns(), dict(components), detail)
+        explain.remember_miss(miss)
+        explain.log_miss(miss)
+    except Exception as e:  # noqa: BLE001 - explaining never fails a compile
+        log.debug("torch_aotcache: cannot record a miss for explain: %s", e)
+
+
+def explain_extra(key: Any) -> dict[str, Any]:
+    detail = getattr(key, "explain_detail", None)
+    return {"explain": detail} if detail else {}
+
+
+# ---------------------------------------------------------------------------
 # try_load: the entry point from aot_module_simplified
 # ---------------------------------------------------------------------------
 
@@ -911,6 +992,7 @@ def try_load_impl(
         if hit is not None:
             entry = hit.result
             log.info("AOTAutograd cache hit for key %s", cache_key)
+            after_hit(hit)
             counters["aot_autograd"]["autograd_cache_hit"] += 1
             cache_state = "hit"
             fw = entry.forward_time_taken_ns // 1_000_000
@@ -921,6 +1003,7 @@ def try_load_impl(
         else:
             log.info("AOTAutograd cache miss for key %s", cache_key)
             counters["aot_autograd"]["autograd_cache_miss"] += 1
+            after_miss(cache_key, args)
         event_time = time.time_ns()
     except FXGraphCacheMiss as e:
         # The entry refers to Inductor graphs that are gone: a miss, and the
@@ -934,6 +1017,7 @@ def try_load_impl(
         counters["aot_autograd"]["autograd_cache_bypass"] += 1
         log.info("Bypassing autograd cache due to: %s", e)
         cache_state = "bypass"
+        after_bypass(e)
         event_time = time.time_ns()
         cache_info["cache_bypass_reason"] = str(e)
         cache_info["cache_bypass_exception_type"] = type(e).__name__
@@ -995,7 +1079,7 @@ def encode_for_store(
         guards_expr=getattr(entry, "guards_expr", None),
         mode=mode,
         components=components,
-        extra={"upstream_mode": upstream_mode},
+        extra={"upstream_mode": upstream_mode, **explain_extra(key)},
         artifacts=kernels,
     )
     return header.entry_id, schemas.encode_entry(header, payload, [b for _, b in kernels])
@@ -1025,6 +1109,7 @@ def _save(key: str, entry: Any, remote: bool) -> None:
                 _compat.record_precompile_artifact(backend_id, entry)
                 cfg.precompile_backend_id = None
         path = local_store.put(key, entry_id, data)
+        stats.record("save", len(data))
         inductor_digests.remember_torch_key()
         log.info("Writing AOTAutograd cache entry to %s", path)
         counters["aot_autograd"]["autograd_cache_saved"] += 1
@@ -1038,6 +1123,7 @@ def _save(key: str, entry: Any, remote: bool) -> None:
     except BypassAOTAutogradCache as e:
         counters["aot_autograd"]["autograd_cache_bypass"] += 1
         log.info("Bypassing autograd cache due to: %s", e)
+        after_bypass(e)
         if functorch_config.strict_autograd_cache:
             raise
     except signing.SigningKeyError as e:

@@ -4,12 +4,15 @@ The command line: ``python -m torch_aotcache <command>`` (or ``torch-aotcache``)
 Each subcommand is one function ``(args) -> exit code`` plus one row of
 :data:`COMMANDS`, which says its name, its help and how it adds its own
 arguments; :func:`build_parser` makes the parser from the table, so a new
-command (prune, export/import, explain) is one function and one row.
+command is one function and one row.
 
-Nothing here unpickles a payload: ``ls`` and ``stats`` read headers only, and
-``verify`` checks sizes and checksums (see Note [Entry layout] in schemas.py).
-The store inspected is the one under Inductor's cache dir, as the cache itself
-would use it (see Note [Store layout] in storage.py); ``--cache-dir`` points
+Nothing here unpickles a payload: ``ls``, ``stats``, ``explain`` and
+``prune`` read headers only; ``verify``, ``export`` and ``import`` check
+sizes, checksums and signatures (see Note [Entry layout] in schemas.py).
+Nothing here but ``demo`` imports torch: the store, the settings and the
+torch version are found without it (Note [Reading the store without torch]
+in paths.py).  The store inspected is the one the cache itself would use
+(see Note [Store layout] in storage.py); ``--cache-dir`` points
 ``TORCHINDUCTOR_CACHE_DIR`` elsewhere before anything reads it.
 """
 
@@ -21,9 +24,11 @@ import datetime
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
-from . import schemas, storage
+from . import explain, housekeeping, paths, schemas, stats, storage
 
 
 log = logging.getLogger(__name__)
@@ -93,13 +98,16 @@ def _table(rows: list[tuple[str, ...]], right: set[int]) -> Iterator[str]:
 def cmd_demo(args: argparse.Namespace) -> int:
     from . import demo
 
+    if args.model not in demo.MODELS:
+        print(f"unknown model {args.model!r}; choose from {', '.join(sorted(demo.MODELS))}", file=sys.stderr)
+        return 2
     return demo.run_demo(model=args.model, keep=args.keep, as_json=args.json)
 
 
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
-    from .demo import MODELS
-
-    parser.add_argument("--model", choices=sorted(MODELS), default="mlp",
+    # The model names are checked when the demo runs: demo.py imports torch,
+    # which the other commands never do (Note [Reading the store without torch]).
+    parser.add_argument("--model", default="mlp",
                         help="model whose training step is compiled (default: mlp)")
     parser.add_argument("--keep", metavar="DIR",
                         help="use DIR (new or empty) as the cache dir and keep it "
@@ -134,15 +142,76 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def _store_totals() -> tuple[int, int]:
-    paths = _entry_paths()
-    return len(paths), sum(_file_size(p) or 0 for p in paths)
+    entries, _ = housekeeping.scan(storage.store_root())
+    return len(entries), sum(f.size for f in entries)
+
+
+def _bound_line(total: int) -> str:
+    raw = paths.setting("max_size")
+    try:
+        bound = paths.parse_size(raw)
+    except ValueError:
+        return f"invalid max_size {raw!r} (TORCH_AOTCACHE_MAX_SIZE); the default {paths.DEFAULTS['max_size']} applies"
+    if bound is None:
+        return "none (TORCH_AOTCACHE_MAX_SIZE)"
+    return f"{_human_bytes(bound)} (TORCH_AOTCACHE_MAX_SIZE), {100.0 * total / bound:.1f}% used"
+
+
+def _seconds(ns: int) -> str:
+    s = ns / 1e9
+    if s < 60:
+        return f"{s:.1f} s"
+    if s < 3600:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
     count, total = _store_totals()
+    print(f"store root:  {storage.store_root()}")
     print(f"entries:     {count}")
     print(f"total size:  {total} bytes ({_human_bytes(total)})")
-    print(f"store root:  {storage.store_root()}")
+    print(f"bound:       {_bound_line(total)}")
+    days = stats.read_days()
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    week = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 6 * 86400))
+    columns = {"today": stats.Totals(), "7 days": stats.Totals(), "all time": stats.Totals()}
+    for day, totals in days.items():
+        chosen = [columns["all time"]]
+        if day >= week:
+            chosen.append(columns["7 days"])
+        if day == today:
+            chosen.append(columns["today"])
+        for c in chosen:
+            for f in dataclasses.fields(stats.Totals):
+                if f.name == "bypass_reasons":
+                    c.bypass_reasons.update(totals.bypass_reasons)
+                else:
+                    setattr(c, f.name, getattr(c, f.name) + getattr(totals, f.name))
+    cols = list(columns.values())
+
+    def rate(t: stats.Totals) -> str:
+        return f"{100.0 * t.hits / t.lookups:.1f}%" if t.lookups else "-"
+
+    rows: list[tuple[str, ...]] = [
+        ("", *columns),
+        ("hits", *(str(c.hits) for c in cols)),
+        ("misses", *(str(c.misses) for c in cols)),
+        ("hit rate", *(rate(c) for c in cols)),
+        ("bypasses", *(str(c.bypasses) for c in cols)),
+        ("saves", *(str(c.saves) for c in cols)),
+        ("evictions", *(str(c.evictions) for c in cols)),
+        ("time saved", *(_seconds(c.time_saved_ns) for c in cols)),
+    ]
+    print()
+    for line in _table(rows, right={1, 2, 3}):
+        print(line)
+    reasons = columns["all time"].bypass_reasons
+    if reasons:
+        print("bypass reasons (all time):")
+        width = max(len(r) for r in reasons)
+        for reason, n in reasons.most_common():
+            print(f"  {reason.ljust(width)}  {n}")
     return 0
 
 
@@ -159,14 +228,13 @@ def cmd_clear(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    import torch
-
+    torch_version = paths.torch_version() or "<torch not installed>"
     ok = bad = 0
     for path in _entry_paths():
         try:
             with open(path, "rb") as f:
                 data = f.read()
-            header, _ = schemas.verify_entry(data, key=None, torch_version=torch.__version__)
+            header, _ = schemas.verify_entry(data, key=None, torch_version=torch_version)
             # The folder names the key the cache will look the entry up under.
             if header.key != _key_of_path(path):
                 raise schemas.EntryFormatError(
@@ -185,14 +253,217 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    """See Note [Bounded store] in housekeeping.py for what is stale."""
+    root = storage.store_root()
+    current = paths.torch_version()
+    found: list[tuple[str, str, int]] = []
+    for f in housekeeping.scan(root)[0]:
+        try:
+            h = schemas.read_header(f.path)
+        except OSError:
+            continue  # not ours to judge (permissions); verify reports it
+        except schemas.EntryFormatError as e:
+            reason = "other entry format" if "format version" in str(e) else "unreadable entry"
+            found.append((reason, f.path, f.size))
+            continue
+        if current is not None and h.torch_version != current:
+            found.append((f"entry of torch {h.torch_version}", f.path, f.size))
+    stale = housekeeping.find_stale(
+        root, lock_age_s=0, quarantine_age_s=0, tmp_age_s=args.temporary_age
+    )
+    found += sorted((f"stale {item.kind}", item.path, item.size) for item in stale)
+    old_days = [p for day, p in stats.day_files() if day < time.strftime(
+        "%Y-%m-%d", time.gmtime(time.time() - stats.KEEP_DAYS * 86400))]
+    found += [("old statistics", p, _file_size(p) or 0) for p in old_days]
+    verb = "would remove" if args.dry_run else "removed"
+    removed = freed = 0
+    for reason, path, size in found:
+        if not args.dry_run:
+            if reason.startswith("stale lock"):
+                ok = housekeeping.remove_stale([housekeeping.Stale("lock", path, size)]) == 1
+            elif reason.startswith(("entry of", "other entry", "unreadable")):
+                ok = housekeeping.remove_entry(path)
+            else:
+                try:
+                    os.unlink(path)
+                    ok = True
+                except OSError:
+                    ok = False
+            if not ok:
+                continue
+        removed += 1
+        freed += size
+        print(f"{verb}  {path}  ({reason}, {_human_bytes(size)})")
+    print(f"{verb} {removed} files ({_human_bytes(freed)}) from {root}")
+    return 0
+
+
+def _prune_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
+    parser.add_argument("--temporary-age", type=float, default=600.0, metavar="SECONDS",
+                        help="remove temporary files of writes older than this (default: 600; "
+                             "younger ones may be writes in progress)")
+
+
+ARCHIVE_MANIFEST = "torch_aotcache-archive.json"
+ARCHIVE_FORMAT = 1
+
+
+def _add_member(tar: Any, name: str, data: bytes, mtime: int) -> None:
+    import io
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = mtime
+    tar.addfile(info, io.BytesIO(data))
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write chosen entries (all by default) into one tar file; only entries
+    that verify are exported (see Note [Entry layout] in schemas.py).  The
+    archive is written beside its final name and renamed into place."""
+    import json
+    import tarfile
+
+    torch_version = paths.torch_version() or "<torch not installed>"
+    wanted = set(args.key or ())
+    exported: list[tuple[str, int]] = []
+    bad = 0
+    tmp = args.archive + ".tmp"
+    try:
+        with tarfile.open(tmp, "w") as tar:
+            for path in _entry_paths():
+                key = _key_of_path(path)
+                if wanted and key not in wanted:
+                    continue
+                try:
+                    with open(path, "rb") as f:
+                        data = f.read()
+                    header, _ = schemas.verify_entry(data, key=key, torch_version=torch_version)
+                except (OSError, schemas.EntryFormatError) as e:
+                    bad += 1
+                    print(f"skipped {path}: {e}", file=sys.stderr)
+                    continue
+                name = f"entries/{header.key}/{header.entry_id}{storage.ENTRY_SUFFIX}"
+                _add_member(tar, name, data, int(header.created_ns // 1_000_000_000))
+                exported.append((header.key, len(data)))
+            manifest = {
+                "format": ARCHIVE_FORMAT,
+                "torch_version": torch_version,
+                "entries": [{"key": k, "size": n} for k, n in exported],
+            }
+            _add_member(tar, ARCHIVE_MANIFEST, json.dumps(manifest, indent=1).encode(), int(time.time()))
+        os.replace(tmp, args.archive)
+    except OSError as e:
+        print(f"cannot write archive {args.archive}: {e}", file=sys.stderr)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        return 2
+    print(f"exported {len(exported)} entries ({_human_bytes(sum(n for _, n in exported))}) to {args.archive}")
+    missing = wanted - {k for k, _ in exported}
+    if missing:
+        print(f"no entry found for {len(missing)} of the keys given", file=sys.stderr)
+    return 1 if bad or missing else 0
+
+
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("archive", metavar="ARCHIVE", help="the file to write (a tar file)")
+    parser.add_argument("--key", action="append", metavar="KEY",
+                        help="export only this key's entries (repeatable; default: all)")
+
+
+# An entry in an archive larger than this is taken as corruption.
+MAX_IMPORTED_ENTRY_BYTES = 4 << 30
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Verify each entry of an archive as a lookup would (format, torch
+    version, sizes, checksums, signature when signing is on) and store it
+    under its own key; nothing is extracted by the archive's names."""
+    import tarfile
+
+    torch_version = paths.torch_version() or "<torch not installed>"
+    store = storage.LocalStore()
+    imported = bad = 0
+    try:
+        tar = tarfile.open(args.archive, "r:*")
+    except (OSError, tarfile.TarError) as e:
+        print(f"cannot read archive {args.archive}: {e}", file=sys.stderr)
+        return 2
+    with tar:
+        for member in tar:
+            if member.name == ARCHIVE_MANIFEST or not member.name.endswith(storage.ENTRY_SUFFIX):
+                continue
+            try:
+                if not member.isfile() or member.size > MAX_IMPORTED_ENTRY_BYTES:
+                    raise schemas.EntryFormatError("not a regular file of a plausible size")
+                f = tar.extractfile(member)
+                if f is None:
+                    raise schemas.EntryFormatError("not a regular file")
+                data = f.read()
+                header, _ = schemas.verify_entry(data, key=None, torch_version=torch_version)
+                store.put(header.key, header.entry_id, data)
+            except (schemas.EntryFormatError, tarfile.TarError, OSError) as e:
+                bad += 1
+                print(f"refused {member.name}: {e}", file=sys.stderr)
+                continue
+            imported += 1
+    print(f"imported {imported} entries into {storage.store_root()}" + (f"; refused {bad}" if bad else ""))
+    return 1 if bad else 0
+
+
+def _import_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("archive", metavar="ARCHIVE", help="a file written by export")
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """See Note [Explaining misses] in explain.py."""
+    misses = explain.recent_misses(args.limit)
+    if not misses:
+        print(f"no misses recorded in {explain.misses_path()}")
+        return 0
+    headers = explain.store_headers()
+    for i, miss in enumerate(misses):
+        if i:
+            print()
+        for line in explain.explain_lines(miss, headers):
+            print(line)
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, not {text}")
+    return value
+
+
+def _explain_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--limit", type=_positive_int, default=10, metavar="N",
+                        help="explain the N most recent misses (default: 10)")
+
+
 # The subcommands, in the order --help lists them.  One row per command.
 COMMANDS: tuple[Command, ...] = (
     Command("demo", "compile a training step cold, then warm in a second process, "
             "and compare", cmd_demo, _demo_arguments),
     Command("ls", "list the entries in the local store (headers only)", cmd_ls),
-    Command("stats", "count the entries and bytes in the local store", cmd_stats),
+    Command("stats", "entries and bytes against the bound; hits, misses, bypasses "
+            "(by reason) and compile time saved, today, this week and overall", cmd_stats),
+    Command("explain", "for recent misses, the nearest stored entry and what differed",
+            cmd_explain, _explain_arguments),
     Command("verify", "check every entry's header, size and checksum; "
             "exit 1 if any is bad", cmd_verify),
+    Command("prune", "remove entries of other torch versions and entry formats, "
+            "stale locks, quarantine and temporary files", cmd_prune, _prune_arguments),
+    Command("export", "write the store's entries (or chosen keys) to one archive file",
+            cmd_export, _export_arguments),
+    Command("import", "verify and store the entries of an archive written by export",
+            cmd_import, _import_arguments),
     Command("clear", "remove every entry from the local store", cmd_clear),
 )
 

@@ -35,6 +35,16 @@ persist_torch_fingerprint: bool = Config(
 # it drops the oldest entry of that key.
 max_entries_per_key: int = 64
 
+# Bound on the bytes of the local store: after each save the entries worth
+# least are removed until the store fits (Note [Bounded store] in
+# housekeeping.py).  Bytes, or a number with a K, M, G or T suffix (binary
+# units); "0" or "none": unbounded.  Read without torch by the command line
+# (paths.py), so keep the environment name in step with paths.ENV_NAMES.
+max_size: str = Config(env_name_default="TORCH_AOTCACHE_MAX_SIZE", default="10G")
+# Hits, misses, bypasses and evictions are appended to small per-day files
+# under <store>/stats/ for ``python -m torch_aotcache stats``.
+record_stats: bool = Config(env_name_default="TORCH_AOTCACHE_RECORD_STATS", default=True)
+
 # Signed entries; see Note [Signed entries] in signing.py and SECURITY.md.
 # The secret used to sign every entry written (and to verify), given directly
 # or as a path to a file holding it.

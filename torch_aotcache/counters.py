@@ -10,7 +10,7 @@ counts nothing else.
 
 from __future__ import annotations
 
-from torch._dynamo.utils import counters
+import sys
 
 
 GROUP = "torch_aotcache"
@@ -50,6 +50,16 @@ COUNTERS: dict[str, str] = {
     "remote_skipped": "remote operations skipped while the circuit breaker was open",
     "remote_dropped": "background writes dropped because the queue was full",
     "remote_garbage": "remote values that were not entries",
+    # The bounded store (Note [Bounded store] in housekeeping.py).
+    "evicted": "entries removed to keep the store under config.max_size",
+    "evicted_bytes": "bytes of those entries",
+    "stale_removed": "stale lock files, quarantined entries and temporary files removed",
+    # Bypasses by category of reason (stats.BYPASS_CATEGORIES; Note [Statistics on disk]).
+    "bypass_unsupported_op": "bypasses for a graph node whose behaviour the key cannot fix",
+    "bypass_setting": "bypasses for a setting that rules caching out (freezing, a config value)",
+    "bypass_unkeyable": "bypasses for a value the key cannot encode exactly",
+    "bypass_error": "bypasses caused by an unexpected error while keying",
+    "bypass_other": "bypasses for any other reason",
     # Single flight (Note [Single flight] in single_flight.py).
     "single_flight_waited": "compiles that waited for another process's entry and loaded it",
     "single_flight_timeout": "waits that ran out and compiled after all",
@@ -57,5 +67,14 @@ COUNTERS: dict[str, str] = {
 
 
 def count(name: str, n: int = 1) -> None:
-    """Add ``n`` to our counter ``name`` (one of :data:`COUNTERS`)."""
+    """Add ``n`` to our counter ``name`` (one of :data:`COUNTERS`).
+
+    A process that has not imported torch (the command line, see Note
+    [Reading the store without torch] in paths.py) compiles nothing and
+    counts nothing: it is not made to import torch for a counter.
+    """
+    if "torch" not in sys.modules:
+        return
+    from torch._dynamo.utils import counters
+
     counters[GROUP][name] += n

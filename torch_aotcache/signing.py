@@ -25,7 +25,7 @@ import hmac
 import logging
 import os
 
-from . import config
+from . import paths
 
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,9 @@ def _keys_for(
 
 def keys() -> tuple[bytes | None, tuple[bytes, ...]]:
     """(the signing key or None, every key accepted when verifying)."""
-    return _keys_for(config.signing_key, config.signing_key_file, config.verify_key_files)
+    return _keys_for(
+        paths.setting("signing_key"), paths.setting("signing_key_file"), paths.setting("verify_key_files")
+    )
 
 
 def enabled() -> bool:

@@ -7,7 +7,9 @@ Note [Store layout]
 
 ``cache_dir`` is Inductor's (``TORCHINDUCTOR_CACHE_DIR`` moves it, and
 ``fresh_cache()`` points it at a temporary folder); it is read on every call,
-never cached, so both take effect at once.  One folder per key holds one file
+never cached, so both take effect at once.  ``paths.py`` resolves it, without
+importing torch when torch is not imported (Note [Reading the store without
+torch]).  One folder per key holds one file
 per guard expression (``entry_id`` hashes the guard), so a lookup lists one
 small folder whatever the size of the store, and a second save of the same key
 and guard replaces the file instead of adding a duplicate.  The two-character
@@ -48,15 +50,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from torch._inductor.runtime.runtime_utils import cache_dir
-
-from . import _once, config
+from . import _once, housekeeping, paths
 from .counters import count
 
 
 log = logging.getLogger(__name__)
 
-ENTRY_SUFFIX = ".entry"
+ENTRY_SUFFIX = paths.ENTRY_SUFFIX
 
 
 def _current_umask() -> int:
@@ -121,7 +121,8 @@ def write_atomically(path: str, data: bytes | memoryview, mode: int | None = Non
 
 
 def store_root() -> str:
-    return config.store_dir or os.path.join(cache_dir(), config.subdir)
+    # See Note [Reading the store without torch] in paths.py.
+    return paths.store_root()
 
 
 def entries_root() -> str:
@@ -181,17 +182,35 @@ class LocalStore:
     def put(self, key: str, entry_id: str, data: bytes) -> str:
         """Write an entry atomically; returns its path.  Raises ``OSError``."""
         folder = key_dir(key)
-        os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, entry_id + ENTRY_SUFFIX)
-        # The permissions any other file written here would get (mkstemp's
-        # are owner-only), so users sharing a cache dir can read each other's
-        # entries as they read Inductor's.
-        write_atomically(path, data, mode=0o666 & ~_UMASK)
+
+        def write() -> None:
+            for attempt in range(3):
+                os.makedirs(folder, exist_ok=True)
+                try:
+                    # The permissions any other file written here would get
+                    # (mkstemp's are owner-only), so users sharing a cache dir
+                    # can read each other's entries as they read Inductor's.
+                    write_atomically(path, data, mode=0o666 & ~_UMASK)
+                    return
+                except FileNotFoundError:
+                    # Eviction removed the key's folder once it was empty,
+                    # between our makedirs and our write: make it again.
+                    if attempt == 2:
+                        raise
+
+        # Written under the store's housekeeping lock, which keeps the store
+        # under its bound (Note [Bounded store] in housekeeping.py).
+        housekeeping.write_bounded(store_root(), path, write)
         self._trim(folder)
         return path
 
+    def record_hit(self, path: str) -> None:
+        """See Note [Bounded store] in housekeeping.py."""
+        housekeeping.record_hit(path)
+
     def _trim(self, folder: str) -> None:
-        limit = config.max_entries_per_key
+        limit = paths.setting("max_entries_per_key")
         try:
             with os.scandir(folder) as it:
                 files = sorted(
