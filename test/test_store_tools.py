@@ -250,6 +250,12 @@ def test_bypass_categories_are_listed_counters() -> None:
     assert stats.bypass_category("Unsupported call_function target foo") == "unsupported_op"
     assert stats.bypass_category("Cannot cache a graph with freezing enabled") == "setting"
     assert stats.bypass_category("cannot key a value of type Foo") == "unkeyable"
+    assert stats.bypass_category("autocast region ('cpu', x) does not resolve: boom") == "unkeyable"
+    assert stats.bypass_category(
+        "custom autograd.Function: torch._functorch.config.autograd_cache_allow_custom_autograd_functions "
+        "is set to False"
+    ) == "setting"
+    assert stats.bypass_category("custom autograd.Function F is allow_in_graph: ...") == "unsupported_op"
     assert stats.bypass_category("something else", hard=True) == "error"
     assert stats.bypass_category("something else") == "other"
 

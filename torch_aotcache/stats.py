@@ -51,11 +51,12 @@ KEEP_DAYS = 90
 # exception rather than by a reason the cache gave.
 BYPASS_CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("unsupported_op", ("Unsupported call_function", "Unsupported call_method", "Unsupported node op",
-                        "has no FX graph")),
+                        "has no FX graph", "is allow_in_graph")),
     ("setting", ("config ", "freezing", "FX graph cache is not enabled", "fakify_first_call",
-                 "requires triton")),
+                 "requires triton", "is set to False")),
     ("unkeyable", ("cannot key", "has no name", "uuid()", "constant tensor", "get_attr",
-                   "used before it is defined", "context_fn", "Triton kernel", "node outside")),
+                   "used before it is defined", "context_fn", "Triton kernel", "node outside",
+                   "autocast region")),
     ("error", ()),
     ("other", ()),
 )
