@@ -403,30 +403,42 @@ _KINDS: dict[str, type] = {"staticmethod": staticmethod, "classmethod": classmet
 
 def place_trampolines(module_name: str) -> None:
     """Put a trampoline on each patch site of ``module_name`` (just imported)."""
+    # Called inside an import.  Another thread that holds the lock while
+    # installing may be waiting for this very import: wait a bounded time,
+    # then leave the sites alone (installing patches every site anyway).
+    if not _lock.acquire(timeout=5.0):
+        log.debug("torch_aotcache: install in progress elsewhere; no trampolines on %s", module_name)
+        return
+    try:
+        _place_trampolines_locked(module_name)
+    finally:
+        _lock.release()
+
+
+def _place_trampolines_locked(module_name: str) -> None:
     global _pending
-    with _lock:
-        if _installed:
-            return
-        _pending = True
-        if _compat.torch_release() is None:
-            install()  # warns once and leaves torch untouched
-            return
-        module = sys.modules[module_name]
-        for site in PATCH_SITES:
-            if site.module != module_name or _site_key(site) in _saved:
-                continue
-            owner = getattr(module, site.owner, None) if site.owner else module
-            try:
-                raw = _raw(owner, site.attr)
-            except (AttributeError, TypeError):
-                continue  # missing: install() reports it
-            wrap = _KINDS.get(site.kind)
-            if wrap is not None and not isinstance(raw, wrap):
-                continue  # install() reports it
-            _saved[_site_key(site)] = raw
-            trampoline = _trampoline(site, raw)
-            _trampolines[_site_key(site)] = trampoline
-            setattr(owner, site.attr, wrap(trampoline) if wrap else trampoline)
+    if _installed:
+        return
+    _pending = True
+    if _compat.torch_release() is None:
+        install()  # warns once and leaves torch untouched
+        return
+    module = sys.modules[module_name]
+    for site in PATCH_SITES:
+        if site.module != module_name or _site_key(site) in _saved:
+            continue
+        owner = getattr(module, site.owner, None) if site.owner else module
+        try:
+            raw = _raw(owner, site.attr)
+        except (AttributeError, TypeError):
+            continue  # missing: install() reports it
+        wrap = _KINDS.get(site.kind)
+        if wrap is not None and not isinstance(raw, wrap):
+            continue  # install() reports it
+        _saved[_site_key(site)] = raw
+        trampoline = _trampoline(site, raw)
+        _trampolines[_site_key(site)] = trampoline
+        setattr(owner, site.attr, wrap(trampoline) if wrap else trampoline)
 
 
 def _install_on_first_call() -> None:
