@@ -1404,15 +1404,23 @@ def render_markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_png(data: dict[str, Any], path: str) -> str | None:
-    """A stacked horizontal bar per model and mode; returns why it was skipped, or None."""
+def _pyplot() -> Any:
+    """matplotlib.pyplot on the file-only backend, or None without matplotlib."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return "matplotlib is not importable; warmstart.png skipped (pip install matplotlib)"
+        return None
+    return plt
+
+
+def render_png(data: dict[str, Any], path: str) -> str | None:
+    """A stacked horizontal bar per model and mode; returns why it was skipped, or None."""
+    plt = _pyplot()
+    if plt is None:
+        return "matplotlib is not importable; warmstart.png skipped (pip install -e '.[bench]')"
     labels: list[str] = []
     segments: dict[str, list[float]] = {"Dynamo-only floor": [], "key computation": [],
                                         "rest of try_load": [], "other": []}
@@ -1476,12 +1484,8 @@ def render_process_png(data: dict[str, Any], path: str) -> str | None:
     """The whole warm process, start to exit: a stacked bar per model and
     mode (the parts of Note [Where a whole process goes]); returns why it
     was skipped, or None."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = _pyplot()
+    if plt is None:
         return "matplotlib is not importable; process.png skipped (pip install -e '.[bench]')"
     labels: list[str] = []
     rows: list[list[float]] = []

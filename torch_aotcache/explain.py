@@ -46,7 +46,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from . import paths, schemas
+from . import paths, schemas, stats
 
 
 log = logging.getLogger(__name__)
@@ -75,17 +75,7 @@ def remember_miss(miss: Miss) -> None:
     try:
         path = misses_path()
         line = (json.dumps(dataclasses.asdict(miss), sort_keys=True, separators=(",", ":")) + "\n").encode()
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-        try:
-            fd = os.open(path, flags, 0o666)
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd = os.open(path, flags, 0o666)
-        try:
-            os.write(fd, line)
-            size = os.fstat(fd).st_size
-        finally:
-            os.close(fd)
+        size = stats.append_line(path, line)
         if size > MAX_BYTES:
             _trim(path)
     except Exception as e:  # noqa: BLE001 - explaining never fails a compile

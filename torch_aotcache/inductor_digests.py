@@ -48,6 +48,11 @@ from .fingerprint import torch_fingerprint
 
 log = logging.getLogger(__name__)
 
+# The record this process handed over / found current (its path): the
+# lookups and saves after the first then skip reading it again.
+_handed_over: str | None = None
+_kept: str | None = None
+
 
 def _record_path() -> str:
     from . import storage
@@ -86,15 +91,20 @@ def _read(path: str) -> dict[str, Any] | None:
 def prime_torch_key() -> bool:
     """Hand Inductor a kept ``torch_key`` when it is still valid; returns
     whether one was handed over."""
+    global _handed_over
     try:
         fn = _torch_key_fn()
         if fn is None:
             return False
-        record = _read(_record_path())
+        path = _record_path()
+        if path == _handed_over:
+            return False  # handed over already in this process
+        record = _read(path)
         if record is None or record.get("signatures") != _signatures():
             return False
         value = bytes.fromhex(record["torch_key"])
         fn.set(value)
+        _handed_over = path
     except RuntimeError:
         return False  # computed (or handed over) already in this process
     except Exception as e:  # noqa: BLE001 - only ever a missed speed-up
@@ -106,14 +116,18 @@ def prime_torch_key() -> bool:
 def remember_torch_key() -> None:
     """Keep this process's ``torch_key`` unless it is kept already under the
     current signatures (one small read when it is)."""
+    global _kept
     try:
         fn = _torch_key_fn()
         if fn is None:
             return
         path = _record_path()
+        if path == _kept:
+            return
         signatures = _signatures()
         record = _read(path)
         if record is not None and record.get("signatures") == signatures:
+            _kept = path
             return
         value = fn()
         if not isinstance(value, bytes):
@@ -128,5 +142,6 @@ def remember_torch_key() -> None:
         write_atomically(
             path, json.dumps({"signatures": signatures, "torch_key": value.hex()}).encode()
         )
+        _kept = path
     except Exception as e:  # noqa: BLE001 - only ever a missed speed-up
         log.debug("torch_aotcache: not keeping torch_key: %s", e)

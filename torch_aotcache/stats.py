@@ -84,23 +84,29 @@ def enabled() -> bool:
     return bool(paths.setting("record_stats"))
 
 
+def append_line(path: str, line: bytes) -> int:
+    """Append ``line`` to ``path`` in one ``O_APPEND`` write (concurrent
+    writers never interleave within a line), creating the file and its
+    folder if missing; returns the file's size after it.  Raises OSError."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, flags, 0o666)
+    try:
+        os.write(fd, line)
+        return os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+
+
 def record(kind: str, value: int | str = "") -> None:
     """Append one event; never raises.  See Note [Statistics on disk]."""
     try:
         if not enabled():
             return
-        line = f"{kind} {value}\n".encode()
-        path = os.path.join(stats_dir(), _day(time.time()) + ".log")
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-        try:
-            fd = os.open(path, flags, 0o666)
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd = os.open(path, flags, 0o666)
-        try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
+        append_line(os.path.join(stats_dir(), _day(time.time()) + ".log"), f"{kind} {value}\n".encode())
     except Exception as e:  # noqa: BLE001 - statistics never fail a compile
         log.debug("torch_aotcache: cannot record %s in the statistics: %s", kind, e)
 
