@@ -66,6 +66,8 @@ def _install_at_import() -> None:
         install()
     else:
         _lazy.watch(_on_watched_import)
+        if _lazy.top_imported():
+            _on_watched_import(_lazy.TOP)
 
 
 if not _disabled():

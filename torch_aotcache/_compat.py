@@ -94,6 +94,7 @@ UPSTREAM_PARAMS: dict[str, dict[str, tuple[str, ...]]] = {
     "autograd_cache_key": {},
     "try_load": {},
     "load_async": {},
+    "inductor_call": {},
 }
 # [release 2.11]
 UPSTREAM_PARAMS["autograd_cache_key"]["2.11"] = ("gm", "example_inputs", "config", "fx_config")
@@ -101,6 +102,7 @@ UPSTREAM_PARAMS["try_load"]["2.11"] = (
     "mod", "args", "aot_config", "cudagraphs", "boxed_forward_device_index", "local", "remote"
 )
 UPSTREAM_PARAMS["load_async"]["2.11"] = ("main_code", "device_type", "submit_fn", "extra_flags", "optimized_code")
+UPSTREAM_PARAMS["inductor_call"]["2.11"] = ("self", "model_", "inputs_")
 # [end release]
 # [release 2.13]
 UPSTREAM_PARAMS["autograd_cache_key"]["2.13"] = ("mod", "example_inputs", "config", "compiler_config_extra")
@@ -111,6 +113,7 @@ UPSTREAM_PARAMS["load_async"]["2.13"] = (
     "main_code", "device_type", "submit_fn", "extra_flags", "optimized_code", "needs_vec_isa",
     "kernel_needs_vec_isa",
 )
+UPSTREAM_PARAMS["inductor_call"]["2.13"] = ("self", "model_", "inputs_", "config_patches")
 # [end release]
 
 

@@ -48,6 +48,7 @@ from typing import Any
 # ``patching.PATCH_SITES``.
 WATCHED = frozenset(
     {
+        "torch",
         "torch._functorch._aot_autograd.autograd_cache",
         "torch._inductor.codecache",
         "torch._inductor.cpu_vec_isa",
@@ -56,8 +57,23 @@ WATCHED = frozenset(
 )
 
 
+# ``torch`` itself holds the front door's site (Note [Front door] in
+# front_door.py): imported, it gets its trampoline at once, but it does not
+# make the package install at once (``import torch`` alone imports none of
+# the modules we patch).
+TOP = "torch"
+
+
 def any_imported() -> bool:
-    return any(name in sys.modules for name in WATCHED)
+    """Whether a watched module other than ``torch`` itself is imported."""
+    return any(name in sys.modules for name in WATCHED if name != TOP)
+
+
+def top_imported() -> bool:
+    """Whether ``torch`` is imported, and done importing."""
+    module = sys.modules.get(TOP)
+    spec = getattr(module, "__spec__", None)
+    return module is not None and not getattr(spec, "_initializing", False)
 
 
 class _NotifyingLoader(importlib.abc.Loader):

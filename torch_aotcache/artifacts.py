@@ -53,7 +53,7 @@ from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import Any
 
-from . import _once, config
+from . import _compat, _once, config, light_runtime
 from .counters import count
 from .storage import write_atomically
 
@@ -306,9 +306,23 @@ def load_async(original: Callable[..., Any], cls: type, main_code: str, device_t
     return load
 
 
+class UnregisteredOperators(RuntimeError):
+    """A hit's generated module needs operators that Inductor's compiler registers."""
+
+
 def write_to_disk(original: Callable[[Any], str], self: Any) -> str:
     """Installed as ``CompiledFxGraph.write_to_disk`` around upstream's
     ``original``: private inside :func:`sealed_load`."""
     if current() is not None and isinstance(getattr(self, "source_code", None), str):
-        return private_module_path(self.cache_key, self.source_code)
+        # See Note [Light runtime imports] in light_runtime.py.
+        source = light_runtime.rewrite_imports(self.source_code, _compat.torch_release())
+        if "torch._inductor.compile_fx" not in sys.modules:
+            # Inductor's compiler is not imported (a hit through the front
+            # door): every operator the module calls must be registered.
+            missing = light_runtime.unregistered_operators(source)
+            if missing:
+                raise UnregisteredOperators(
+                    "generated module calls operators not registered here: " + ", ".join(missing)
+                )
+        return private_module_path(self.cache_key, source)
     return original(self)

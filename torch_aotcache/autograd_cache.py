@@ -990,16 +990,8 @@ def try_load_impl(
                 count("load_failed")
                 hit = None
         if hit is not None:
-            entry = hit.result
-            log.info("AOTAutograd cache hit for key %s", cache_key)
-            after_hit(hit)
-            counters["aot_autograd"]["autograd_cache_hit"] += 1
+            _account_hit(hit, cache_key, cache_info)
             cache_state = "hit"
-            fw = entry.forward_time_taken_ns // 1_000_000
-            bw = entry.backward_time_taken_ns // 1_000_000
-            cache_info.update(
-                forward_time_saved_ms=fw, backward_time_saved_ms=bw, time_saved_ms=fw + bw
-            )
         else:
             log.info("AOTAutograd cache miss for key %s", cache_key)
             counters["aot_autograd"]["autograd_cache_miss"] += 1
@@ -1029,6 +1021,29 @@ def try_load_impl(
     symints = []
     if compiled_fn is None:
         symints = upstream.AOTAutogradCache._filter_backed_symints(args)
+    _log_outcome(cache_state, cache_key, cache_info, debug_lines, event_time, local, remote)
+    return compiled_fn, cache_key if compiled_fn is None else None, symints
+
+
+def _account_hit(hit: CacheHit, cache_key: str, cache_info: dict[str, Any]) -> None:
+    entry = hit.result
+    log.info("AOTAutograd cache hit for key %s", cache_key)
+    after_hit(hit)
+    counters["aot_autograd"]["autograd_cache_hit"] += 1
+    fw = entry.forward_time_taken_ns // 1_000_000
+    bw = entry.backward_time_taken_ns // 1_000_000
+    cache_info.update(forward_time_saved_ms=fw, backward_time_saved_ms=bw, time_saved_ms=fw + bw)
+
+
+def _log_outcome(
+    cache_state: str,
+    cache_key: str | None,
+    cache_info: dict[str, Any],
+    debug_lines: list[str],
+    event_time: int,
+    local: bool,
+    remote: bool,
+) -> None:
     cache_info.update(key=cache_key, cache_state=cache_state, components=debug_lines)
     log_cache_event(cache_state, cache_info, event_time, local, remote)
     torch._logging.trace_structured(
@@ -1036,7 +1051,41 @@ def try_load_impl(
         metadata_fn=lambda: {"name": f"aotautograd_cache_{cache_state}", "encoding": "json"},
         payload_fn=lambda: json.dumps(cache_info, default=str),
     )
-    return compiled_fn, cache_key if compiled_fn is None else None, symints
+
+
+def load_if_stored(
+    mod: Any, args: list[Any], aot_config: Any, fx_config: dict[str, Any], key_arg: Any, remote: bool
+) -> Callable[..., Any] | None:
+    """The lookup of the front door (Note [Front door] in front_door.py).
+
+    The compiled function of a verified local entry, its hit recorded as
+    ``try_load`` records one; or None, recording nothing: the compile then
+    takes the normal path, which looks up again and records what it finds
+    (a miss, a bypass, a remote hit, an entry that does not load).
+    """
+    event_time = time.time_ns()
+    remote = remote_tier_requested(remote)
+    try:
+        cache_key, debug_lines = upstream.autograd_cache_key(mod, args, aot_config, key_arg)
+        inductor_digests.prime_torch_key()
+        cache_info: dict[str, Any] = {}
+        hit = find_entry(cache_key, True, _hints(args), cache_info, record=False)
+        if hit is None:
+            return None
+        compiled_fn = wrap_cached_result(hit.result, hit.data, hit.header, args, aot_config, fx_config)
+    except Exception as e:  # noqa: BLE001 - the normal path decides what this is
+        log.debug("torch_aotcache: front door lookup gave way to the normal path: %s", e)
+        return None
+    _record_result(local_hit=True, local_miss=False, remote_hit=False, remote_miss=False)
+    _compat.record_artifact(cache_key, hit.data)
+    if (
+        upstream.should_bundle_autograd_cache()
+        and getattr(aot_config, "precompile_backend_id", None) is not None
+    ):
+        _compat.record_precompile_artifact(aot_config.precompile_backend_id, hit.result)
+    _account_hit(hit, cache_key, cache_info)
+    _log_outcome("hit", cache_key, cache_info, debug_lines, time.time_ns(), True, remote)
+    return compiled_fn
 
 
 # Installed as ``AOTAutogradCache.try_load``, one per release (patching.PATCH_SITES).

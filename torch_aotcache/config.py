@@ -100,6 +100,10 @@ max_kernel_bytes: int = 256 << 20
 # Parent of that private folder (default: the system temp dir).
 private_dir: Optional[str] = Config(env_name_default="TORCH_AOTCACHE_PRIVATE_DIR", default=None)
 
+# A hit on the CPU skips importing Inductor's compiler: see Note [Front door]
+# in front_door.py.
+front_door: bool = Config(env_name_default="TORCH_AOTCACHE_FRONT_DOOR", default=True)
+
 # Single-flight compiles; see Note [Single flight] in single_flight.py.
 single_flight: bool = Config(env_name_default="TORCH_AOTCACHE_SINGLE_FLIGHT", default=True)
 single_flight_wait_s: float = 300.0
