@@ -480,7 +480,11 @@ class TestAutogradCache(CacheTestCase):
 
         with unittest.mock.patch.object(upstream_cache, "autograd_cache_key", spy):
             torch.compile(lambda x: x.cosh() - 1)(torch.randn(4))
-        [key] = keys
+        # On the CPU a miss is looked up twice, by the front door and by the
+        # normal path (Note [Front door]): one key either way.
+        self.assertIn(len(keys), (1, 2))
+        self.assertEqual(len(set(keys)), 1)
+        key = keys[-1]
         [path] = self.entry_files()
         header = schemas.read_header(path)
         self.assertEqual(header.key, key)

@@ -286,11 +286,14 @@ class CacheTimers:
                     self._key_in_current += dt
 
         def timed_try_load(*args: Any, **kwargs: Any) -> Any:
+            return timed_lookup(orig_try_load, *args, **kwargs)
+
+        def timed_lookup(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
             self._depth += 1
             self._key_in_current = 0.0
             t = time.perf_counter()
             try:
-                return orig_try_load(*args, **kwargs)
+                return func(*args, **kwargs)
             finally:
                 dt = time.perf_counter() - t
                 self._depth -= 1
@@ -300,6 +303,18 @@ class CacheTimers:
         timed_try_load.__wrapped__ = orig_try_load  # type: ignore[attr-defined]
         ac.autograd_cache_key = timed_key
         ac.AOTAutogradCache.try_load = staticmethod(timed_try_load)  # type: ignore[method-assign]
+        if "torch_aotcache" in sys.modules:
+            # A hit through torch_aotcache's front door looks up here instead
+            # of try_load (Note [Front door] in front_door.py).
+            from torch_aotcache import autograd_cache as ours
+
+            orig_front = ours.load_if_stored
+
+            def timed_front(*args: Any, **kwargs: Any) -> Any:
+                return timed_lookup(orig_front, *args, **kwargs)
+
+            timed_front.__wrapped__ = orig_front  # type: ignore[attr-defined]
+            ours.load_if_stored = timed_front
         for name in ("make_entry", "save"):
             raw = vars(ac.AOTAutogradCache).get(name)
             if isinstance(raw, staticmethod):

@@ -65,6 +65,17 @@ def release_of(version: str) -> str:
     return "%d.%d" % v[:2] if len(v) >= 2 else version
 
 
+# Releases whose compile_fx, aot_module_simplified and generated-module
+# imports the front door was written against (Note [Front door] in
+# front_door.py, Note [Light runtime imports] in light_runtime.py); on the
+# others every compile takes the normal path.
+FRONT_DOOR_RELEASES = frozenset({"2.13"})
+
+
+def front_door_release() -> bool:
+    return torch_release() in FRONT_DOOR_RELEASES
+
+
 def torch_release() -> str | None:
     """The supported release this torch belongs to, or None."""
     rel = release_of(torch.__version__)

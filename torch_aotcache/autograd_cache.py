@@ -50,7 +50,19 @@ from torch._functorch import config as functorch_config
 from torch._functorch._aot_autograd import autograd_cache as upstream
 from torch._inductor.remote_cache import cache_stats
 
-from . import _compat, _once, artifacts, config, explain, fingerprint, inductor_digests, schemas, signing, stats
+from . import (
+    _compat,
+    _once,
+    artifacts,
+    config,
+    explain,
+    fingerprint,
+    inductor_digests,
+    schemas,
+    signing,
+    stats,
+    storage,
+)
 from .graph_hashing import (
     digest,
     encode_inputs,
@@ -715,6 +727,7 @@ def find_entry(
     cache_info: dict[str, Any],
     remote: bool = False,
     record: bool = True,
+    give_way: bool = False,
 ) -> CacheHit | None:
     """The first verified entry under ``key`` whose guards pass, unpickled.
 
@@ -749,6 +762,8 @@ def find_entry(
             try:
                 verified = accept(stored.data, stored.entry_id)
             except schemas.EntryFormatError as e:
+                if give_way:
+                    raise  # the normal path rejects it (Note [Front door])
                 reject_entry(stored.path, e)
                 continue
             if verified is not None:
@@ -1063,13 +1078,13 @@ def load_if_stored(
     takes the normal path, which looks up again and records what it finds
     (a miss, a bypass, a remote hit, an entry that does not load).
     """
-    event_time = time.time_ns()
     remote = remote_tier_requested(remote)
     try:
         cache_key, debug_lines = upstream.autograd_cache_key(mod, args, aot_config, key_arg)
         inductor_digests.prime_torch_key()
         cache_info: dict[str, Any] = {}
-        hit = find_entry(cache_key, True, _hints(args), cache_info, record=False)
+        with storage.faults_give_way():
+            hit = find_entry(cache_key, True, _hints(args), cache_info, record=False, give_way=True)
         if hit is None:
             return None
         compiled_fn = wrap_cached_result(hit.result, hit.data, hit.header, args, aot_config, fx_config)

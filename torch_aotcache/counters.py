@@ -31,6 +31,10 @@ COUNTERS: dict[str, str] = {
     "pickle_failed": "compiled results that could not be pickled (not saved)",
     "save_failed": "saves that failed for another reason (not saved; the compile goes on)",
     "save_skipped_no_guards": "entries not saved because their shape guards could not be produced",
+    # The front door (Note [Front door] in front_door.py).
+    "front_door_hits": "hits loaded without importing Inductor's compiler",
+    "front_door_errors": "front door attempts that failed in our code (the normal path compiled)",
+    "light_post_compiles": "cached Inductor graphs set up without importing Inductor's GraphLowering",
     # Carried kernels (Note [Self-contained entries] in artifacts.py).
     "kernels_carried": "compiled C++ kernels written into saved entries",
     "kernels_loaded": "kernels loaded from a hit's entry",

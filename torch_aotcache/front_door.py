@@ -51,7 +51,8 @@ that Inductor's compiler registers when imported) does not load through the
 front door and gives way.
 
 Only for the releases whose ``compile_fx`` was read for this
-(:data:`RELEASES`); ``TORCH_AOTCACHE_FRONT_DOOR=0`` turns it off.
+(``_compat.FRONT_DOOR_RELEASES``); ``TORCH_AOTCACHE_FRONT_DOOR=0`` turns it
+off.
 """
 
 from __future__ import annotations
@@ -70,9 +71,6 @@ from .counters import count
 
 
 log = logging.getLogger(__name__)
-
-RELEASES = frozenset({"2.13"})
-
 
 def inductor_call(original: Callable[..., Any], self: Any, model_: Any, inputs_: Any,
                   *args: Any, **kwargs: Any) -> Any:
@@ -97,7 +95,7 @@ def compiler_config(original: Callable[..., Any], self: Any) -> Any:
     (which ``torch.compile`` calls at once): Inductor's config with the
     compile's options, as upstream computes it, without importing
     ``compile_fx`` for it."""
-    if _compat.torch_release() not in RELEASES:
+    if not _compat.front_door_release():
         return original(self)
     from torch._inductor import config as inductor_config
 
@@ -108,7 +106,7 @@ def compiler_config(original: Callable[..., Any], self: Any) -> Any:
 def through_front_door(gm: Any, example_inputs: Sequence[Any], patches: dict[str, Any],
                        region_name: str | None) -> Callable[..., Any] | None:
     """The compiled function of a hit, or None to give way (Note [Front door])."""
-    if _compat.torch_release() not in RELEASES or not isinstance(gm, torch.fx.GraphModule):
+    if not _compat.front_door_release() or not isinstance(gm, torch.fx.GraphModule):
         return None
     from torch._inductor import config as inductor_config
 
@@ -226,9 +224,9 @@ def _load(gm: torch.fx.GraphModule, example_inputs: Sequence[Any],
     # lowering).
     import torch._inductor.debug  # noqa: F401
 
-    counter = aot_module.AOT_COUNTER
+    counter: Any = aot_module.AOT_COUNTER
     aot_id = next(counter)
-    aot_module.AOT_COUNTER = itertools.chain([aot_id], counter)
+    aot_module.AOT_COUNTER = itertools.chain([aot_id], counter)  # type: ignore[assignment]
     compiled_fn = None
     try:
         with _compile_fx_contexts(example_inputs), contextlib.ExitStack():
@@ -247,15 +245,15 @@ def _load(gm: torch.fx.GraphModule, example_inputs: Sequence[Any],
             extra = _CompilerConfigExtra()
             fx_config = _compat.fx_config_from(extra)
             fx_config["compile_region_name"] = region_name
-            with light_loading():
-                compiled_fn = autograd_cache.load_if_stored(
-                    gm, fake_flat_args, aot_config, fx_config, extra,
-                    upstream.should_use_remote_autograd_cache(),
-                )
+            compiled_fn = autograd_cache.load_if_stored(
+                gm, fake_flat_args, aot_config, fx_config, extra,
+                upstream.should_use_remote_autograd_cache(),
+            )
     finally:
         # A hit took aot_id, as the normal path would have; giving way hands
         # it back to the normal path.
-        aot_module.AOT_COUNTER = counter if compiled_fn is not None else itertools.chain([aot_id], counter)
+        restored: Any = counter if compiled_fn is not None else itertools.chain([aot_id], counter)
+        aot_module.AOT_COUNTER = restored
     if compiled_fn is None:
         return None
     count("front_door_hits")
@@ -292,29 +290,6 @@ def _as_backend_result(gm: torch.fx.GraphModule, compiled_fn: Callable[..., Any]
     counters["aot_autograd"]["total"] += 1
     counters["aot_autograd"]["ok"] += 1
     return disable(forward, reason="do not trace AOT-compiled graph")
-
-
-# ---------------------------------------------------------------------------
-# Loading through the front door: the generated module's operators
-# ---------------------------------------------------------------------------
-
-_loading = False
-
-
-@contextlib.contextmanager
-def light_loading() -> Iterator[None]:
-    """Within: a generated module that calls an operator not registered in
-    this process is refused (see :func:`check_operators`)."""
-    global _loading
-    previous, _loading = _loading, True
-    try:
-        yield
-    finally:
-        _loading = previous
-
-
-def loading_through_front_door() -> bool:
-    return _loading
 
 
 # ---------------------------------------------------------------------------
@@ -375,7 +350,7 @@ def _light_post_compile_applies(graph: Any) -> bool:
     from torch._inductor.codecache import output_code_log
 
     return (
-        _compat.torch_release() in RELEASES
+        _compat.front_door_release()
         and GRAPH_MODULE not in sys.modules
         and _structured_trace_off()
         and not output_code_log.isEnabledFor(logging.DEBUG)

@@ -30,7 +30,7 @@ stay right), with imports of the same objects from light places:
   ``select_algorithm`` and hands out its object.  Once ``select_algorithm`` is
   imported (this process compiled something), every name comes from it.
 
-Only on releases where those facts were checked (:data:`CHECKED_RELEASES`);
+Only on releases where those facts were checked (``_compat.FRONT_DOOR_RELEASES``);
 elsewhere the module is loaded as generated.  Nothing changes in the entry,
 in its key or in the module's source as saved: only the file this process
 imports.
@@ -64,8 +64,6 @@ TORCH_KERNELS = frozenset(
         "_weight_int8pack_mm",
     }
 )
-
-CHECKED_RELEASES = frozenset({"2.13"})
 
 _REWRITES = (
     (
@@ -107,11 +105,11 @@ class _ExternKernels:
 extern_kernels = _ExternKernels()
 
 
-def rewrite_imports(source: str, release: str | None) -> str:
+def rewrite_imports(source: str, checked: bool) -> str:
     """``source`` with its heavy runtime imports replaced by light ones (each
     whole line, one for one), or ``source`` unchanged where that is not
-    known to be the same."""
-    if release not in CHECKED_RELEASES:
+    known to be the same (``checked``: a release where it was checked)."""
+    if not checked:
         return source
     lines = source.split("\n")
     changed = False

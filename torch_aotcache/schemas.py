@@ -41,7 +41,6 @@ import hashlib
 import hmac
 import json
 import os
-import pickle
 import re
 import struct
 from collections.abc import Iterator, Sequence

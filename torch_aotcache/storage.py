@@ -41,11 +41,13 @@ anything without it (see Note [Entry layout] in schemas.py).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -78,6 +80,32 @@ class StoredEntry:
     def entry_id(self) -> str:
         """The id the file is named after: its header's ``entry_id`` unless corrupted."""
         return os.path.basename(self.path)[: -len(ENTRY_SUFFIX)]
+
+
+class StoreFault(Exception):
+    """A fault met while faults give way (see :func:`faults_give_way`)."""
+
+
+_give_way = threading.local()
+
+
+@contextlib.contextmanager
+def faults_give_way() -> Iterator[None]:
+    """Within: reading the store raises :class:`StoreFault` instead of
+    counting and warning, for a lookup that hands over to another that
+    reads again and reports (Note [Front door] in front_door.py)."""
+    previous = getattr(_give_way, "on", False)
+    _give_way.on = True
+    try:
+        yield
+    finally:
+        _give_way.on = previous
+
+
+def _fault(op: str, error: OSError) -> None:
+    if getattr(_give_way, "on", False):
+        raise StoreFault(f"{op}: {error}") from error
+    report_fault(op, error)
 
 
 def report_fault(op: str, error: OSError) -> None:
@@ -155,12 +183,13 @@ class LocalStore:
                         found.append((e.stat().st_mtime_ns, e.path))
                     except FileNotFoundError:
                         # Gone since it was listed: skip that file only, not
-                        # the whole folder.  See Note [Disk faults].
+                        # the whole folder.  See Note [Disk faults].  (Gone
+                        # for the next reader too: counted here, once.)
                         count("entry_vanished")
         except FileNotFoundError:
             return
         except OSError as e:
-            report_fault("read", e)
+            _fault("read", e)
             return
         found.sort(reverse=True)
         for _, path in found:
@@ -171,7 +200,7 @@ class LocalStore:
                 count("entry_vanished")
                 continue
             except OSError as e:
-                report_fault("read", e)
+                _fault("read", e)
                 continue
             yield StoredEntry(path, data)
 
