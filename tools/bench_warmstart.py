@@ -789,12 +789,16 @@ class Driver:
                     d = self.new_cache_dir(f"{model}-{mode}")
                     warm_dirs.setdefault(mode, d)
                     self.step(model, mode, "cold", d, c)
+            warm_modes = ([] if s.only_remote else ["floor", "floor_inductor"]) + list(local_modes)
             for r in range(s.repeats):
-                if not s.only_remote:
-                    self.step(model, "floor", "floor", self.new_cache_dir("floor"), r)
-                    self.step(model, "floor_inductor", "floor", self.new_cache_dir("floor"), r)
-                for mode in local_modes:
-                    self.step(model, mode, "warm", warm_dirs[mode], r)
+                # Each round starts with another mode, so no mode always runs
+                # first (or last) after the machine has settled.
+                shift = r % len(warm_modes)
+                for mode in warm_modes[shift:] + warm_modes[:shift]:
+                    if mode.startswith("floor"):
+                        self.step(model, mode, "floor", self.new_cache_dir("floor"), r)
+                    else:
+                        self.step(model, mode, "warm", warm_dirs[mode], r)
             if s.remote:
                 self.run_remote(model)
 
@@ -977,6 +981,27 @@ def summarize_models(runs: list[dict[str, Any]], models: list[str]) -> dict[str,
             for mode, phase in (("floor", "floor"), ("floor_inductor", "floor"), ("upstream", "warm"),
                                 ("ours", "warm"))
         }
+        # The same without interpreter start and imports: identical work in
+        # every mode (import torch; torch_aotcache's import adds ~10 ms), whose
+        # run-to-run noise on a small VM can exceed the differences measured.
+        def past_imports(mode: str, phase: str) -> float | None:
+            return _median([
+                r["process_wall_s"] - (r.get("startup_s") or 0.0) - r["result"]["import_s"]
+                for r in runs
+                if r.get("kind") == "step" and r["model"] == model and r["mode"] == mode
+                and r["phase"] == phase and "result" in r and r["result"].get("import_s") is not None
+            ])
+
+        past = {
+            mode: past_imports(mode, phase)
+            for mode, phase in (("floor", "floor"), ("upstream", "warm"), ("ours", "warm"))
+        }
+        for mode in ("upstream", "ours"):
+            past[f"above_floor_{mode}_s"] = (
+                None if past["floor"] is None or past[mode] is None else past[mode] - past["floor"]
+            )
+        past["ratio"] = _ratio(past["above_floor_ours_s"], past["above_floor_upstream_s"])
+        p["past_imports"] = past
         p["import_s"] = {
             mode: _median([res.get("import_s") for res in results(mode, phase)])
             for mode, phase in (("floor", "floor"), ("floor_inductor", "floor"), ("upstream", "warm"),
@@ -1196,6 +1221,24 @@ def render_markdown(data: dict[str, Any]) -> str:
             f"| {_s(p['warm_ours_s'])} | {_s(p['above_floor_upstream_s'])} / {_s(p['above_floor_ours_s'])} "
             f"| {_s(p['ratio'], 2)} | {_s(p['cold_off_s'])} / {_s(p['cold_upstream_s'])} / {_s(p['cold_ours_s'])} "
             f"| {_s(imp.get('floor'))} / {_s(imp.get('upstream'))} / {_s(imp.get('ours'))} |"
+        )
+    lines.append("")
+    lines.append(
+        "The same after the imports (wall time minus interpreter start and imports, per process; "
+        "the imports are the same work in every mode, and their noise on a small VM can exceed "
+        "the differences measured):"
+    )
+    lines.append("")
+    lines.append("| model | floor | warm upstream | warm ours | above floor: upstream / ours | ours/upstream |")
+    lines.append("|---|---|---|---|---|---|")
+    for model, m in data["models"].items():
+        past = (m.get("process") or {}).get("past_imports")
+        if not past:
+            continue
+        lines.append(
+            f"| {model} | {_s(past.get('floor'))} | {_s(past.get('upstream'))} | {_s(past.get('ours'))} "
+            f"| {_s(past.get('above_floor_upstream_s'))} / {_s(past.get('above_floor_ours_s'))} "
+            f"| {_s(past.get('ratio'), 2)} |"
         )
     lines.append("")
     lines.append("### Where a warm process goes (s, medians): startup / imports / set-up / first step / after it")

@@ -23,8 +23,9 @@ upstream functions, under the same config patches and contexts:
 2. Give way (call upstream's ``__call__``) unless the graph is one the
    front door knows the path of: a ``GraphModule`` returning a tuple, flat
    inputs, every tensor on the CPU, no C++ or FX wrapper, no freezing, no CUDA
-   graphs, no AOT compilation, no bisection, no compile debug, pre-grad
-   passes running after the lookup, the local cache on.
+   graphs, no AOT compilation or precompile, no bisection, no compile
+   debug or provenance tracking, pre-grad passes running after the lookup,
+   the local cache on.
 3. Under ``compile_fx``'s contexts (lazy graph modules, the Python
    dispatcher, node meta, the fake mode, the tracing context, compiled
    autograd off, ``functorch.config`` patched as ``compile_fx`` patches it),
@@ -36,8 +37,10 @@ upstream functions, under the same config patches and contexts:
    normal path loads it and counted as a hit; anything else (no entry, a
    bypass, an entry that does not load, an error of ours) records nothing
    and gives way, and the normal path then looks up again, records what it
-   finds and compiles.  The key is computed by the same function from the
-   same inputs, so the front door hits exactly when the normal path would.
+   finds and compiles.  The key is computed by the same function from
+   inputs prepared by the same functions, so it is the normal path's key
+   (test/test_front_door.py: every graph a cold process saved hits through
+   the front door in the next process, and equals eager there).
 5. Wrap the compiled function as ``aot_module_simplified`` and Dynamo's
    ``aot_autograd`` backend do (parameters and buffers first, the counters
    ``total`` and ``ok``, ``torch._dynamo.disable``).
@@ -49,6 +52,27 @@ runtime only (Note [Light runtime imports] in light_runtime.py); an entry
 whose module calls an operator that is not registered in this process (one
 that Inductor's compiler registers when imported) does not load through the
 front door and gives way.
+
+Two more sites keep Inductor's compiler out of a warm process.
+``torch.compile`` itself calls the wrapper's ``get_compiler_config``, which
+upstream answers by importing ``compile_fx`` for a two-line function; ours
+computes the same dict from Inductor's config module.  Inductor's
+``FxGraphCache.cache_hit_post_compile`` imports ``GraphLowering`` only to
+call a hook tests set on it; ours takes the same steps without that import
+while nobody can have set the hook.  ``torch._inductor.debug`` is imported
+(a compiled graph reads its switches at every call; it does not import the
+lowering).
+
+A miss pays for the front door with a second key computation and a second
+look at the store (milliseconds; the fake inputs are memoized by the fake
+mode).  A store fault or a bad entry met by the front door gives way before
+it is counted or quarantined, so the normal path counts it once.
+
+Rejected: a key of our own over Dynamo's graph and real inputs, computed
+before AOTAutograd's preparation (a second key scheme, which would have to
+be proved equivalent to the first); handing the front door's key to the
+normal path (the normal path's own lookup is what checks that the front
+door mirrors it).
 
 Only for the releases whose ``compile_fx`` was read for this
 (``_compat.FRONT_DOOR_RELEASES``); ``TORCH_AOTCACHE_FRONT_DOOR=0`` turns it
@@ -147,6 +171,10 @@ def why_not(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> str | No
         return "CUDA graphs"
     if V.aot_compilation:
         return "AOT compilation"
+    if inductor_config.trace.provenance_tracking_level:
+        return "provenance tracking"  # compile_fx resets its globals first
+    if getattr(gm, "_backend_id", None) is not None:
+        return "precompile"  # the normal path records the entry for it
     from torch._inductor.codecache import resolve_pre_grad_pass_timing
 
     try:
