@@ -43,6 +43,7 @@ HEAVY = (
     "torch._inductor.graph",
     "torch._inductor.decomposition",
     "torch._inductor.codegen.memory_planning",
+    "torch._inductor.debug",
 )
 
 SCRIPT = r"""
@@ -89,11 +90,17 @@ dyn_compiled = torch.compile(dyn, dynamic=True, options=options)
 for n in (3, 5):
     a = torch.randn(n, 16)
     diffs.append(float((dyn_compiled(a, w) - dyn(a, w)).abs().max()))
+heavy = [m for m in HEAVY if m in sys.modules]
+from torch._inductor import debug as switches
+debug_ok = switches.RECORD_GRAPH_EXECUTION is False and callable(switches.DebugContext)
+import torch._inductor.debug
+debug_ok = debug_ok and torch._inductor.debug is sys.modules["torch._inductor.debug"]
 print(json.dumps({
+    "debug_ok": debug_ok,
     "diffs": diffs,
     "aot": dict(counters["aot_autograd"]),
     "ours": dict(counters["torch_aotcache"]),
-    "heavy": [m for m in HEAVY if m in sys.modules],
+    "heavy": heavy,
     "next_aot_id": next(sys.modules["torch._functorch.aot_autograd"].AOT_COUNTER),
 }))
 """
@@ -149,6 +156,7 @@ class TestFrontDoorProcesses(unittest.TestCase):
         self.assertEqual(warm["ours"].get("front_door_hits"), graphs, warm)
         self.assertEqual(warm["ours"].get("front_door_errors", 0), 0, warm)
         self.assertEqual(warm["heavy"], [], "a hit imported Inductor's compiler")
+        self.assertTrue(warm["debug_ok"])
         # The AOTConfig ids a hit takes are the ones the normal path takes.
         self.assertEqual(warm["next_aot_id"], cold["next_aot_id"])
 
@@ -303,6 +311,24 @@ class TestLightRuntime(unittest.TestCase):
             sorted(light_runtime.unregistered_operators(source)),
             ["aten.no_such_operator_here", "torch_aotcache_nowhere.op"],
         )
+
+    def test_debug_switches(self) -> None:
+        import torch._inductor.debug as real
+
+        for name, value in light_runtime.DEBUG_SWITCHES.items():
+            self.assertEqual(getattr(real, name), value, name)
+        stand_in = light_runtime._DebugSwitches(light_runtime.DEBUG_MODULE)
+        # With the real module imported, everything is the real module's.
+        self.assertIs(stand_in.DebugContext, real.DebugContext)
+        try:
+            stand_in.RECORD_GRAPH_EXECUTION = True
+            self.assertIs(real.RECORD_GRAPH_EXECUTION, True)
+            self.assertIs(stand_in.RECORD_GRAPH_EXECUTION, True)
+        finally:
+            real.RECORD_GRAPH_EXECUTION = False
+        # Imported (or set): nothing is placed.
+        self.assertFalse(light_runtime.place_debug_switches())
+        self.assertIs(torch._inductor.debug, real)
 
     def test_stand_in_for_the_decomposition_table(self) -> None:
         from torch._inductor.decomposition import select_decomp_table

@@ -59,9 +59,11 @@ upstream answers by importing ``compile_fx`` for a two-line function; ours
 computes the same dict from Inductor's config module.  Inductor's
 ``FxGraphCache.cache_hit_post_compile`` imports ``GraphLowering`` only to
 call a hook tests set on it; ours takes the same steps without that import
-while nobody can have set the hook.  ``torch._inductor.debug`` is imported
-(a compiled graph reads its switches at every call; it does not import the
-lowering).
+while nobody can have set the hook.  A compiled graph reads three switches
+of ``torch._inductor.debug`` at every call; until that module is imported
+(it imports Inductor's IR and scheduler), ``torch._inductor.debug`` is a
+stand-in that gives their starting values and imports the real module for
+anything else (Note [Light runtime imports]).
 
 A miss pays for the front door with a second key computation and a second
 look at the store (milliseconds; the fake inputs are memoized by the fake
@@ -90,7 +92,7 @@ from typing import Any
 
 import torch
 
-from . import _compat, config
+from . import _compat, config, light_runtime
 from .counters import count
 
 
@@ -248,9 +250,9 @@ def _load(gm: torch.fx.GraphModule, example_inputs: Sequence[Any],
     from . import autograd_cache
 
     # A compiled graph reads torch._inductor.debug's switches at every call
-    # (compile_fx imports it on the normal path; it does not import the
-    # lowering).
-    import torch._inductor.debug  # noqa: F401
+    # (compile_fx imports that module on the normal path).
+    if not light_runtime.place_debug_switches():
+        import torch._inductor.debug  # noqa: F401
 
     counter: Any = aot_module.AOT_COUNTER
     aot_id = next(counter)

@@ -30,6 +30,15 @@ stay right), with imports of the same objects from light places:
   ``select_algorithm`` and hands out its object.  Once ``select_algorithm`` is
   imported (this process compiled something), every name comes from it.
 
+Two more objects of Inductor's compiler that a hit touches stand in until
+their modules are imported: ``select_decomp_table``, which a compiled graph
+keeps among its compile arguments and a hit never calls (an entry unpickles
+it as a function that imports the decompositions when called), and
+``torch._inductor.debug``, whose three switches a compiled graph reads at
+every call (a stand-in module on ``torch._inductor`` gives their starting
+values and imports the real module for anything else; importing the real
+one puts it in the stand-in's place, as any import of a submodule does).
+
 Only on releases where those facts were checked (``_compat.FRONT_DOOR_RELEASES``);
 elsewhere the module is loaded as generated.  Nothing changes in the entry,
 in its key or in the module's source as saved: only the file this process
@@ -38,10 +47,12 @@ imports.
 
 from __future__ import annotations
 
+import importlib
 import io
 import pickle
 import re
 import sys
+import types
 from typing import Any
 
 
@@ -90,8 +101,6 @@ class _ExternKernels:
             value = getattr(torch, name)
         else:
             if real is None:
-                import importlib
-
                 real = importlib.import_module(SELECT_ALGORITHM)
             value = getattr(real.extern_kernels, name)
         # The same object either way; later reads skip __getattr__.
@@ -180,3 +189,51 @@ class _Unpickler(pickle.Unpickler):
 def loads(data: memoryview | bytes) -> Any:
     """``pickle.loads``, with the stand-ins above."""
     return _Unpickler(io.BytesIO(data)).load()
+
+
+# ---------------------------------------------------------------------------
+# torch._inductor.debug's switches
+# ---------------------------------------------------------------------------
+
+DEBUG_MODULE = "torch._inductor.debug"
+
+# The switches a compiled graph reads at every call, with the values
+# ``torch._inductor.debug`` starts with (a test compares them).
+DEBUG_SWITCHES: dict[str, Any] = {
+    "RECORD_GRAPH_EXECUTION": False,
+    "GRAPH_EXECUTION_ORDER": None,
+    "GRAPH_COMPILE_IDS": None,
+}
+
+
+class _DebugSwitches(types.ModuleType):
+    """Stands for ``torch._inductor.debug`` as an attribute of
+    ``torch._inductor`` until that module is imported (Inductor's compiler
+    imports it, and with it the IR and the scheduler).  Reading a switch
+    gives its starting value; anything else, or any write, imports the real
+    module, whose import puts it in this object's place."""
+
+    def __getattr__(self, name: str) -> Any:
+        real = sys.modules.get(DEBUG_MODULE)
+        if real is None and name in DEBUG_SWITCHES:
+            return DEBUG_SWITCHES[name]
+        if real is None:
+            real = importlib.import_module(DEBUG_MODULE)
+        return getattr(real, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(importlib.import_module(DEBUG_MODULE), name, value)
+
+
+def place_debug_switches() -> bool:
+    """Put the stand-in on ``torch._inductor`` if ``torch._inductor.debug``
+    is neither imported nor set there; returns whether it is in place."""
+    import torch._inductor
+
+    current = getattr(torch._inductor, "debug", None)
+    if isinstance(current, _DebugSwitches):
+        return True
+    if DEBUG_MODULE in sys.modules or current is not None:
+        return False
+    torch._inductor.debug = _DebugSwitches(DEBUG_MODULE)
+    return True
