@@ -98,6 +98,7 @@ from .counters import count
 
 log = logging.getLogger(__name__)
 
+
 def inductor_call(original: Callable[..., Any], self: Any, model_: Any, inputs_: Any,
                   *args: Any, **kwargs: Any) -> Any:
     """Installed as ``torch._TorchCompileInductorWrapper.__call__`` around
@@ -107,10 +108,9 @@ def inductor_call(original: Callable[..., Any], self: Any, model_: Any, inputs_:
         compiled = None
         try:
             compiled = through_front_door(model_, inputs_, patches, getattr(self, "name", None))
-        except Exception as e:  # noqa: BLE001 - the normal path compiles
+        except Exception:  # noqa: BLE001 - the normal path compiles
             log.debug("torch_aotcache: front door failed, taking the normal path", exc_info=True)
             count("front_door_errors")
-            del e
         if compiled is not None:
             return compiled
     return original(self, model_, inputs_, *args, **kwargs)
