@@ -146,12 +146,13 @@ def for_release(source: str, release: str) -> str:
     inside = None
     for line in source.splitlines(keepends=True):
         stripped = line.strip()
-        m = re.fullmatch(r"# \[release (\d+\.\d+)\]", stripped)
+        # A block names one release or several: "# [release 2.14 2.15]".
+        m = re.fullmatch(r"# \[release (\d+\.\d+(?: \d+\.\d+)*)\]", stripped)
         if m:
             if inside is not None:
                 raise PatchError(f"release block {m.group(1)} opens inside block {inside}")
             inside = m.group(1)
-            keep = inside == release
+            keep = release in inside.split()
             continue
         if stripped == "# [end release]":
             if inside is None:

@@ -25,8 +25,8 @@ custom pre-grad passes            keyed by uuid (no timing       ``pre_grad_pass
 
 Nothing outside this module tests the torch version, and this module
 imports nothing of torch_aotcache: it is the leaf every other module may use.
-Code that only one release needs sits between ``# [release X.Y]`` and
-``# [end release]``; ``tools/upstream_patch.py`` drops the blocks of the other
+Code that only some releases need sits between ``# [release X.Y ...]``
+(one release or several) and ``# [end release]``; ``tools/upstream_patch.py`` drops the blocks of the other
 releases (and narrows ``SUPPORTED_RELEASES``) when it carries the cache into
 a torch tree.
 """
@@ -47,7 +47,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_RELEASES = ("2.11", "2.13")
+SUPPORTED_RELEASES = ("2.11", "2.13", "2.14", "2.15")
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -126,6 +126,21 @@ UPSTREAM_PARAMS["load_async"]["2.13"] = (
 )
 UPSTREAM_PARAMS["inductor_call"]["2.13"] = ("self", "model_", "inputs_", "config_patches")
 # [end release]
+# [release 2.14 2.15]
+for _release in ("2.14", "2.15"):
+    UPSTREAM_PARAMS["autograd_cache_key"][_release] = (
+        "mod", "example_inputs", "config", "compiler_config_extra", "act_input_paths"
+    )
+    UPSTREAM_PARAMS["try_load"][_release] = (
+        "mod", "args", "aot_config", "compiler_config_extra", "local", "remote", "act_input_paths",
+        "compile_region_name",
+    )
+    UPSTREAM_PARAMS["load_async"][_release] = (
+        "main_code", "device_type", "submit_fn", "extra_flags", "optimized_code", "needs_vec_isa",
+        "kernel_needs_vec_isa",
+    )
+    UPSTREAM_PARAMS["inductor_call"][_release] = ("self", "model_", "inputs_", "config_patches")
+# [end release]
 
 
 # ---------------------------------------------------------------------------
@@ -167,8 +182,33 @@ def _cache_info(key: str, symints: list[Any]) -> Any:
 
 def try_load_adapters(impl: TryLoadImpl) -> dict[str, Callable[..., Any]]:
     """``AOTAutogradCache.try_load`` for each release, around ``impl(mod,
-    args, aot_config, fx_config, local, remote, key_arg)``."""
+    args, aot_config, fx_config, local, remote, key_args)``, where
+    ``key_args`` are the arguments this release's ``try_load`` hands the key
+    function after ``(mod, args, aot_config)``."""
     adapters: dict[str, Callable[..., Any]] = {}
+
+    # [release 2.14 2.15]
+    def try_load_v2_15(
+        mod: Any,
+        args: list[Any],
+        aot_config: Any,
+        compiler_config_extra: Any,
+        local: bool,
+        remote: bool,
+        act_input_paths: Any = (),
+        compile_region_name: str | None = None,
+    ) -> tuple[Any, Any]:
+        fx_config = fx_config_from(compiler_config_extra)
+        fx_config["compile_region_name"] = compile_region_name
+        compiled_fn, miss_key, symints = impl(
+            mod, args, aot_config, fx_config, local, remote, (compiler_config_extra, act_input_paths)
+        )
+        if miss_key is not None:
+            aot_config = dataclasses.replace(aot_config, cache_info=_cache_info(miss_key, symints))
+        return compiled_fn, aot_config
+
+    adapters["2.14"] = adapters["2.15"] = try_load_v2_15
+    # [end release]
 
     # [release 2.13]
     def try_load_v2_13(
@@ -183,7 +223,7 @@ def try_load_adapters(impl: TryLoadImpl) -> dict[str, Callable[..., Any]]:
         fx_config = fx_config_from(compiler_config_extra)
         fx_config["compile_region_name"] = compile_region_name
         compiled_fn, miss_key, symints = impl(
-            mod, args, aot_config, fx_config, local, remote, compiler_config_extra
+            mod, args, aot_config, fx_config, local, remote, (compiler_config_extra,)
         )
         if miss_key is not None:
             # AOTConfig is frozen in 2.13: a miss hands back a new one.
@@ -207,7 +247,7 @@ def try_load_adapters(impl: TryLoadImpl) -> dict[str, Callable[..., Any]]:
             "cudagraphs": cudagraphs,
             "boxed_forward_device_index": boxed_forward_device_index,
         }
-        compiled_fn, miss_key, symints = impl(mod, args, aot_config, fx_config, local, remote, fx_config)
+        compiled_fn, miss_key, symints = impl(mod, args, aot_config, fx_config, local, remote, (fx_config,))
         if miss_key is not None:
             aot_config.cache_info = _cache_info(miss_key, symints)
         return compiled_fn
@@ -247,6 +287,9 @@ MAKE_ENTRY_PARAMS["2.11"] = _MAKE_ENTRY_PARAMS_2_11
 # [end release]
 # [release 2.13]
 MAKE_ENTRY_PARAMS["2.13"] = _MAKE_ENTRY_PARAMS_2_11 + ("min_cut_info_str",)
+# [end release]
+# [release 2.14 2.15]
+MAKE_ENTRY_PARAMS["2.14"] = MAKE_ENTRY_PARAMS["2.15"] = _MAKE_ENTRY_PARAMS_2_11 + ("min_cut_info_str",)
 # [end release]
 
 
@@ -384,3 +427,55 @@ def record_precompile_artifact(backend_id: Any, entry: Any) -> None:
 
 def strict_precompile() -> bool:
     return bool(getattr(torch._dynamo.config, "strict_precompile", False))
+
+
+# ---------------------------------------------------------------------------
+# Multi-rank jobs: see Note [Ranks decide together] in ranks.py
+# ---------------------------------------------------------------------------
+
+
+def process_group_size() -> int:
+    """Ranks in this process's default process group (1 outside a job)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return int(dist.get_world_size())
+    return 1
+
+
+_SYNC_DECISION: dict[str, Callable[[bool], bool]] = {}
+# [release 2.15]
+
+
+def _sync_decision_v2_15(local_hit: bool) -> bool:
+    # Upstream's all-reduce (when _sync_cache_decision_cross_ranks is on and
+    # the job has 2+ ranks): it counts autograd_cache_cross_rank_miss and logs
+    # a dropped hit itself.
+    from torch._functorch._aot_autograd.autograd_cache import sync_cache_decision_cross_ranks
+
+    return bool(sync_cache_decision_cross_ranks(local_hit))
+
+
+_SYNC_DECISION["2.15"] = _sync_decision_v2_15
+# [end release]
+
+
+def sync_cache_decision(local_hit: bool) -> bool:
+    """Whether every rank hit, where this release makes ranks agree (2.15);
+    elsewhere this rank's own decision."""
+    sync = _SYNC_DECISION.get(torch_release() or "")
+    return local_hit if sync is None else sync(local_hit)
+
+
+def read_config(module: Any, name: str) -> Any:
+    """``getattr(module, name)`` for a config module, without the deprecation
+    warning torch 2.15 gives on reading a deprecated option (the key reads
+    every option; the user, who did not, still gets the warning when they
+    use it)."""
+    entry = module._config.get(name)
+    if entry is None or not getattr(entry, "deprecated", False) or entry._deprecation_warned:
+        return getattr(module, name)
+    entry._deprecation_warned = True
+    try:
+        return getattr(module, name)
+    finally:
+        entry._deprecation_warned = False

@@ -58,6 +58,7 @@ from . import (
     explain,
     fingerprint,
     inductor_digests,
+    ranks,
     schemas,
     signing,
     stats,
@@ -374,7 +375,7 @@ def _config_component(module: Any, ignored: tuple[str, ...], callables: tuple[st
     for name in sorted(values):
         if name.startswith(ignored) or name in callables:
             continue
-        value = getattr(module, name)
+        value = _compat.read_config(module, name)
         try:
             lines.append(f"{name}={encode_value(value)}")
         except Unkeyable as e:
@@ -382,7 +383,7 @@ def _config_component(module: Any, ignored: tuple[str, ...], callables: tuple[st
     for name in callables:
         if name not in values:
             continue
-        value = getattr(module, name)
+        value = _compat.read_config(module, name)
         if value is None or value == [] or value == "":
             continue
         try:
@@ -417,7 +418,7 @@ class _ConfigMemo:
         snap = []
         for name, entry in module._config.items():
             if getattr(entry, "alias", None) is not None:
-                snap.append(getattr(module, name))
+                snap.append(_compat.read_config(module, name))
             else:
                 snap.append(_compat.config_entry_value(entry))
         return snap
@@ -558,6 +559,7 @@ def compute_key(
     fx_config: dict[str, Any],
     *,
     keep_detail: bool = False,
+    act_input_paths: Sequence[Any] = (),
 ) -> KeyComputation:
     """Compute the key of a graph; raises BypassAOTAutogradCache if it may not be cached.
 
@@ -577,7 +579,12 @@ def compute_key(
         add("format", str(schemas.FORMAT_VERSION))
         encoder = GraphEncoder(gm)
         add("graph", "\n".join(encoder.lines()))
-        add("inputs", "\n".join(encode_inputs(example_inputs)))
+        input_lines = encode_inputs(example_inputs)
+        if act_input_paths:
+            # torch 2.14+: inputs that were AsyncCollectiveTensors (waited on
+            # inside the compiled code); the compile depends on where they are.
+            input_lines.append("act_input_paths " + encode_value(tuple(act_input_paths)))
+        add("inputs", "\n".join(input_lines))
         add("aot_config", _aot_config_component(aot_config))
         add(
             "fx_config",
@@ -620,16 +627,18 @@ def autograd_cache_key(
     example_inputs: Sequence[Any],
     config: Any,
     compiler_config_extra: Any = None,
+    act_input_paths: Sequence[Any] = (),
 ) -> tuple[str, list[str]]:
     """The key of a Dynamo graph and its inputs, with its component listing.
 
     Installed as ``torch._functorch._aot_autograd.autograd_cache.autograd_cache_key``;
     the pipeline and the public key API reach it there.  The fourth argument
-    is 2.13's ``CompilerConfigExtra`` or 2.11's fx_config dict.
+    is 2.13+'s ``CompilerConfigExtra`` or 2.11's fx_config dict; the fifth,
+    2.14+'s paths of the inputs that were AsyncCollectiveTensors.
     """
     gm = _compat.unwrap_gm(mod)
     fx_config = _compat.fx_config_from(compiler_config_extra)
-    result = compute_key(gm, example_inputs, config, fx_config)
+    result = compute_key(gm, example_inputs, config, fx_config, act_input_paths=act_input_paths)
     if log.isEnabledFor(logging.DEBUG):
         log.debug("torch_aotcache key %s components:\n%s", result.key, "\n".join(result.debug_lines()))
     return CacheKey(result.key, result.components), result.debug_lines()
@@ -899,7 +908,7 @@ def _changed_options(module: Any, ignored: tuple[str, ...]) -> dict[str, str]:
     for name, entry in module._config.items():
         if name.startswith(ignored) or getattr(entry, "alias", None) is not None:
             continue
-        value = getattr(module, name)
+        value = _compat.read_config(module, name)
         try:
             if value == entry.default:
                 continue
@@ -969,7 +978,7 @@ def try_load_impl(
     fx_config: dict[str, Any],
     local: bool,
     remote: bool,
-    key_arg: Any = None,
+    key_args: tuple[Any, ...] = (None,),
 ) -> tuple[Callable[..., Any] | None, str | None, list[Any]]:
     """The body of ``AOTAutogradCache.try_load`` (each release's signature is
     an adapter in _compat.py): the compiled function of a hit or None, the
@@ -982,15 +991,19 @@ def try_load_impl(
     cache_state = "miss"
     event_time = time.time_ns()
     remote = remote_tier_requested(remote)
+    # See Note [Ranks decide together] in ranks.py.
+    decision = ranks.Decision()
     try:
         # Look the key function up at call time, as upstream does: tests and
         # tools may patch it.
-        cache_key, debug_lines = upstream.autograd_cache_key(mod, args, aot_config, key_arg)
+        cache_key, debug_lines = upstream.autograd_cache_key(mod, args, aot_config, *key_args)
         # See Note [Keeping torch_key between processes].
         inductor_digests.prime_torch_key()
         hit = lookup_hit(cache_key, local, remote, args, cache_info, aot_config)
-        if hit is None:
+        if hit is None and not ranks.must_agree():
             hit = wait_for_other_compile(cache_key, local, remote, args, cache_info)
+        if not decision.after_lookup(hit is not None):
+            hit = None
         if hit is not None:
             try:
                 compiled_fn = wrap_cached_result(hit.result, hit.data, hit.header, args, aot_config, fx_config)
@@ -1004,6 +1017,8 @@ def try_load_impl(
                 log.warning("torch_aotcache: cannot load entry for key %s, compiling: %s", cache_key, e)
                 count("load_failed")
                 hit = None
+            if not decision.after_load(hit is not None):
+                compiled_fn = hit = None
         if hit is not None:
             _account_hit(hit, cache_key, cache_info)
             cache_state = "hit"
@@ -1015,11 +1030,13 @@ def try_load_impl(
     except FXGraphCacheMiss as e:
         # The entry refers to Inductor graphs that are gone: a miss, and the
         # compile's save replaces the entry.
+        decision.give_up()
         counters["aot_autograd"]["autograd_cache_miss"] += 1
         cache_state = "miss"
         if functorch_config.strict_autograd_cache or _compat.strict_precompile():
             raise e
     except Exception as e:
+        decision.give_up()
         cache_key = None
         counters["aot_autograd"]["autograd_cache_bypass"] += 1
         log.info("Bypassing autograd cache due to: %s", e)
@@ -1069,7 +1086,8 @@ def _log_outcome(
 
 
 def load_if_stored(
-    mod: Any, args: list[Any], aot_config: Any, fx_config: dict[str, Any], key_arg: Any, remote: bool
+    mod: Any, args: list[Any], aot_config: Any, fx_config: dict[str, Any], key_args: tuple[Any, ...],
+    remote: bool,
 ) -> Callable[..., Any] | None:
     """The lookup of the front door (Note [Front door] in front_door.py).
 
@@ -1080,7 +1098,7 @@ def load_if_stored(
     """
     remote = remote_tier_requested(remote)
     try:
-        cache_key, debug_lines = upstream.autograd_cache_key(mod, args, aot_config, key_arg)
+        cache_key, debug_lines = upstream.autograd_cache_key(mod, args, aot_config, *key_args)
         inductor_digests.prime_torch_key()
         cache_info: dict[str, Any] = {}
         with storage.faults_give_way():

@@ -276,7 +276,7 @@ def _load(gm: torch.fx.GraphModule, example_inputs: Sequence[Any],
             fx_config = _compat.fx_config_from(extra)
             fx_config["compile_region_name"] = region_name
             compiled_fn = autograd_cache.load_if_stored(
-                gm, fake_flat_args, aot_config, fx_config, extra,
+                gm, fake_flat_args, aot_config, fx_config, (extra,),
                 upstream.should_use_remote_autograd_cache(),
             )
     finally:

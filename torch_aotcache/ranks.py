@@ -1,0 +1,60 @@
+"""
+Multi-rank jobs: the hit-or-miss decision that ranks take together.
+
+Note [Ranks decide together]
+~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+In a job of several ranks (DDP, FSDP, tensor parallel), a compile may issue
+collectives that only the compiling ranks join: torch 2.13+'s
+``_sync_decision_cross_ranks`` (partitioner decisions), Inductor's collective
+reordering.  If one rank hits while another compiles, the compiling rank
+waits in a collective its peer never joins.  torch 2.15 makes the decision
+unanimous: with ``torch._functorch.config._sync_cache_decision_cross_ranks``
+on, every rank all-reduces whether it hit, once after the lookup and once
+after the load, and a lone hit is dropped (counted as
+``autograd_cache_cross_rank_miss``).  We call upstream's function at the same
+two points, so the counting and the logging are upstream's; on a rank whose
+key computation bypasses, or whose load fails, the pending points are still
+reached (with a miss), so no peer waits for it.
+
+Single flight (Note [Single flight] in single_flight.py) makes a process wait
+for another's compile.  Across ranks that is a hang waiting to happen: rank 0
+waits for rank 1's entry while rank 1's compile waits for rank 0 in a
+collective.  So in a process group of two or more ranks single flight is
+off: each rank that misses compiles, as with stock torch, and the ranks that
+share a cache dir still share the entries that result (the first save wins;
+later ones write the same bytes).
+"""
+
+from __future__ import annotations
+
+from . import _compat
+
+
+def must_agree() -> bool:
+    """Whether this process is one rank of a job of two or more."""
+    return _compat.process_group_size() > 1
+
+
+class Decision:
+    """The two points at which ranks agree on a hit (after the lookup, after
+    the load); :meth:`give_up` reaches those still pending with a miss."""
+
+    def __init__(self) -> None:
+        self._after_lookup: bool | None = None
+        self._after_load: bool | None = None
+
+    def after_lookup(self, local_hit: bool) -> bool:
+        self._after_lookup = _compat.sync_cache_decision(local_hit)
+        return self._after_lookup
+
+    def after_load(self, loaded: bool) -> bool:
+        self._after_load = _compat.sync_cache_decision(loaded)
+        return self._after_load
+
+    def give_up(self) -> None:
+        """This rank stops before a pending point (a bypass, a failed load):
+        take part with a miss so its peers do not wait for it."""
+        if self._after_lookup is None:
+            self.after_lookup(False)
+        elif self._after_lookup and self._after_load is None:
+            self.after_load(False)
