@@ -72,6 +72,27 @@ def release_of(version: str) -> str:
 FRONT_DOOR_RELEASES = frozenset({"2.13"})
 
 
+# Per release, the digest of each upstream function a part of ours mirrors,
+# as read when the part was written for it (Note [Drift fails safe] in
+# drift.py; ``tools/port_check.py`` prints them for an installed torch).
+MIRROR_DIGESTS: dict[str, dict[str, str]] = {}
+# [release 2.13]
+MIRROR_DIGESTS["2.13"] = {
+    "torch._dynamo.backends.common:AotAutograd.__call__": "b4a39705e30550d3",
+    "torch._functorch.aot_autograd:aot_module_simplified": "c02ef800a3a5815b",
+    "torch._functorch.aot_autograd:prepare_aot_module_simplified": "31fe365fbe77b763",
+    "torch._inductor.codecache:FxGraphCache.cache_hit_post_compile": "84d43aed318630b8",
+    "torch._inductor.codegen.wrapper:PythonWrapperCodegen.write_header": "8a3abb8dafc56ff8",
+    "torch._inductor.compile_fx:_compile_fx_main": "b4fa77aa9793ed86",
+    "torch._inductor.compile_fx:compile_fx": "29b10cb1db9ebebb",
+    "torch._inductor.compile_fx:get_patched_config_dict": "0249b2161da59775",
+    "torch._inductor.select_algorithm:ExternKernelChoice.__init__": "14cc7545c605ecca",
+    "torch:_TorchCompileInductorWrapper.__call__": "f27af67da65d091d",
+    "torch:_TorchCompileInductorWrapper.get_compiler_config": "61e4b5746273d0a8",
+}
+# [end release]
+
+
 def front_door_release() -> bool:
     return torch_release() in FRONT_DOOR_RELEASES
 

@@ -53,7 +53,7 @@ from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import Any
 
-from . import _compat, _once, config, light_runtime
+from . import _compat, _once, config, drift, light_runtime
 from .counters import count
 from .storage import write_atomically
 
@@ -315,7 +315,9 @@ def write_to_disk(original: Callable[[Any], str], self: Any) -> str:
     ``original``: private inside :func:`sealed_load`."""
     if current() is not None and isinstance(getattr(self, "source_code", None), str):
         # See Note [Light runtime imports] in light_runtime.py.
-        source = light_runtime.rewrite_imports(self.source_code, _compat.front_door_release())
+        source = light_runtime.rewrite_imports(
+            self.source_code, _compat.front_door_release() and drift.intact("light_runtime")
+        )
         if "torch._inductor.compile_fx" not in sys.modules:
             # Inductor's compiler is not imported (a hit through the front
             # door): every operator the module calls must be registered.

@@ -35,6 +35,11 @@ COUNTERS: dict[str, str] = {
     "front_door_hits": "hits loaded without importing Inductor's compiler",
     "front_door_errors": "front door attempts that failed in our code (the normal path compiled)",
     "light_post_compiles": "cached Inductor graphs set up without importing Inductor's GraphLowering",
+    # Note [Drift fails safe] in drift.py: a part left off for the process.
+    "drift_front_door": "processes whose front door stayed off: upstream's code it mirrors changed",
+    "drift_compiler_config": "processes whose compiler-config shortcut stayed off (upstream changed)",
+    "drift_light_post_compile": "processes whose light post-compile stayed off (upstream changed)",
+    "drift_light_runtime": "processes whose light runtime imports stayed off (upstream changed)",
     # Carried kernels (Note [Self-contained entries] in artifacts.py).
     "kernels_carried": "compiled C++ kernels written into saved entries",
     "kernels_loaded": "kernels loaded from a hit's entry",

@@ -92,7 +92,7 @@ from typing import Any
 
 import torch
 
-from . import _compat, config, light_runtime
+from . import _compat, config, drift, light_runtime
 from .counters import count
 
 
@@ -121,7 +121,7 @@ def compiler_config(original: Callable[..., Any], self: Any) -> Any:
     (which ``torch.compile`` calls at once): Inductor's config with the
     compile's options, as upstream computes it, without importing
     ``compile_fx`` for it."""
-    if not _compat.front_door_release():
+    if not (_compat.front_door_release() and drift.intact("compiler_config")):
         return original(self)
     from torch._inductor import config as inductor_config
 
@@ -132,7 +132,7 @@ def compiler_config(original: Callable[..., Any], self: Any) -> Any:
 def through_front_door(gm: Any, example_inputs: Sequence[Any], patches: dict[str, Any],
                        region_name: str | None) -> Callable[..., Any] | None:
     """The compiled function of a hit, or None to give way (Note [Front door])."""
-    if not _compat.front_door_release() or not isinstance(gm, torch.fx.GraphModule):
+    if not (_compat.front_door_release() and isinstance(gm, torch.fx.GraphModule) and drift.intact("front_door")):
         return None
     from torch._inductor import config as inductor_config
 
@@ -382,6 +382,7 @@ def _light_post_compile_applies(graph: Any) -> bool:
     return (
         _compat.front_door_release()
         and GRAPH_MODULE not in sys.modules
+        and drift.intact("light_post_compile")
         and _structured_trace_off()
         and not output_code_log.isEnabledFor(logging.DEBUG)
     )

@@ -1,0 +1,223 @@
+"""
+Parts that mirror upstream code, and the check that upstream is still the
+code they mirror.
+
+Note [Drift fails safe]
+~~~~~~~~~~~~~~~~~~~~~~~
+Some parts of torch_aotcache take the same steps as an upstream function
+instead of calling it, to skip work a hit does not need: the front door
+(Note [Front door] in front_door.py) mirrors the prefix of ``compile_fx`` and
+of ``aot_module_simplified``, ``compiler_config`` mirrors
+``get_compiler_config``, the light post-compile mirrors
+``FxGraphCache.cache_hit_post_compile``, and the light runtime imports (Note
+[Light runtime imports] in light_runtime.py) mirror what Inductor's generated
+modules import.  Each is right only for the upstream sources it was written
+against.  A patch release, a local build or an edited install may change
+them, and a mirror would then follow the old steps silently.
+
+So each part names the upstream functions it mirrors (:data:`MIRRORS`), and
+``_compat`` records, per supported release, a digest of each function as it
+was read (``_compat.MIRROR_DIGESTS``).  A part runs only while every function
+it mirrors has its recorded digest; otherwise it stays off for the process,
+warned once, counted as ``drift_<part>``, and the compile takes upstream's
+path (everything else of ours works as before).
+
+The digest is SHA-256 of the function's syntax tree (``ast.dump``, without
+positions): a change of comments, blank lines or line numbers keeps it, any
+change of code or docstring does not.  The sources are parsed without
+importing them (the point of the front door is not to import ``compile_fx``).
+Parsing costs tens of milliseconds, so the digests are kept in
+``<store>/meta/drift-<ident>.json`` beside the size and mtime of each file
+they were read from, and parsed again only when a file's stat changes.
+``tools/port_check.py`` compares the same functions between two torch trees.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import threading
+import warnings
+from typing import Any
+
+from . import _compat, _once
+from .counters import count
+
+
+log = logging.getLogger(__name__)
+
+# part -> the upstream functions it mirrors, as "module:qualname".
+MIRRORS: dict[str, tuple[str, ...]] = {
+    "front_door": (
+        "torch:_TorchCompileInductorWrapper.__call__",
+        "torch._inductor.compile_fx:compile_fx",
+        "torch._inductor.compile_fx:_compile_fx_main",
+        "torch._functorch.aot_autograd:aot_module_simplified",
+        "torch._functorch.aot_autograd:prepare_aot_module_simplified",
+        "torch._dynamo.backends.common:AotAutograd.__call__",
+    ),
+    "compiler_config": (
+        "torch:_TorchCompileInductorWrapper.get_compiler_config",
+        "torch._inductor.compile_fx:get_patched_config_dict",
+    ),
+    "light_post_compile": ("torch._inductor.codecache:FxGraphCache.cache_hit_post_compile",),
+    "light_runtime": (
+        "torch._inductor.codegen.wrapper:PythonWrapperCodegen.write_header",
+        "torch._inductor.select_algorithm:ExternKernelChoice.__init__",
+    ),
+}
+
+_lock = threading.Lock()
+_intact: dict[str, bool] = {}
+
+
+def source_file(module: str) -> str | None:
+    """The ``.py`` file of ``module``, found without importing it (its
+    parent packages are imported, as for any submodule lookup)."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    origin = getattr(spec, "origin", None) if spec is not None else None
+    return origin if origin and origin.endswith(".py") else None
+
+
+def function_digest(tree: ast.Module, qualname: str) -> str | None:
+    """Digest of the function ``qualname`` (``Class.method`` or ``function``)
+    defined at the top of ``tree`` (None: not found)."""
+    body: list[ast.stmt] = tree.body
+    node: ast.AST | None = None
+    for part in qualname.split("."):
+        node = None
+        for stmt in body:
+            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and stmt.name == part:
+                node = stmt  # the last definition wins, as at run time
+        if node is None:
+            return None
+        body = node.body  # type: ignore[attr-defined]
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return None
+    return hashlib.sha256(ast.dump(node, include_attributes=False).encode()).hexdigest()[:16]
+
+
+def digests_of_file(path: str, qualnames: list[str]) -> dict[str, str | None]:
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), filename=path)
+    return {q: function_digest(tree, q) for q in qualnames}
+
+
+def current_digests(names: list[str], kept: dict[str, Any] | None = None) -> tuple[dict[str, str | None], dict[str, Any]]:
+    """Digests of ``names`` ("module:qualname") in the installed torch, and
+    the per-file record to keep (reusing ``kept`` where a file's stat is
+    unchanged)."""
+    by_module: dict[str, list[str]] = {}
+    for name in names:
+        module, _, qualname = name.partition(":")
+        by_module.setdefault(module, []).append(qualname)
+    out: dict[str, str | None] = {}
+    record: dict[str, Any] = {}
+    for module, qualnames in by_module.items():
+        path = source_file(module)
+        if path is None:
+            out.update({f"{module}:{q}": None for q in qualnames})
+            continue
+        st = os.stat(path)
+        stat = [path, st.st_size, st.st_mtime_ns]
+        old = (kept or {}).get(module)
+        if old and old.get("stat") == stat and all(q in old["digests"] for q in qualnames):
+            found = old["digests"]
+        else:
+            found = digests_of_file(path, qualnames)
+        record[module] = {"stat": stat, "digests": found}
+        out.update({f"{module}:{q}": found.get(q) for q in qualnames})
+    return out, record
+
+
+def _record_path() -> str:
+    import sys
+
+    import torch
+
+    from . import storage
+
+    root = os.path.dirname(os.path.abspath(torch.__file__))
+    ident = hashlib.sha256(f"{root}\0{torch.__version__}\0{sys.version_info[:2]}".encode()).hexdigest()[:16]
+    return os.path.join(storage.store_root(), "meta", f"drift-{ident}.json")
+
+
+def _read_record(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _check_all() -> dict[str, bool]:
+    release = _compat.torch_release()
+    if release not in _compat.FRONT_DOOR_RELEASES:
+        return {part: False for part in MIRRORS}  # never written for it: off, nothing to warn of
+    expected = _compat.MIRROR_DIGESTS.get(release, {})
+    names = sorted({n for ns in MIRRORS.values() for n in ns})
+    try:
+        path = _record_path()
+        kept = _read_record(path)
+    except Exception:  # noqa: BLE001 - no store: parse every time
+        path, kept = None, None
+    current, record = current_digests(names, kept)
+    if path is not None and record != kept:
+        try:
+            from .storage import write_atomically
+
+            # Never recreate a cache dir that was removed meanwhile.
+            if os.path.isdir(os.path.dirname(os.path.dirname(os.path.dirname(path)))):
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                write_atomically(path, json.dumps(record, sort_keys=True).encode())
+        except Exception as e:  # noqa: BLE001 - only a missed speed-up
+            log.debug("torch_aotcache: cannot keep the drift record: %s", e)
+    result = {}
+    for part, funcs in MIRRORS.items():
+        changed = [f for f in funcs if expected.get(f) is None or current.get(f) != expected.get(f)]
+        result[part] = not changed
+        if changed:
+            count(f"drift_{part}")
+            if _once.first_time(f"drift-{part}"):
+                warnings.warn(
+                    "torch_aotcache: %s stays off on this torch (%s): upstream's %s differ from the "
+                    "sources it was written for; compiles take upstream's path there"
+                    % (part.replace("_", " "), _version(), ", ".join(changed)),
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+    return result
+
+
+def _version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+def intact(part: str) -> bool:
+    """Whether ``part`` may run: every upstream function it mirrors is the one
+    it was written for (checked once per process)."""
+    if not _intact:
+        with _lock:
+            if not _intact:
+                try:
+                    _intact.update(_check_all())
+                except Exception as e:  # noqa: BLE001 - unknown: every part off
+                    log.debug("torch_aotcache: drift check failed: %s", e)
+                    _intact.update({p: False for p in MIRRORS})
+    return _intact.get(part, False)
+
+
+def reset() -> None:
+    """Forget the check (tests)."""
+    with _lock:
+        _intact.clear()
