@@ -69,7 +69,7 @@ def release_of(version: str) -> str:
 # imports the front door was written against (Note [Front door] in
 # front_door.py, Note [Light runtime imports] in light_runtime.py); on the
 # others every compile takes the normal path.
-FRONT_DOOR_RELEASES = frozenset({"2.13"})
+FRONT_DOOR_RELEASES = frozenset({"2.13", "2.14", "2.15"})
 
 
 # Per release, the digest of each upstream function a part of ours mirrors,
@@ -89,6 +89,36 @@ MIRROR_DIGESTS["2.13"] = {
     "torch._inductor.select_algorithm:ExternKernelChoice.__init__": "14cc7545c605ecca",
     "torch:_TorchCompileInductorWrapper.__call__": "f27af67da65d091d",
     "torch:_TorchCompileInductorWrapper.get_compiler_config": "61e4b5746273d0a8",
+}
+# [end release]
+# [release 2.14]
+MIRROR_DIGESTS["2.14"] = {
+    "torch._dynamo.backends.common:AotAutograd.__call__": "54e041cd1c76d70b",
+    "torch._functorch.aot_autograd:aot_module_simplified": "9d8acb8d7e072d6d",
+    "torch._functorch.aot_autograd:prepare_aot_module_simplified": "dfa444cff270ef24",
+    "torch._inductor.codecache:FxGraphCache.cache_hit_post_compile": "84d43aed318630b8",
+    "torch._inductor.codegen.wrapper:PythonWrapperCodegen.write_header": "bb52931cb3ebb376",
+    "torch._inductor.compile_fx:_compile_fx_main": "5ae7e26d29d2ee36",
+    "torch._inductor.compile_fx:compile_fx": "936424ffc30d171a",
+    "torch._inductor.compile_fx:get_patched_config_dict": "0249b2161da59775",
+    "torch._inductor.select_algorithm:ExternKernelChoice.__init__": "182d5e3545def1e8",
+    "torch:_TorchCompileInductorWrapper.__call__": "364bb370269c1c44",
+    "torch:_TorchCompileInductorWrapper.get_compiler_config": "7e4f13662a08293b",
+}
+# [end release]
+# [release 2.15]
+MIRROR_DIGESTS["2.15"] = {
+    "torch._dynamo.backends.common:AotAutograd.__call__": "54e041cd1c76d70b",
+    "torch._functorch.aot_autograd:aot_module_simplified": "9d8acb8d7e072d6d",
+    "torch._functorch.aot_autograd:prepare_aot_module_simplified": "dfa444cff270ef24",
+    "torch._inductor.codecache:FxGraphCache.cache_hit_post_compile": "84d43aed318630b8",
+    "torch._inductor.codegen.wrapper:PythonWrapperCodegen.write_header": "bb52931cb3ebb376",
+    "torch._inductor.compile_fx:_compile_fx_main": "f530c5e4708b62b9",
+    "torch._inductor.compile_fx:compile_fx": "2a3f037e86746234",
+    "torch._inductor.compile_fx:get_patched_config_dict": "f6da153903107a1f",
+    "torch._inductor.select_algorithm:ExternKernelChoice.__init__": "182d5e3545def1e8",
+    "torch:_TorchCompileInductorWrapper.__call__": "364bb370269c1c44",
+    "torch:_TorchCompileInductorWrapper.get_compiler_config": "7e4f13662a08293b",
 }
 # [end release]
 
@@ -169,6 +199,17 @@ for _release in ("2.14", "2.15"):
 # ---------------------------------------------------------------------------
 
 
+# The field of Inductor's ``CompilerConfigExtra`` that boxes the forward's
+# device index (renamed in 2.15).
+_FORWARD_DEVICE_FIELD: dict[str, str] = {}
+# [release 2.13 2.14]
+_FORWARD_DEVICE_FIELD["2.13"] = _FORWARD_DEVICE_FIELD["2.14"] = "forward_device"
+# [end release]
+# [release 2.15]
+_FORWARD_DEVICE_FIELD["2.15"] = "forward_device_index"
+# [end release]
+
+
 def fx_config_from(key_arg: Any) -> dict[str, Any]:
     """Normalize the key function's 4th argument to an fx_config dict."""
     from torch._inductor.utils import BoxedBool
@@ -182,7 +223,7 @@ def fx_config_from(key_arg: Any) -> dict[str, Any]:
         }
     return {
         "cudagraphs": key_arg.cudagraphs,
-        "boxed_forward_device_index": getattr(key_arg, "forward_device", None),
+        "boxed_forward_device_index": getattr(key_arg, _FORWARD_DEVICE_FIELD.get(torch_release() or "", ""), None),
     }
 
 
@@ -500,3 +541,64 @@ def read_config(module: Any, name: str) -> Any:
         return getattr(module, name)
     finally:
         entry._deprecation_warned = False
+
+
+# ---------------------------------------------------------------------------
+# The front door's view of compile_fx, per release (Note [Front door])
+# ---------------------------------------------------------------------------
+
+
+def compiler_config_extra_fields() -> dict[str, Any]:
+    """What ``compile_fx``'s ``CompilerConfigExtra`` holds for a compile the
+    front door takes (no CUDA graphs), by this release's field names."""
+    from torch._inductor.cudagraph_utils import BoxedDeviceIndex
+    from torch._inductor.utils import BoxedBool
+
+    fields = {"cudagraphs": BoxedBool(False), "graph_id": None, "cudagraphs_bwd_override": None}
+    release = torch_release()
+    # [release 2.13 2.14]
+    if release in ("2.13", "2.14"):
+        fields.update(forward_device=BoxedDeviceIndex(None), forward_is_partitioned=BoxedBool(False))
+    # [end release]
+    # [release 2.15]
+    if release == "2.15":
+        fields.update(
+            forward_device_index=BoxedDeviceIndex(None), forward_is_cudagraph_partitioned=BoxedBool(False)
+        )
+    # [end release]
+    return fields
+
+
+def front_door_key_args(extra: Any, prepared: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The key function's arguments after ``(mod, args, aot_config)``, as
+    ``aot_module_simplified`` passes them, from what
+    ``prepare_aot_module_simplified`` returned."""
+    # [release 2.14 2.15]
+    if torch_release() in ("2.14", "2.15"):
+        return (extra, prepared[11])  # act_input_paths
+    # [end release]
+    return (extra,)
+
+
+def provenance_tracking_level() -> int:
+    """Inductor's provenance tracking level as ``_compile_fx_main`` reads it."""
+    from torch._inductor import config as inductor_config
+
+    # [release 2.14 2.15]
+    if torch_release() in ("2.14", "2.15"):
+        return int(inductor_config.effective_provenance_tracking_level())
+    # [end release]
+    return int(inductor_config.trace.provenance_tracking_level)
+
+
+def compile_options_are_core(patches: dict[str, Any]) -> bool:
+    """Whether every compile option patches Inductor's own config: 2.15 routes
+    options that are not (``"<device>.<key>"``) to a device's config module,
+    which the front door and ``compiler_config`` leave to upstream."""
+    # [release 2.15]
+    if torch_release() == "2.15":
+        from torch._inductor import config as inductor_config
+
+        return all(name.replace("-", "_") in inductor_config._config for name in patches)
+    # [end release]
+    return True

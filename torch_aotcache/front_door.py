@@ -104,7 +104,7 @@ def inductor_call(original: Callable[..., Any], self: Any, model_: Any, inputs_:
     """Installed as ``torch._TorchCompileInductorWrapper.__call__`` around
     upstream's ``original`` (patching.PATCH_SITES)."""
     if config.front_door and not args and set(kwargs) <= {"config_patches"}:
-        patches = {**getattr(self, "config", {}), **(kwargs.get("config_patches") or {})}
+        patches = {**(getattr(self, "config", None) or {}), **(kwargs.get("config_patches") or {})}
         compiled = None
         try:
             compiled = through_front_door(model_, inputs_, patches, getattr(self, "name", None))
@@ -121,11 +121,16 @@ def compiler_config(original: Callable[..., Any], self: Any) -> Any:
     (which ``torch.compile`` calls at once): Inductor's config with the
     compile's options, as upstream computes it, without importing
     ``compile_fx`` for it."""
-    if not (_compat.front_door_release() and drift.intact("compiler_config")):
+    patches = getattr(self, "config", None) or {}
+    if not (
+        _compat.front_door_release()
+        and _compat.compile_options_are_core(patches)
+        and drift.intact("compiler_config")
+    ):
         return original(self)
     from torch._inductor import config as inductor_config
 
-    with inductor_config.patch(getattr(self, "config", None)):
+    with inductor_config.patch(patches):
         return inductor_config.get_config_copy()
 
 
@@ -136,6 +141,8 @@ def through_front_door(gm: Any, example_inputs: Sequence[Any], patches: dict[str
         return None
     from torch._inductor import config as inductor_config
 
+    if not _compat.compile_options_are_core(patches):
+        return None  # options for a device's config module: upstream routes them
     with inductor_config.patch(patches) if patches else contextlib.nullcontext():
         reason = why_not(gm, example_inputs)
         if reason is not None:
@@ -173,7 +180,7 @@ def why_not(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> str | No
         return "CUDA graphs"
     if V.aot_compilation:
         return "AOT compilation"
-    if inductor_config.trace.provenance_tracking_level:
+    if _compat.provenance_tracking_level():
         return "provenance tracking"  # compile_fx resets its globals first
     if getattr(gm, "_backend_id", None) is not None:
         return "precompile"  # the normal path records the entry for it
@@ -200,17 +207,11 @@ def why_not(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> str | No
 class _CompilerConfigExtra:
     """What ``compile_fx``'s ``CompilerConfigExtra`` holds for a compile the
     front door takes (no CUDA graphs); the cache reads ``cudagraphs`` and
-    ``forward_device``."""
+    the forward device (field names per release: ``_compat``)."""
 
     def __init__(self) -> None:
-        from torch._inductor.cudagraph_utils import BoxedDeviceIndex
-        from torch._inductor.utils import BoxedBool
-
-        self.cudagraphs = BoxedBool(False)
-        self.graph_id = None
-        self.forward_device = BoxedDeviceIndex(None)
-        self.forward_is_partitioned = BoxedBool(False)
-        self.cudagraphs_bwd_override = None
+        for name, value in _compat.compiler_config_extra_fields().items():
+            setattr(self, name, value)
 
 
 @contextlib.contextmanager
@@ -231,7 +232,7 @@ def _compile_fx_contexts(example_inputs: Sequence[Any]) -> Iterator[None]:
     with (
         _use_lazy_graph_module(dynamo_config.use_lazy_graph_module),
         enable_python_dispatcher(),
-        torch.fx.traceback.preserve_node_meta(inductor_config.trace.provenance_tracking_level == 1),
+        torch.fx.traceback.preserve_node_meta(_compat.provenance_tracking_level() == 1),
         V.set_fake_mode(fake_mode),
         torch._guards.tracing(tracing_context),
         compiled_autograd._disable(),
@@ -276,7 +277,7 @@ def _load(gm: torch.fx.GraphModule, example_inputs: Sequence[Any],
             fx_config = _compat.fx_config_from(extra)
             fx_config["compile_region_name"] = region_name
             compiled_fn = autograd_cache.load_if_stored(
-                gm, fake_flat_args, aot_config, fx_config, (extra,),
+                gm, fake_flat_args, aot_config, fx_config, _compat.front_door_key_args(extra, prepared),
                 upstream.should_use_remote_autograd_cache(),
             )
     finally:
