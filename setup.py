@@ -6,9 +6,10 @@ setup(
     description="A verified, inspectable AOTAutograd cache for torch.compile",
     packages=find_packages(include=["torch_aotcache", "torch_aotcache.*"]),
     python_requires=">=3.10",
-    # torch is deliberately not pinned here: supported are 2.11.x and 2.13.x,
-    # which the user installs (see README).
-    install_requires=[],
+    # The supported releases (torch_aotcache/_compat.py SUPPORTED_RELEASES):
+    # 2.11, 2.13, 2.14 and 2.15.  Without a torch installed, pip takes the
+    # newest of them.
+    install_requires=["torch>=2.11,!=2.12.*,<2.16"],
     extras_require={
         # Everything the tests import: torch's testing helpers import numpy,
         # and the Redis tests need the client and zstd (they skip only when

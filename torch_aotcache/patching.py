@@ -348,7 +348,7 @@ def install() -> bool:
                 warnings.warn(
                     "torch_aotcache supports torch %s; this is torch %s, so torch's "
                     "own AOTAutograd cache stays in use"
-                    % (" and ".join(f"{r}.x" for r in _compat.SUPPORTED_RELEASES), torch.__version__),
+                    % (", ".join(f"{r}.x" for r in _compat.SUPPORTED_RELEASES), torch.__version__),
                     RuntimeWarning,
                     stacklevel=3,
                 )

@@ -1,0 +1,118 @@
+"""
+Multi-rank jobs (Note [Ranks decide together] in ranks.py): two real ranks of
+a gloo job, DDP around a compiled module, one cache dir; cold, then warm, with
+and without torch's cross-rank knobs.  No rank hangs, gradients equal eager
+DDP's, every rank hits warm.  On torch 2.15, with the knob on, a rank whose
+peer has nothing cached drops its own hit (upstream's count).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import torch
+
+from common import REPO_ROOT
+
+
+JOB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rank_job.py")
+WORLD = 2
+# A rank that waited for a peer forever would show as this time-out.
+TIMEOUT_S = 420
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_job(cache_dirs: list[str], knobs: str) -> list[dict]:
+    """Run the two ranks (rank i with cache_dirs[i]); their JSON lines."""
+    port = str(_free_port())
+    env = dict(os.environ)
+    env.pop("TORCH_AOTCACHE_DISABLE", None)
+    env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = "1"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, JOB, str(rank), str(WORLD), port, cache_dirs[rank], knobs],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+        )
+        for rank in range(WORLD)
+    ]
+    results = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=TIMEOUT_S)
+            if proc.returncode != 0:
+                raise AssertionError(f"rank exited {proc.returncode}:\n{err[-4000:]}")
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    return sorted(results, key=lambda r: r["rank"])
+
+
+HAS_CROSS_RANK_KNOB = "_sync_cache_decision_cross_ranks" in torch._functorch.config._config
+
+
+class TestTwoRanks(unittest.TestCase):
+    def setUp(self) -> None:
+        self.tmp = tempfile.mkdtemp(prefix="aotcache-ranks-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def _cold_then_warm(self, knobs: str) -> None:
+        cache = os.path.join(self.tmp, "cache")
+        for phase in ("cold", "warm"):
+            results = run_job([cache, cache], knobs)
+            for r in results:
+                self.assertTrue(r["outputs_equal"], (phase, r))
+                self.assertTrue(r["grads_equal"], (phase, r))
+                self.assertEqual(r["aot"].get("autograd_cache_cross_rank_miss", 0), 0, (phase, r))
+                if phase == "cold":
+                    # Single flight is off across ranks: no rank waits for
+                    # another's compile (a rank that looks up after its peer
+                    # saved may hit, unless the ranks must agree).
+                    self.assertGreaterEqual(r["aot"].get("autograd_cache_miss", 0), 1 - r["aot"].get(
+                        "autograd_cache_hit", 0), r)
+                    self.assertEqual(r["ours"].get("single_flight_waited", 0), 0, r)
+                else:
+                    self.assertGreaterEqual(r["aot"].get("autograd_cache_hit", 0), 1, r)
+                    self.assertEqual(r["aot"].get("autograd_cache_miss", 0), 0, r)
+            if knobs == "on" and HAS_CROSS_RANK_KNOB:
+                self.assertIn("_sync_cache_decision_cross_ranks", results[0]["knobs"])
+                # Every rank hits or none does.
+                self.assertEqual(len({r["aot"].get("autograd_cache_hit", 0) for r in results}), 1, results)
+
+    def test_cold_then_warm_knobs_off(self) -> None:
+        self._cold_then_warm("off")
+
+    def test_cold_then_warm_knobs_on(self) -> None:
+        self._cold_then_warm("on")
+
+    @unittest.skipUnless(HAS_CROSS_RANK_KNOB, "this torch has no cross-rank cache decision")
+    def test_lone_hit_is_dropped(self) -> None:
+        # Rank 0's cache dir holds the entry, rank 1's is empty: with the knob
+        # on, rank 0 drops its hit and both compile; nobody waits forever.
+        warm_dir = os.path.join(self.tmp, "warm")
+        run_job([warm_dir, os.path.join(self.tmp, "prime")], "off")
+        results = run_job([warm_dir, os.path.join(self.tmp, "empty")], "on")
+        for r in results:
+            self.assertTrue(r["outputs_equal"], r)
+            self.assertTrue(r["grads_equal"], r)
+            self.assertEqual(r["aot"].get("autograd_cache_hit", 0), 0, r)
+        self.assertGreaterEqual(results[0]["aot"].get("autograd_cache_cross_rank_miss", 0), 1, results[0])
+
+
+if __name__ == "__main__":
+    unittest.main()
