@@ -105,7 +105,8 @@ class TestTwoRanks(unittest.TestCase):
         # Rank 0's cache dir holds the entry, rank 1's is empty: with the knob
         # on, rank 0 drops its hit and both compile; nobody waits forever.
         warm_dir = os.path.join(self.tmp, "warm")
-        run_job([warm_dir, os.path.join(self.tmp, "prime")], "off")
+        # (The knobs are functorch options, so keyed: prime with them on.)
+        run_job([warm_dir, os.path.join(self.tmp, "prime")], "on")
         results = run_job([warm_dir, os.path.join(self.tmp, "empty")], "on")
         for r in results:
             self.assertTrue(r["outputs_equal"], r)

@@ -136,10 +136,12 @@ def torch_release() -> str | None:
 def unwrap_gm(mod: Any) -> Any:
     """The graph module inside Dynamo's ``GmWrapper`` (a release that boxes
     its inputs hands the cache the wrapper), or ``mod`` itself."""
-    gm_wrapper = getattr(torch._dynamo.utils, "GmWrapper", None)
-    if gm_wrapper is not None and isinstance(mod, gm_wrapper):
-        return mod.gm
-    return mod
+    # [release 2.11]
+    if torch_release() == "2.11":
+        gm_wrapper = getattr(torch._dynamo.utils, "GmWrapper", None)
+        return mod.gm if gm_wrapper is not None and isinstance(mod, gm_wrapper) else mod
+    # [end release]
+    return mod.gm if isinstance(mod, torch._dynamo.utils.GmWrapper) else mod
 
 
 def unbox(value: Any) -> Any:
@@ -425,10 +427,13 @@ def config_is_set(module: Any, name: str) -> bool:
 def _hint_fn() -> Any:
     from torch.fx.experimental import symbolic_shapes
 
-    fn = getattr(symbolic_shapes, "guarding_hint_or_throw", None)
-    if fn is None:
-        fn = getattr(symbolic_shapes, "size_hint", None)
-    return fn
+    # [release 2.11]
+    if torch_release() == "2.11":
+        return getattr(symbolic_shapes, "guarding_hint_or_throw", None) or getattr(
+            symbolic_shapes, "size_hint", None
+        )
+    # [end release]
+    return symbolic_shapes.guarding_hint_or_throw
 
 
 def pre_grad_passes_run_before_lookup() -> bool:
@@ -437,11 +442,12 @@ def pre_grad_passes_run_before_lookup() -> bool:
     "early").  2.11 has no such setting: its passes are keyed by uuid."""
     from torch._inductor import codecache
 
-    resolve = getattr(codecache, "resolve_pre_grad_pass_timing", None)
-    if resolve is None:
+    # [release 2.11]
+    if torch_release() == "2.11":
         return False
+    # [end release]
     try:
-        return resolve() == "early"
+        return codecache.resolve_pre_grad_pass_timing() == "early"
     except RuntimeError:
         # "late" with a pass that has no uuid: aot_module_simplified raises
         # before any lookup; the key keeps the pass (and bypasses).
@@ -466,11 +472,12 @@ def record_artifact(key: str, content: bytes) -> None:
     from torch.compiler import _cache
 
     try:
-        recorder = getattr(_cache, "CacheArtifactRecorder", None)
-        if recorder is not None:
-            recorder(_artifact_type(), key).record(content)
-        else:
+        # [release 2.11]
+        if torch_release() == "2.11":
             _cache.CacheArtifactManager.record_artifact(_artifact_type(), key, content)
+            return
+        # [end release]
+        _cache.CacheArtifactRecorder(_artifact_type(), key).record(content)
     except Exception as e:  # noqa: BLE001 - recording is best effort
         log.debug("torch_aotcache: cannot record cache artifact: %s", e)
 
@@ -488,7 +495,11 @@ def record_precompile_artifact(backend_id: Any, entry: Any) -> None:
 
 
 def strict_precompile() -> bool:
-    return bool(getattr(torch._dynamo.config, "strict_precompile", False))
+    # [release 2.11]
+    if torch_release() == "2.11":
+        return bool(getattr(torch._dynamo.config, "strict_precompile", False))
+    # [end release]
+    return bool(torch._dynamo.config.strict_precompile)
 
 
 # ---------------------------------------------------------------------------
