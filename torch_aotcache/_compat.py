@@ -515,6 +515,17 @@ def process_group_size() -> int:
     return 1
 
 
+def cross_rank_knobs_on() -> bool:
+    """Whether a torch knob makes ranks take compile decisions together:
+    2.15's ``_sync_cache_decision_cross_ranks`` (the cache's hit or miss) or
+    2.13+'s ``_sync_decision_cross_ranks`` (the partitioner's, whose process
+    group 2.15's cache decision builds on every rank)."""
+    from torch._functorch import config as functorch_config
+
+    names = ("_sync_cache_decision_cross_ranks", "_sync_decision_cross_ranks")
+    return any(name in functorch_config._config and getattr(functorch_config, name) for name in names)
+
+
 _SYNC_DECISION: dict[str, Callable[[bool], bool]] = {}
 # [release 2.15]
 

@@ -92,7 +92,7 @@ from typing import Any
 
 import torch
 
-from . import _compat, config, drift, light_runtime
+from . import _compat, config, drift, light_runtime, ranks
 from .counters import count
 
 
@@ -169,6 +169,8 @@ def why_not(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> str | No
 
     if not upstream.should_use_local_autograd_cache():
         return "local cache off"
+    if ranks.decide_together():
+        return "ranks decide together"  # Note [Ranks decide together]
     if os.environ.get("TORCH_COMPILE_DEBUG", "0") == "1":
         return "TORCH_COMPILE_DEBUG"
     if CompilerBisector.bisection_enabled:

@@ -22,7 +22,9 @@ waits for rank 1's entry while rank 1's compile waits for rank 0 in a
 collective.  So in a process group of two or more ranks single flight is
 off: each rank that misses compiles, as with stock torch, and the ranks that
 share a cache dir still share the entries that result (the first save wins;
-later ones write the same bytes).
+later ones write the same bytes).  Where the ranks decide together (a knob
+on), the front door (Note [Front door]) gives way, so that every rank's
+lookup reaches the points where the ranks meet.
 """
 
 from __future__ import annotations
@@ -33,6 +35,13 @@ from . import _compat
 def must_agree() -> bool:
     """Whether this process is one rank of a job of two or more."""
     return _compat.process_group_size() > 1
+
+
+def decide_together() -> bool:
+    """Whether this rank's hit or miss is taken with its peers (a knob of
+    torch's is on in a job of two or more ranks): then every lookup goes
+    through ``try_load``, where the ranks meet (the front door gives way)."""
+    return must_agree() and _compat.cross_rank_knobs_on()
 
 
 class Decision:
