@@ -381,7 +381,9 @@ def write_whole(path: str, text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", required=True, help="the folder that holds torch/ (checkout or site-packages)")
-    parser.add_argument("--output", "-o", default=None, help="write the patch here (only a complete one) instead of stdout")
+    parser.add_argument(
+        "--output", "-o", default=None, help="write the patch here (only a complete one) instead of stdout"
+    )
     args = parser.parse_args(argv)
     root = os.path.abspath(args.root)
     try:
