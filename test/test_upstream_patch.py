@@ -7,7 +7,13 @@ patch is applied with ``git apply``, and our contract checks run in fresh
 processes that import torch from the copy with ``torch_aotcache`` blocked
 from import: miss and save, a hit in another process with eager's results,
 dynamic-shape guards, a bypass with its reason, counters, the knobs in
-``torch._functorch.config``, and ``TORCH_AOTCACHE_DISABLE``.
+``torch._functorch.config``, and ``TORCH_AOTCACHE_DISABLE``.  This runs on
+whichever supported release the interpreter has (2.11, 2.13, 2.14, 2.15).
+
+A tree shaped like PyTorch's main branch (the installed sources beside a
+``version.txt`` of ``2.16.0a0``) gets the cut for the newest supported release
+and a note on stderr; trees of unsupported releases are refused, and
+``--output`` never leaves a partial or stale-temporary file.
 """
 
 from __future__ import annotations
@@ -200,8 +206,14 @@ class TestPatchedTorch(unittest.TestCase):
         release = upstream_patch.torch_release(SITE_ROOT)
         self.assertIn(f'SUPPORTED_RELEASES = ("{release}",)', compat)
         self.assertNotRegex(compat, r"(?m)^\s*# \[(end )?release")
-        other = {"2.11": "try_load_v2_13", "2.13": "try_load_v2_11"}[release]
-        self.assertNotIn(other, compat)
+        self.assertIn(release, upstream_patch.supported_releases())
+        kept = {"2.11": "try_load_v2_11", "2.13": "try_load_v2_13", "2.14": "try_load_v2_15", "2.15": "try_load_v2_15"}
+        self.assertIn(kept[release], compat)
+        for other in set(kept.values()) - {kept[release]}:
+            self.assertNotIn(other, compat)
+        # Inside torch the module belongs to the torch around it.
+        self.assertIn("    return SUPPORTED_RELEASES[0]\n", compat)
+        self.assertNotIn("torch.__version__", compat)
 
     def test_miss_save_then_hit_in_another_process(self) -> None:
         cache = self.new_cache_dir()
@@ -268,6 +280,101 @@ class TestPatchedTorch(unittest.TestCase):
     def test_refuses_a_patched_tree(self) -> None:
         with self.assertRaisesRegex(upstream_patch.PatchError, "exists already"):
             upstream_patch.make_patch(self.root)
+
+
+def _run_tool(root: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "tools", "upstream_patch.py"), "--root", root, *args],
+        capture_output=True, text=True, timeout=300,
+    )
+
+
+@unittest.skipIf(shutil.which("git") is None, "git is needed to check the patch")
+class TestCheckoutTree(unittest.TestCase):
+    """A tree shaped like PyTorch's main branch: the installed torch's
+    sources (hard links) beside a ``version.txt`` of a pre-release newer than
+    every supported release, and no ``torch/version.py`` (a checkout that was
+    never built)."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.tmp = tempfile.mkdtemp(prefix="tac-checkout-")
+        cls.root = os.path.join(cls.tmp, "pytorch")
+        os.makedirs(cls.root)
+        linked = subprocess.run(["cp", "-al", os.path.join(SITE_ROOT, "torch"), cls.root], capture_output=True)
+        if linked.returncode != 0:
+            shutil.rmtree(os.path.join(cls.root, "torch"), ignore_errors=True)
+            _symlink_tree(SITE_ROOT, cls.root, ["torch/version.py"])
+        os.unlink(os.path.join(cls.root, "torch", "version.py"))  # the link only: the install keeps its file
+        with open(os.path.join(cls.root, "version.txt"), "w") as f:
+            f.write("2.16.0a0\n")
+        cls.newest = max(upstream_patch.supported_releases(), key=upstream_patch.version_key)
+        cls.out = os.path.join(cls.tmp, "out", "aotcache.patch")
+        os.makedirs(os.path.dirname(cls.out))
+        cls.proc = _run_tool(cls.root, "--output", cls.out)
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def test_install_keeps_its_version_file(self) -> None:
+        self.assertTrue(os.path.isfile(os.path.join(SITE_ROOT, "torch", "version.py")))
+
+    def test_cut_for_the_newest_supported_release(self) -> None:
+        self.assertEqual(self.proc.returncode, 0, self.proc.stderr)
+        self.assertEqual(self.proc.stdout, "")
+        lines = self.proc.stderr.splitlines()
+        self.assertEqual(len(lines), 1, self.proc.stderr)
+        self.assertIn("2.16.0a0", lines[0])
+        self.assertIn(os.path.join(self.root, "version.txt"), lines[0])
+        self.assertIn(f"cutting the patch for {self.newest}", lines[0])
+        with open(self.out, encoding="utf-8") as f:
+            patch = f.read()
+        self.assertIn(f'+SUPPORTED_RELEASES = ("{self.newest}",)', patch)
+        self.assertEqual(os.listdir(os.path.dirname(self.out)), ["aotcache.patch"])
+
+    def test_patch_applies(self) -> None:
+        self.assertEqual(self.proc.returncode, 0, self.proc.stderr)
+        check = subprocess.run(
+            ["git", "apply", "--check", "--whitespace=nowarn", self.out], cwd=self.root, capture_output=True, text=True
+        )
+        self.assertEqual(check.returncode, 0, check.stderr)
+
+    def test_unsupported_trees_are_refused(self) -> None:
+        supported = upstream_patch.supported_releases()
+        for version, where in [("2.12.0", "version.txt"), ("3.0.0", "version.txt"), ("2.10.0a0", "version.txt"),
+                               ("2.16.0", "version.txt"), ("2.16.0a0+cpu", "torch/version.py")]:
+            with self.subTest(version=version, where=where):
+                root = tempfile.mkdtemp(dir=self.tmp)
+                os.makedirs(os.path.join(root, os.path.dirname(upstream_patch.AUTOGRAD_CACHE)))
+                with open(os.path.join(root, upstream_patch.AUTOGRAD_CACHE), "w") as f:
+                    f.write("# upstream\n")
+                with open(os.path.join(root, where), "w") as f:
+                    f.write(version + "\n" if where == "version.txt" else f"__version__ = '{version}'\n")
+                out_dir = tempfile.mkdtemp(dir=self.tmp)
+                out = os.path.join(out_dir, "aotcache.patch")
+                proc = _run_tool(root, "--output", out)
+                self.assertEqual(proc.returncode, 2, proc.stderr)
+                self.assertIn(f"torch {version} (read from {os.path.join(root, where)})", proc.stderr)
+                self.assertIn(", ".join(supported), proc.stderr)
+                self.assertEqual(os.listdir(out_dir), [])  # no patch, no temporary file
+
+    def test_failure_keeps_an_earlier_patch(self) -> None:
+        out_dir = tempfile.mkdtemp(dir=self.tmp)
+        out = os.path.join(out_dir, "aotcache.patch")
+        with open(out, "w") as f:
+            f.write("earlier\n")
+        proc = _run_tool(os.path.join(self.tmp, "nowhere"), "--output", out)
+        self.assertEqual(proc.returncode, 2)
+        with open(out) as f:
+            self.assertEqual(f.read(), "earlier\n")
+        self.assertEqual(os.listdir(out_dir), ["aotcache.patch"])
+
+    def test_output_equals_stdout(self) -> None:
+        proc = _run_tool(self.root)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        with open(self.out, encoding="utf-8") as f:
+            self.assertEqual(f.read(), proc.stdout)
 
 
 if __name__ == "__main__":

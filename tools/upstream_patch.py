@@ -2,18 +2,28 @@
 """
 Carry torch_aotcache into a torch tree, as a patch.
 
-    python tools/upstream_patch.py --root DIR > aotcache.patch
+    python tools/upstream_patch.py --root DIR --output aotcache.patch
     git -C DIR apply aotcache.patch      # or: patch -p1 -d DIR < aotcache.patch
 
-``DIR`` holds ``torch/``: a PyTorch source checkout, or a site-packages
-folder with an installed torch of a supported release.  The patch (git's
-unified format, ``a/`` and ``b/`` prefixes) makes three changes:
+``DIR`` holds ``torch/``: a site-packages folder with an installed torch of a
+supported release (read from ``torch/version.py``), or a PyTorch source
+checkout (read from its ``version.txt``).  A checkout whose ``version.txt`` is
+a pre-release newer than every supported release (PyTorch's main branch,
+``2.16.0a0``) gets the cut for the newest supported release, and a line on
+stderr says so; any other tree of an unsupported release is refused (exit 2).
+``--output`` writes the patch only once it is complete (a temporary file in
+the same folder, renamed at the end); without it the patch goes to stdout.
+The patch (git's unified format, ``a/`` and ``b/`` prefixes) makes three
+changes:
 
 * ``torch/_functorch/_aot_autograd/aotcache/``: this package's modules beside
   upstream's ``autograd_cache.py`` (the command line and demo stay out).
   Their imports are relative already; what changes is ``_compat.py``, whose
   blocks for other releases (``# [release X.Y]`` ... ``# [end release]``) are
-  dropped, ``config.py``, which becomes a view of the knobs below, and
+  dropped and whose ``torch_release()`` names the release it was cut for
+  (inside torch the module always belongs to the torch around it, a main
+  branch's pre-release included), ``config.py``, which becomes a view of the
+  knobs below, and
   ``__init__.py``, which installs the cache without the import-time warning
   machinery of the stand-alone package.
 * ``torch/_functorch/config.py``: every knob of ``torch_aotcache.config``,
@@ -35,6 +45,8 @@ import difflib
 import os
 import re
 import sys
+import tempfile
+from typing import NamedTuple
 
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -115,21 +127,69 @@ def read(path: str) -> str:
         return f.read()
 
 
-def torch_release(root: str) -> str:
-    """The release (major.minor) of the torch tree under ``root``."""
-    version = None
+class Target(NamedTuple):
+    """What the tree under ``--root`` is, and the release the patch is cut for."""
+
+    release: str  # the supported release (major.minor) the patch is cut for
+    version: str  # the version found in the tree
+    source: str  # the file it was read from
+    note: str | None  # a line for stderr when the cut is not the tree's own release
+
+
+PRE_RELEASE = re.compile(r"^\d+\.\d+\.\d+(?:a|b|rc|\.dev)\d*")
+
+
+def version_key(release: str) -> tuple[int, int]:
+    major, minor = release.split(".")
+    return int(major), int(minor)
+
+
+def tree_version(root: str) -> tuple[str, str]:
+    """``(version, file it was read from)`` of the torch tree under ``root``.
+
+    A checkout's ``version.txt`` wins over a ``torch/version.py`` a build left
+    beside it (which may be stale); an installed torch has only the latter.
+    """
+    version_txt = os.path.join(root, "version.txt")
+    if os.path.isfile(version_txt):
+        return read(version_txt).strip(), version_txt
     version_py = os.path.join(root, "torch", "version.py")
     if os.path.isfile(version_py):
         m = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", read(version_py), re.M)
-        version = m.group(1) if m else None
-    if version is None and os.path.isfile(os.path.join(root, "version.txt")):
-        version = read(os.path.join(root, "version.txt")).strip()
-    if version is None:
-        raise PatchError(f"no torch/version.py or version.txt under {root}: which torch is this?")
+        if not m:
+            raise PatchError(f"no __version__ in {version_py}")
+        return m.group(1), version_py
+    raise PatchError(f"no version.txt or torch/version.py under {root}: which torch is this?")
+
+
+def target_release(root: str) -> Target:
+    """The release to cut the patch for, or PatchError for a tree of an
+    unsupported release."""
+    version, source = tree_version(root)
+    supported = supported_releases()
     m = re.match(r"(\d+)\.(\d+)", version)
     if not m:
-        raise PatchError(f"cannot read torch's version {version!r}")
-    return f"{m.group(1)}.{m.group(2)}"
+        raise PatchError(f"cannot read torch's version {version!r} in {source}")
+    release = f"{m.group(1)}.{m.group(2)}"
+    if release in supported:
+        return Target(release, version, source, None)
+    newest = max(supported, key=version_key)
+    is_checkout = os.path.basename(source) == "version.txt"
+    if is_checkout and PRE_RELEASE.match(version) and version_key(release) > version_key(newest):
+        note = (
+            f"torch {version} ({source}) is a pre-release newer than every supported release: "
+            f"cutting the patch for {newest}, the newest"
+        )
+        return Target(newest, version, source, note)
+    raise PatchError(
+        f"torch {version} (read from {source}) is not a supported release; supported: "
+        f"{', '.join(supported)} (or a checkout whose version.txt is a pre-release newer than {newest})"
+    )
+
+
+def torch_release(root: str) -> str:
+    """The release (major.minor) the patch for the tree under ``root`` is cut for."""
+    return target_release(root).release
 
 
 def supported_releases() -> tuple[str, ...]:
@@ -171,7 +231,32 @@ def for_release(source: str, release: str) -> str:
     text, n = re.subn(r"^SUPPORTED_RELEASES = \(.*\)$", f'SUPPORTED_RELEASES = ("{release}",)', text, flags=re.M)
     if n != 1:
         raise PatchError("_compat.SUPPORTED_RELEASES not found")
-    return text
+    return own_release(text, release)
+
+
+def own_release(source: str, release: str) -> str:
+    """``_compat.torch_release()`` of the cut: the release it was cut for.
+
+    Stand-alone, the package reads torch's version and stays out of a release
+    it does not support.  Inside torch, the module belongs to the torch around
+    it: a main branch's pre-release (``2.16.0a0``) gets the newest supported
+    release's code, and a version test there would turn the cache off.
+    """
+    tree = ast.parse(source)
+    found = [
+        node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "torch_release"
+    ]
+    if len(found) != 1 or found[0].decorator_list:
+        raise PatchError("_compat.torch_release() not found")
+    node = found[0]
+    assert node.end_lineno is not None
+    lines = source.splitlines(keepends=True)
+    body = (
+        "def torch_release() -> str | None:\n"
+        f'    """The release this module was cut for: inside torch, always {release}."""\n'
+        "    return SUPPORTED_RELEASES[0]\n"
+    )
+    return "".join(lines[: node.lineno - 1]) + body + "".join(lines[node.end_lineno :])
 
 
 def knob_lines(config_source: str) -> list[str]:
@@ -256,12 +341,10 @@ def file_diff(path: str, old: str | None, new: str) -> str:
     return f"diff --git a/{path} b/{path}\n" + "".join(hunks)
 
 
-def make_patch(root: str) -> str:
+def make_patch(root: str, target: Target | None = None) -> str:
     if not os.path.isfile(os.path.join(root, AUTOGRAD_CACHE)):
         raise PatchError(f"no {AUTOGRAD_CACHE} under {root}: pass the folder that holds torch/")
-    release = torch_release(root)
-    if release not in supported_releases():
-        raise PatchError(f"torch {release} is not a supported release ({', '.join(supported_releases())})")
+    release = (target or target_release(root)).release
     if os.path.exists(os.path.join(root, TARGET_PACKAGE)):
         raise PatchError(f"{TARGET_PACKAGE} exists already under {root}")
     parts = []
@@ -275,21 +358,48 @@ def make_patch(root: str) -> str:
     return "".join(parts)
 
 
+def write_whole(path: str, text: str) -> None:
+    """``text`` into ``path``, all of it or nothing: a temporary file in the
+    same folder, renamed over ``path`` at the end."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", required=True, help="the folder that holds torch/ (checkout or site-packages)")
-    parser.add_argument("--output", "-o", default=None, help="write the patch here instead of stdout")
+    parser.add_argument(
+        "--output", "-o", default=None, help="write the patch here (only a complete one) instead of stdout"
+    )
     args = parser.parse_args(argv)
+    root = os.path.abspath(args.root)
     try:
-        patch = make_patch(os.path.abspath(args.root))
+        if not os.path.isfile(os.path.join(root, AUTOGRAD_CACHE)):
+            raise PatchError(f"no {AUTOGRAD_CACHE} under {root}: pass the folder that holds torch/")
+        target = target_release(root)
+        if target.note:
+            print(f"upstream_patch: {target.note}", file=sys.stderr)
+        patch = make_patch(root, target)
+        if args.output:
+            write_whole(args.output, patch)
+        else:
+            sys.stdout.write(patch)
     except (PatchError, OSError) as e:
         print(f"upstream_patch: {e}", file=sys.stderr)
         return 2
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(patch)
-    else:
-        sys.stdout.write(patch)
     return 0
 
 
