@@ -522,8 +522,9 @@ def cross_rank_knobs_on() -> bool:
     group 2.15's cache decision builds on every rank)."""
     from torch._functorch import config as functorch_config
 
+    options: Any = functorch_config
     names = ("_sync_cache_decision_cross_ranks", "_sync_decision_cross_ranks")
-    return any(name in functorch_config._config and getattr(functorch_config, name) for name in names)
+    return any(name in options._config and getattr(options, name) for name in names)
 
 
 _SYNC_DECISION: dict[str, Callable[[bool], bool]] = {}
@@ -576,7 +577,7 @@ def compiler_config_extra_fields() -> dict[str, Any]:
     from torch._inductor.cudagraph_utils import BoxedDeviceIndex
     from torch._inductor.utils import BoxedBool
 
-    fields = {"cudagraphs": BoxedBool(False), "graph_id": None, "cudagraphs_bwd_override": None}
+    fields: dict[str, Any] = {"cudagraphs": BoxedBool(False), "graph_id": None, "cudagraphs_bwd_override": None}
     release = torch_release()
     # [release 2.13 2.14]
     if release in ("2.13", "2.14"):
@@ -621,6 +622,7 @@ def compile_options_are_core(patches: dict[str, Any]) -> bool:
     if torch_release() == "2.15":
         from torch._inductor import config as inductor_config
 
-        return all(name.replace("-", "_") in inductor_config._config for name in patches)
+        options: Any = inductor_config
+        return all(name.replace("-", "_") in options._config for name in patches)
     # [end release]
     return True

@@ -98,7 +98,7 @@ def function_digest(tree: ast.Module, qualname: str) -> str | None:
                 node = stmt  # the last definition wins, as at run time
         if node is None:
             return None
-        body = node.body  # type: ignore[attr-defined]
+        body = node.body
     if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
         return None
     return hashlib.sha256(ast.dump(node, include_attributes=False).encode()).hexdigest()[:16]
@@ -110,7 +110,9 @@ def digests_of_file(path: str, qualnames: list[str]) -> dict[str, str | None]:
     return {q: function_digest(tree, q) for q in qualnames}
 
 
-def current_digests(names: list[str], kept: dict[str, Any] | None = None) -> tuple[dict[str, str | None], dict[str, Any]]:
+def current_digests(
+    names: list[str], kept: dict[str, Any] | None = None
+) -> tuple[dict[str, str | None], dict[str, Any]]:
     """Digests of ``names`` ("module:qualname") in the installed torch, and
     the per-file record to keep (reusing ``kept`` where a file's stat is
     unchanged)."""
