@@ -1067,6 +1067,11 @@ def try_load_impl(
         if functorch_config.strict_autograd_cache or _compat.strict_precompile():
             raise e
     except Exception as e:
+        if cache_key is not None:
+            # A lock taken on the miss, before this failed: nothing will save.
+            from . import single_flight
+
+            single_flight.release_unsaved(cache_key)
         cache_key = None
         counters["aot_autograd"]["autograd_cache_bypass"] += 1
         log.info("Bypassing autograd cache due to: %s", e)
