@@ -158,7 +158,8 @@ def _wrap_with_autocast() -> Any:
 # assigning it, so once a patch of the knob is undone it reads as set to False
 # (a bypass, never a false hit) until the process ends.  A Function marked
 # ``allow_in_graph`` reaches the graph as Dynamo's ``trampoline_autograd_apply``,
-# which calls the user's Python: a bypass with its own reason.
+# which calls the user's Python: a bypass, its reason after upstream's words
+# (Note [Bypass messages are a contract]).
 # test/test_newly_cached.py changes a backward's constant, code, closure,
 # global, default, ctx attribute and saved tensor in a second process and
 # checks results and gradients against eager.
