@@ -14,14 +14,19 @@ import tempfile
 import threading
 import time
 import unittest
+import unittest.mock
 
+import torch
 from torch._dynamo.utils import counters
+from torch._functorch._aot_autograd import autograd_cache as upstream_cache, graph_compile
+from torch._inductor import compile_fx
 from torch._inductor.utils import fresh_cache
 
 from torch_aotcache import config as tac_config
 from torch_aotcache import remote, single_flight
 
-from common import REPO_ROOT
+from common import REPO_ROOT, aot_counts, run_python
+from test_autograd_cache import CacheTestCase
 from redis_server import RedisServer, redis_missing
 
 REDIS_MISSING = redis_missing()
@@ -254,3 +259,164 @@ class TestFleetCompilesOnce(unittest.TestCase):
 if __name__ == "__main__":
     unittest.main()
 
+
+
+# Note [Releasing a flight the compile does not save] in single_flight.py.
+
+FAILING_HOLDER = """
+import json, os, sys, time, torch
+import torch_aotcache
+from torch_aotcache import config as tac_config
+from torch._dynamo.utils import counters
+tac_config.single_flight_wait_s = 60.0
+torch.manual_seed(0)
+m = torch.nn.Sequential(torch.nn.Linear(10, 20), torch.nn.SiLU(), torch.nn.Linear(20, 2))
+x = torch.randn(3, 10)
+# Inductor raises after the lookup.
+import torch._inductor.compile_fx as compile_fx
+def broken(*args, **kwargs):
+    raise RuntimeError("Inductor failed")
+compile_fx._compile_fx_inner = broken
+try:
+    torch.compile(m)(x)
+    print("compiled", flush=True)
+except Exception as e:
+    print("failed " + json.dumps(dict(counters["torch_aotcache"])), flush=True)
+# Live on until the other process is done.
+deadline = time.time() + 600
+while time.time() < deadline and not os.path.exists(sys.argv[1]):
+    time.sleep(0.05)
+"""
+
+SECOND_COMPILER = """
+import json, time, torch
+import torch_aotcache
+from torch_aotcache import config as tac_config, single_flight
+from torch._dynamo.utils import counters
+tac_config.single_flight_wait_s = 60.0
+waited = []
+coordinate = single_flight.coordinate
+def timed(*args, **kwargs):
+    start = time.monotonic()
+    try:
+        return coordinate(*args, **kwargs)
+    finally:
+        waited.append(time.monotonic() - start)
+single_flight.coordinate = timed
+torch.manual_seed(0)
+m = torch.nn.Sequential(torch.nn.Linear(10, 20), torch.nn.SiLU(), torch.nn.Linear(20, 2))
+x = torch.randn(3, 10)
+start = time.monotonic()
+out = torch.compile(m)(x)
+out.sum().backward()
+wall = time.monotonic() - start
+print(json.dumps({"waited": waited, "wall": wall, "same": torch.allclose(out, m(x)),
+                  "aot": dict(counters["aot_autograd"]), "tac": dict(counters["torch_aotcache"])}))
+"""
+
+
+class TestReleaseWithoutSave(unittest.TestCase):
+    def test_failed_compile_in_a_live_process_does_not_hold_others(self) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            done = os.path.join(d, "done")
+            env = {"TORCHINDUCTOR_CACHE_DIR": os.path.join(d, "cache")}
+            holder = spawn(FAILING_HOLDER, env, done)
+            try:
+                line = holder.stdout.readline().strip()
+                if not line.startswith("failed "):
+                    holder.kill()
+                    self.fail(line + holder.communicate()[1][-3000:])
+                self.assertEqual(json.loads(line[len("failed "):]).get("single_flight_released_unsaved"), 1)
+                self.assertIsNone(holder.poll())  # alive while the other compiles
+                second = run_python(SECOND_COMPILER, env)
+                self.assertEqual(second.returncode, 0, second.stderr[-3000:])
+                self.assertIsNone(holder.poll())
+            finally:
+                open(done, "w").close()
+                holder.communicate(timeout=120)
+        r = json.loads(second.stdout.strip().splitlines()[-1])
+        self.assertTrue(r["same"])
+        # It took the lock at once: no wait, no timeout (a held lock costs 60 s).
+        self.assertEqual(len(r["waited"]), 1, r)
+        self.assertLess(r["waited"][0], 5, r)
+        self.assertLess(r["wall"], 30, r)
+        self.assertEqual(r["tac"].get("single_flight_timeout", 0), 0, r)
+        self.assertEqual(r["aot"].get("autograd_cache_saved"), 1, r)
+
+
+class TestReleaseWithoutSaveInProcess(CacheTestCase):
+    """The key's lock is free again (another descriptor can take it at once)
+    after a compile that did not save."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.keys: list[str] = []
+        coordinate = single_flight.coordinate
+
+        def recording(key, *args, **kwargs):
+            self.keys.append(key)
+            return coordinate(key, *args, **kwargs)
+
+        patcher = unittest.mock.patch.object(single_flight, "coordinate", recording)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+        self.addCleanup(single_flight.release_all)
+
+    def assert_free(self) -> None:
+        self.assertEqual(len(self.keys), 1, self.keys)
+        key = self.keys[0]
+        self.assertFalse(single_flight.holding(key))
+        other = single_flight.Flight(key)
+        try:
+            self.assertTrue(other.try_local())
+            self.assertIsNotNone(other.fd)
+        finally:
+            other.release()
+
+    def no_save(self):
+        return unittest.mock.patch.object(graph_compile, "_should_save_cache", lambda *fns: False)
+
+    def test_compile_raises(self) -> None:
+        def broken(*args, **kwargs):
+            raise RuntimeError("Inductor failed")
+
+        with unittest.mock.patch.object(compile_fx, "_compile_fx_inner", broken):
+            with self.assertRaises(Exception):
+                torch.compile(torch.sin)(torch.randn(4))
+        self.assertEqual(counters["torch_aotcache"]["single_flight_released_unsaved"], 1)
+        self.assert_free()
+
+    def test_inference_graph_not_saved(self) -> None:
+        with self.no_save():
+            torch.compile(torch.sin)(torch.randn(4))
+        self.assertEqual(aot_counts(), {"autograd_cache_miss": 1})
+        self.assert_free()
+
+    def test_lazy_backward_holds_until_its_save_is_skipped(self) -> None:
+        x = torch.randn(4, requires_grad=True)
+        with self.no_save():
+            out = torch.compile(lambda t: t.sin().sum())(x)
+            # The backward compiles lazily: the save is still to come.
+            self.assertEqual(len(self.keys), 1)
+            self.assertTrue(single_flight.holding(self.keys[0]))
+            out.backward()
+        self.assertEqual(aot_counts(), {"autograd_cache_miss": 1})
+        self.assert_free()
+
+    def test_lazy_backward_save_releases(self) -> None:
+        x = torch.randn(4, requires_grad=True)
+        out = torch.compile(lambda t: t.cos().sum())(x)
+        self.assertTrue(single_flight.holding(self.keys[0]))
+        out.backward()
+        self.assertEqual(aot_counts(), {"autograd_cache_miss": 1, "autograd_cache_saved": 1})
+        self.assertEqual(counters["torch_aotcache"]["single_flight_released_unsaved"], 0)
+        self.assert_free()
+
+    def test_save_fails(self) -> None:
+        def failing_make_entry(*args, **kwargs):
+            raise RuntimeError("no entry")
+
+        with unittest.mock.patch.object(upstream_cache.AOTAutogradCache, "make_entry", staticmethod(failing_make_entry)):
+            with self.assertRaises(Exception):
+                torch.compile(torch.exp)(torch.randn(4))
+        self.assert_free()

@@ -252,10 +252,18 @@ def test_bypass_categories_are_listed_counters() -> None:
     assert stats.bypass_category("cannot key a value of type Foo") == "unkeyable"
     assert stats.bypass_category("autocast region ('cpu', x) does not resolve: boom") == "unkeyable"
     assert stats.bypass_category(
-        "custom autograd.Function: torch._functorch.config.autograd_cache_allow_custom_autograd_functions "
-        "is set to False"
+        "Unsupported call_function target autograd_function_apply: custom autograd.Function: "
+        "torch._functorch.config.autograd_cache_allow_custom_autograd_functions is set to False"
     ) == "setting"
-    assert stats.bypass_category("custom autograd.Function F is allow_in_graph: ...") == "unsupported_op"
+    assert stats.bypass_category(
+        "Unsupported call_function target <function trampoline_autograd_apply>: "
+        "custom autograd.Function F is allow_in_graph: ..."
+    ) == "unsupported_op"
+    assert stats.bypass_category(
+        "Unsupported post grad custom pass: config torch._inductor.config.post_grad_custom_post_pass "
+        "holds <function f>, which cannot be keyed (...)"
+    ) == "setting"
+    assert stats.bypass_category("SAC context_fn does not have a cache_hash attribute: ...") == "unkeyable"
     assert stats.bypass_category("something else", hard=True) == "error"
     assert stats.bypass_category("something else") == "other"
 

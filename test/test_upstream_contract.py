@@ -317,3 +317,129 @@ class TestFxGraphCacheObservations(CacheTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class _PassWithoutUUID(CustomGraphPass):
+    def __call__(self, graph: torch.fx.Graph) -> None:
+        pass
+
+    def uuid(self) -> None:
+        return None
+
+
+class TestBypassMessagesKeepUpstreamWords(CacheTestCase):
+    """Strict mode raises the bypass; its message begins with the words
+    upstream uses for the same refusal (Note [Bypass messages are a contract]
+    in autograd_cache.py), which upstream's tests and users match."""
+
+    UPSTREAM_PREFIX = r".*BypassAOTAutogradCache: Unsupported call_function target .*"
+
+    def strict(self):
+        return torch._functorch.config.patch(strict_autograd_cache=True)
+
+    def bypass_message(self, fn, *args) -> str:
+        with self.strict():
+            with self.assertRaises(torch._dynamo.exc.BackendCompilerFailed) as e:
+                torch.compile(fn)(*args)
+        self.assertEqual(aot_counts(), {"autograd_cache_bypass": 1})
+        return str(e.exception)
+
+    def test_allow_in_graph_function(self) -> None:
+        # Upstream's test_unsafe_mark_cacheable, allow_in_graph variant.
+        @torch._dynamo.allow_in_graph
+        class AllowInGraphFunc(torch.autograd.Function):
+            @staticmethod
+            def forward(_, x):
+                torch._dynamo.graph_break()
+                return x.sin()
+
+        def fn(x, y, z):
+            return AllowInGraphFunc.apply(x)
+
+        for bundled in (False, True):
+            with self.subTest(bundled=bundled), cache_enabled(bundled=bundled):
+                clear_in_memory_state()
+                message = self.bypass_message(fn, *(torch.randn(4, 4) for _ in range(3)))
+                self.assertRegex(message, self.UPSTREAM_PREFIX)
+                self.assertIn("AllowInGraphFunc is allow_in_graph", message)
+
+    def test_opaque_python_function(self) -> None:
+        @torch._dynamo.allow_in_graph
+        def opaque(x):
+            return x * 5
+
+        message = self.bypass_message(lambda x: opaque(x) + 1, torch.ones(3))
+        self.assertRegex(message, self.UPSTREAM_PREFIX)
+        self.assertIn("opaque", message)
+
+    def test_custom_function_with_the_knob_off(self) -> None:
+        class Double(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                return x * 2
+
+            @staticmethod
+            def backward(ctx, g):
+                return g * 2
+
+        x = torch.randn(4, requires_grad=True)
+        with torch._functorch.config.patch(autograd_cache_allow_custom_autograd_functions=False):
+            message = self.bypass_message(lambda t: Double.apply(t).sin(), x)
+        self.assertRegex(message, r"BypassAOTAutogradCache: Unsupported call_function target autograd_function_apply")
+        self.assertIn("is set to False", message)
+
+    def test_compiled_autograd(self) -> None:
+        # Upstream's test_compiled_autograd_bypass.
+        def fn(a, b):
+            out = a.cos() + b
+            loss = out.sum()
+            torch.autograd.grad(loss, inputs=[a, b])
+
+        a = torch.randn(25, requires_grad=True)
+        b = torch.randn(25, requires_grad=True)
+        with self.strict(), torch._dynamo.config.patch(compiled_autograd=True):
+            with self.assertRaisesRegex(
+                torch._dynamo.exc.BackendCompilerFailed,
+                "BypassAOTAutogradCache: Unsupported call_function target "
+                "torch._dynamo.compiled_autograd.ops.validate_outputs",
+            ):
+                torch.compile(fn)(a, b)
+
+    def check_prefix(self, prefix: str, fn, *args) -> None:
+        message = self.bypass_message(fn, *args)
+        self.assertIn("BypassAOTAutogradCache: " + prefix, message)
+
+    def test_settings(self) -> None:
+        x = torch.randn(3)
+        with torch._inductor.config.patch(fx_graph_cache=False):
+            self.check_prefix("FX graph cache is not enabled", torch.sin, x)
+        clear_in_memory_state()
+        with torch._inductor.config.patch(freezing=True), torch.no_grad():
+            self.check_prefix("Cannot cache a graph with freezing enabled", torch.cos, x)
+
+    def test_custom_pass_without_uuid(self) -> None:
+        x = torch.randn(3)
+        with torch._inductor.config.patch(post_grad_custom_post_pass=_PassWithoutUUID()):
+            self.check_prefix("Unsupported post grad custom pass", torch.sin, x)
+        clear_in_memory_state()
+        with torch._inductor.config.patch(joint_custom_post_pass=_PassWithoutUUID()):
+            self.check_prefix("Unsupported joint custom pass", torch.sin, x)
+
+    def test_selective_checkpointing_without_cache_hash(self) -> None:
+        def fn(x, y):
+            return checkpoint(_region, x, y, use_reentrant=False, context_fn=_context_fn(_save_matmuls))
+
+        x = torch.randn(4, 4, requires_grad=True)
+        y = torch.randn(4, 4, requires_grad=True)
+        self.check_prefix("SAC context_fn does not have a cache_hash attribute", fn, x, y)
+
+    def test_raw_callable_estimator(self) -> None:
+        def estimator(node):
+            return 1.0
+
+        x = torch.randn(3)
+        with torch._functorch.config.patch(activation_memory_budget_runtime_estimator=estimator):
+            self.check_prefix(
+                "activation_memory_budget_runtime_estimator is a raw callable without uuid() method",
+                torch.sin, x,
+            )

@@ -356,6 +356,34 @@ MAKE_ENTRY_PARAMS["2.13"] = _MAKE_ENTRY_PARAMS_2_11 + ("min_cut_info_str",)
 MAKE_ENTRY_PARAMS["2.14"] = MAKE_ENTRY_PARAMS["2.15"] = _MAKE_ENTRY_PARAMS_2_11 + ("min_cut_info_str",)
 # [end release]
 
+# graph_compile._cache_autograd_info (Note [Releasing a flight the compile
+# does not save] in single_flight.py); 2.13 added min_cut_info_str, as to
+# make_entry.
+CACHE_AUTOGRAD_INFO_PARAMS: dict[str, tuple[str, ...]] = {}
+_CACHE_AUTOGRAD_INFO_PARAMS_2_11 = (
+    "aot_config",
+    "flat_args",
+    "compiled_fw_func",
+    "compiled_bw_func",
+    "fw_module_str",
+    "bw_module_str",
+    "joint_graph_str",
+    "wrappers",
+    "maybe_subclass_meta",
+    "fw_metadata",
+    "num_fw_outs_saved_for_bw",
+    "_indices_of_inps_to_detach",
+    "num_symints_saved_for_bw",
+    "bw_module",
+)
+# [release 2.11]
+CACHE_AUTOGRAD_INFO_PARAMS["2.11"] = _CACHE_AUTOGRAD_INFO_PARAMS_2_11
+# [end release]
+# [release 2.13 2.14 2.15]
+for _release in ("2.13", "2.14", "2.15"):
+    CACHE_AUTOGRAD_INFO_PARAMS[_release] = _CACHE_AUTOGRAD_INFO_PARAMS_2_11 + ("min_cut_info_str",)
+# [end release]
+
 
 def _bind(params: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     if len(args) > len(params):

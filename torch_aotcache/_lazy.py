@@ -50,6 +50,8 @@ WATCHED = frozenset(
     {
         "torch",
         "torch._functorch._aot_autograd.autograd_cache",
+        "torch._functorch._aot_autograd.graph_compile",
+        "torch._functorch.aot_autograd",
         "torch._inductor.codecache",
         "torch._inductor.cpu_vec_isa",
         "torch._inductor.output_code",

@@ -159,7 +159,8 @@ def _wrap_with_autocast() -> Any:
 # assigning it, so once a patch of the knob is undone it reads as set to False
 # (a bypass, never a false hit) until the process ends.  A Function marked
 # ``allow_in_graph`` reaches the graph as Dynamo's ``trampoline_autograd_apply``,
-# which calls the user's Python: a bypass with its own reason.
+# which calls the user's Python: a bypass, its reason after upstream's words
+# (Note [Bypass messages are a contract]).
 # test/test_newly_cached.py changes a backward's constant, code, closure,
 # global, default, ctx attribute and saved tensor in a second process and
 # checks results and gradients against eager.
@@ -230,41 +231,57 @@ def _trampoline_function_name(target: Any) -> str:
     return "?"
 
 
+# Note [Bypass messages are a contract]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# Upstream's tests and users match the text of a bypass (strict mode raises it,
+# the log shows it): "Unsupported call_function target <target>" above all.
+# Where upstream refuses the same thing, our message begins with upstream's
+# words and our explanation follows; stats.bypass_category reads ours.
+# test/test_upstream_contract.py triggers each such bypass in strict mode.
+
+
+def _unsupported_target(target: Any, why: str) -> str:
+    return f"Unsupported call_function target {target}: {why}"
+
+
 def check_node_safe(node: torch.fx.Node) -> None:
     """Raise BypassAOTAutogradCache unless the key fully determines what ``node`` does."""
     op = node.op
     if op == "call_function":
+        target = node.target
         if node.meta.get("is_wrapped") and node.meta.get("user_cache_hash"):
             return
-        if _is_autograd_function_apply(node.target) and not custom_autograd_functions_allowed():
-            raise BypassAOTAutogradCache(
+        if _is_autograd_function_apply(target) and not custom_autograd_functions_allowed():
+            raise BypassAOTAutogradCache(_unsupported_target(
+                target,
                 "custom autograd.Function: "
                 "torch._functorch.config.autograd_cache_allow_custom_autograd_functions "
-                "is set to False"
-            )
-        if getattr(node.target, "__name__", None) == "trampoline_autograd_apply":
-            raise BypassAOTAutogradCache(
+                "is set to False",
+            ))
+        if getattr(target, "__name__", None) == "trampoline_autograd_apply":
+            raise BypassAOTAutogradCache(_unsupported_target(
+                target,
                 "custom autograd.Function %s is allow_in_graph: the compiled code "
                 "calls its Python, which the graph does not show"
-                % _trampoline_function_name(node.target)
-            )
-        if not _function_is_cache_safe(node.target):
-            raise BypassAOTAutogradCache(
-                "Unsupported call_function target %s (module %s): its behaviour is "
-                "not fixed by the torch version"
-                % (
-                    getattr(node.target, "__qualname__", node.target),
-                    getattr(node.target, "__module__", None),
-                )
-            )
+                % _trampoline_function_name(target),
+            ))
+        if not _function_is_cache_safe(target):
+            raise BypassAOTAutogradCache(_unsupported_target(
+                target,
+                "%s (module %s) is not fixed by the torch version"
+                % (getattr(target, "__qualname__", target), getattr(target, "__module__", None)),
+            ))
     elif op == "call_method":
         receiver = node.args[0] if node.args else None
         if not isinstance(receiver, torch.fx.Node) or "example_value" not in receiver.meta:
             raise BypassAOTAutogradCache(
-                f"Unsupported call_method {node.target} on a non-tensor receiver"
+                f"Unsupported call_method target {receiver}: method {node.target} "
+                "on a non-tensor receiver"
             )
         if not isinstance(node.target, str):
-            raise BypassAOTAutogradCache(f"Unsupported call_method method {node.target!r}")
+            raise BypassAOTAutogradCache(
+                f"Unsupported call_method method {node.target}: {node.target!r} is not a method name"
+            )
     elif op not in ("placeholder", "get_attr", "call_module", "output"):
         raise BypassAOTAutogradCache(f"Unsupported node op {op}")
 
@@ -369,6 +386,35 @@ _FUNCTORCH_CALLABLE_KEYS = (
 )
 
 
+# Upstream's words for a config callable it cannot key (Note [Bypass
+# messages are a contract]); ours follow them.
+_UPSTREAM_CALLABLE_WORDS = {
+    "pre_grad_custom_pass": "Unsupported pre grad custom pass",
+    "post_grad_custom_pre_pass": "Unsupported post grad custom pass",
+    "post_grad_custom_post_pass": "Unsupported post grad custom pass",
+    "joint_custom_pre_pass": "Unsupported joint custom pass",
+    "joint_custom_post_pass": "Unsupported joint custom pass",
+    "_pre_fusion_custom_pass": "Unsupported _pre_fusion_custom_pass",
+    "_post_fusion_custom_pass": "Unsupported _post_fusion_custom_pass",
+    "_fuse_ddp_communication_passes": "Unsupported _fuse_ddp_communication_pass",
+    "activation_memory_budget_runtime_estimator": (
+        "activation_memory_budget_runtime_estimator is a raw callable without uuid() method"
+    ),
+    "activation_memory_budget_solver": "activation_memory_budget_solver is a raw callable without uuid() method",
+}
+
+_UPSTREAM_UUID_CLASSES = {
+    "activation_memory_budget_runtime_estimator": "CustomRuntimeEstimator",
+    "activation_memory_budget_solver": "CustomKnapsackSolver",
+}
+
+
+def _upstream_callable_words(name: str, value: Any) -> str | None:
+    if name in _UPSTREAM_UUID_CLASSES and callable(getattr(value, "uuid", None)):
+        return f"{_UPSTREAM_UUID_CLASSES[name]}.uuid() returned None"
+    return _UPSTREAM_CALLABLE_WORDS.get(name)
+
+
 def _config_component(module: Any, ignored: tuple[str, ...], callables: tuple[str, ...]) -> str:
     values = module._config
     lines = []
@@ -388,10 +434,12 @@ def _config_component(module: Any, ignored: tuple[str, ...], callables: tuple[st
             continue
         try:
             lines.append(f"{name}={encode_value(value)}")
-        except Unkeyable:
+        except Unkeyable as e:
+            words = _upstream_callable_words(name, value)
             raise BypassAOTAutogradCache(
-                f"config {module.__name__}.{name} holds {value!r}, which has no "
-                "uuid(); give it one (e.g. a CustomGraphPass) to make it cacheable"
+                (f"{words}: " if words else "")
+                + f"config {module.__name__}.{name} holds {value!r}, which cannot be "
+                f"keyed ({e}); give it a uuid() (e.g. a CustomGraphPass) to make it cacheable"
             ) from None
     return "\n".join(lines)
 
@@ -1037,6 +1085,11 @@ def try_load_impl(
             raise e
     except Exception as e:
         decision.give_up()
+        if cache_key is not None:
+            # A lock taken on the miss, before this failed: nothing will save.
+            from . import single_flight
+
+            single_flight.release_unsaved(cache_key)
         cache_key = None
         counters["aot_autograd"]["autograd_cache_bypass"] += 1
         log.info("Bypassing autograd cache due to: %s", e)

@@ -72,6 +72,7 @@ COUNTERS: dict[str, str] = {
     # Single flight (Note [Single flight] in single_flight.py).
     "single_flight_waited": "compiles that waited for another process's entry and loaded it",
     "single_flight_timeout": "waits that ran out and compiled after all",
+    "single_flight_released_unsaved": "single-flight locks released by a compile that did not save",
 }
 
 

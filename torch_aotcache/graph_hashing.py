@@ -440,8 +440,9 @@ def sac_cache_hash(context_fn: Any) -> str:
     cache_hash = getattr(context_fn, "cache_hash", None)
     if cache_hash is None:
         raise Unkeyable(
-            "a selective activation checkpointing context_fn without a cache_hash "
-            "attribute cannot be cached; set context_fn.cache_hash to a value that "
+            "SAC context_fn does not have a cache_hash attribute: "
+            "a selective activation checkpointing context_fn without one "
+            "cannot be cached; set context_fn.cache_hash to a value that "
             "changes whenever the policy does (on a functools.partial, set it on "
             "the partial)"
         )

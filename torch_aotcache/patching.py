@@ -243,6 +243,29 @@ PATCH_SITES: tuple[PatchSite, ...] = (
         optional=True,
         wraps=True,
     ),
+    # See Note [Releasing a flight the compile does not save] in single_flight.py.
+    PatchSite(
+        None,
+        "create_aot_state",
+        "function",
+        "single_flight:create_aot_state",
+        _both(
+            ("stack", "flat_fn", "fake_flat_args", "flat_args_descs", "aot_config", "fake_mode", "shape_env")
+        ),
+        module="torch._functorch.aot_autograd",
+        optional=True,
+        wraps=True,
+    ),
+    PatchSite(
+        None,
+        "_cache_autograd_info",
+        "function",
+        "single_flight:cache_autograd_info",
+        dict(_compat.CACHE_AUTOGRAD_INFO_PARAMS),
+        module="torch._functorch._aot_autograd.graph_compile",
+        optional=True,
+        wraps=True,
+    ),
     PatchSite(
         "CompiledFxGraph",
         "write_to_disk",

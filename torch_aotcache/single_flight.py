@@ -19,15 +19,44 @@ A process that cannot take a lock waits, looking the key up again every
 ``single_flight_poll_s``; when the entry appears it loads it (a hit), when the
 lock frees it takes it and compiles.  Waiting is bounded by
 ``single_flight_wait_s``: past it the process compiles anyway (counted), so a
-holder that never saves (its compile failed, or the graph turned out not to be
-cacheable) costs its waiters at most that long.  The holder releases its locks
-when it saves the entry (or fails to), and at exit.
+holder that never lets go costs its waiters at most that long.  The holder
+releases its locks when it saves the entry (or fails to), when its compile ends
+without a save (Note [Releasing a flight the compile does not save]), and at
+exit.
+
+Note [Releasing a flight the compile does not save]
+~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+The locks are taken in ``try_load`` on a miss and released by ``save``; a
+compile that never reaches ``save`` must let go too, or a process that lives on
+after it (a failed compile caught by the user, a graph found not cacheable
+after the lookup, a save skipped) makes every other process compiling the
+same graph wait ``single_flight_wait_s`` for nothing.  Two patch sites
+(patching.PATCH_SITES) see the compile between the lookup and the save:
+
+* ``create_aot_state``, the first step of the compile after a miss, receives
+  ``aot_module_simplified``'s ``ExitStack`` and the ``aot_config`` whose
+  ``cache_info`` names the key: :func:`create_aot_state` pushes an exit
+  callback on that stack, which runs when the compile ends, however it ends.
+  If it raised, the key is released.  If it returned, the save (if any) has
+  happened and released it already, unless a backward is compiled lazily:
+* ``_cache_autograd_info`` returns the save that a lazily compiled backward
+  runs later (None when the save already happened).
+  :func:`cache_autograd_info` marks such a key pending, so the exit callback
+  keeps its locks for the waiters (they load the whole entry), and wraps the
+  later save to release them afterwards, whether it saved, skipped or raised.
+
+A lazy backward that never runs, or whose compile raises before its save,
+still holds the locks until exit (waiters are bounded by
+``single_flight_wait_s`` as before).  Each release without a save is counted
+(``single_flight_released_unsaved``).  The sites are optional: where a torch
+release's signatures differ, only ``save`` and exit release, as before.
 """
 
 from __future__ import annotations
 
 import atexit
 import errno
+import functools
 import logging
 import os
 import secrets
@@ -162,9 +191,77 @@ def holding(key: str) -> bool:
 
 def release(key: str) -> None:
     with _held_lock:
+        _lazy_saves.discard(key)
         flight = _held.pop(key, None)
     if flight is not None:
         flight.release()
+
+
+def release_unsaved(key: str) -> None:
+    """Release ``key``'s locks after a compile that did not save (if they are
+    still held); see Note [Releasing a flight the compile does not save]."""
+    with _held_lock:
+        _lazy_saves.discard(key)
+        flight = _held.pop(key, None)
+    if flight is not None:
+        count("single_flight_released_unsaved")
+        log.debug("torch_aotcache: compile of %s ended without a save; lock released", key)
+        flight.release()
+
+
+# Keys whose save waits for a lazily compiled backward.
+_lazy_saves: set[str] = set()
+
+
+def _held_key(aot_config: Any) -> str | None:
+    key = getattr(getattr(aot_config, "cache_info", None), "cache_key", None)
+    return key if isinstance(key, str) and holding(key) else None
+
+
+def create_aot_state(
+    original: Callable[..., Any],
+    stack: Any,
+    flat_fn: Any,
+    fake_flat_args: Any,
+    flat_args_descs: Any,
+    aot_config: Any,
+    fake_mode: Any,
+    shape_env: Any,
+) -> Any:
+    """Installed over ``torch._functorch.aot_autograd.create_aot_state``:
+    upstream's, after tying the key's locks to the end of the compile."""
+    key = _held_key(aot_config)
+    if key is not None:
+
+        def compile_ended(exc_type: Any, exc: Any, tb: Any) -> bool:
+            with _held_lock:
+                lazy = key in _lazy_saves
+            if exc_type is not None or not lazy:
+                release_unsaved(key)
+            return False
+
+        stack.push(compile_ended)
+    return original(stack, flat_fn, fake_flat_args, flat_args_descs, aot_config, fake_mode, shape_env)
+
+
+def cache_autograd_info(original: Callable[..., Any], aot_config: Any, *args: Any, **kwargs: Any) -> Any:
+    """Installed over ``graph_compile._cache_autograd_info``: upstream's,
+    with a lazy backward's save releasing the key's locks when it is done."""
+    try_save, entry = original(aot_config, *args, **kwargs)
+    key = _held_key(aot_config)
+    if try_save is None or key is None:
+        return try_save, entry
+    with _held_lock:
+        _lazy_saves.add(key)
+
+    @functools.wraps(try_save)
+    def save_then_release(*a: Any, **k: Any) -> Any:
+        try:
+            return try_save(*a, **k)
+        finally:
+            release_unsaved(key)
+
+    return save_then_release, entry
 
 
 @atexit.register
@@ -172,6 +269,7 @@ def release_all() -> None:
     with _held_lock:
         flights = list(_held.values())
         _held.clear()
+        _lazy_saves.clear()
     for f in flights:
         f.release()
 

@@ -61,11 +61,17 @@ BYPASS_CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("other", ()),
 )
 CATEGORY_NAMES = tuple(name for name, _ in BYPASS_CATEGORIES)
+# Reasons that begin with upstream's words for an unsupported target but are
+# due to a setting (Note [Bypass messages are a contract] in autograd_cache.py):
+# checked before BYPASS_CATEGORIES.
+SETTING_FIRST = ("autograd_cache_allow_custom_autograd_functions is set to False",)
 
 
 def bypass_category(reason: str, hard: bool = False) -> str:
     """The category of a bypass with message ``reason``; ``hard``: the bypass
     came from an unexpected exception."""
+    if any(n in reason for n in SETTING_FIRST):
+        return "setting"
     for name, needles in BYPASS_CATEGORIES:
         if any(n in reason for n in needles):
             return name
