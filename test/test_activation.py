@@ -319,7 +319,7 @@ class TestImportOrder(unittest.TestCase):
         self.assertFalse(got["again"])
         self.assertTrue(got["untouched"])
         self.assertEqual(len(got["warnings"]), 1)
-        self.assertIn("2.11.x and 2.13.x", got["warnings"][0])
+        self.assertIn("2.11.x, 2.13.x, 2.14.x, 2.15.x", got["warnings"][0])
         self.assertIn("2.12.1", got["warnings"][0])
 
 
