@@ -20,6 +20,7 @@ import unittest
 import torch
 
 from common import REPO_ROOT
+from torch_aotcache import _compat
 
 
 JOB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rank_job.py")
@@ -97,6 +98,10 @@ class TestTwoRanks(unittest.TestCase):
     def test_cold_then_warm_knobs_off(self) -> None:
         self._cold_then_warm("off")
 
+    @unittest.skipIf(
+        _compat.torch_release() == "2.13",
+        "on torch 2.13 a two-rank job with _sync_decision_cross_ranks on did not finish in CI (open)",
+    )
     def test_cold_then_warm_knobs_on(self) -> None:
         self._cold_then_warm("on")
 
