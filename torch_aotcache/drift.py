@@ -139,27 +139,6 @@ def current_digests(
     return out, record
 
 
-def _record_path() -> str:
-    import sys
-
-    import torch
-
-    from . import storage
-
-    root = os.path.dirname(os.path.abspath(torch.__file__))
-    ident = hashlib.sha256(f"{root}\0{torch.__version__}\0{sys.version_info[:2]}".encode()).hexdigest()[:16]
-    return os.path.join(storage.store_root(), "meta", f"drift-{ident}.json")
-
-
-def _read_record(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
 def _check_all() -> dict[str, bool]:
     release = _compat.torch_release()
     if release not in _compat.FRONT_DOOR_RELEASES:
@@ -167,8 +146,10 @@ def _check_all() -> dict[str, bool]:
     expected = _compat.MIRROR_DIGESTS.get(release, {})
     names = sorted({n for ns in MIRRORS.values() for n in ns})
     try:
-        path = _record_path()
-        kept = _read_record(path)
+        from .inductor_digests import meta_record_path, read_record
+
+        path = meta_record_path("drift")
+        kept = read_record(path)
     except Exception:  # noqa: BLE001 - no store: parse every time
         path, kept = None, None
     current, record = current_digests(names, kept)

@@ -54,14 +54,20 @@ _handed_over: str | None = None
 _kept: str | None = None
 
 
-def _record_path() -> str:
+def meta_record_path(prefix: str) -> str:
+    """``<store>/meta/<prefix>-<ident>.json``, ``ident`` naming this torch
+    install (folder, version) and Python."""
     from . import storage
 
     root = os.path.dirname(os.path.abspath(torch.__file__))
     ident = hashlib.sha256(
         f"{root}\0{torch.__version__}\0{sys.version_info[:2]}".encode()
     ).hexdigest()[:16]
-    return os.path.join(storage.store_root(), "meta", f"inductor-{ident}.json")
+    return os.path.join(storage.store_root(), "meta", f"{prefix}-{ident}.json")
+
+
+def _record_path() -> str:
+    return meta_record_path("inductor")
 
 
 def _signatures() -> dict[str, str]:
@@ -79,7 +85,7 @@ def _torch_key_fn() -> Any:
     return fn if callable(getattr(fn, "set", None)) else None
 
 
-def _read(path: str) -> dict[str, Any] | None:
+def read_record(path: str) -> dict[str, Any] | None:
     try:
         with open(path, encoding="utf-8") as f:
             obj = json.load(f)
@@ -99,7 +105,7 @@ def prime_torch_key() -> bool:
         path = _record_path()
         if path == _handed_over:
             return False  # handed over already in this process
-        record = _read(path)
+        record = read_record(path)
         if record is None or record.get("signatures") != _signatures():
             return False
         value = bytes.fromhex(record["torch_key"])
@@ -125,7 +131,7 @@ def remember_torch_key() -> None:
         if path == _kept:
             return
         signatures = _signatures()
-        record = _read(path)
+        record = read_record(path)
         if record is not None and record.get("signatures") == signatures:
             _kept = path
             return
