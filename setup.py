@@ -29,5 +29,5 @@ setup(
         # pyproject.toml) and on the GPU workflow (GitHub's schema, offline).
         "lint": ["ruff==0.17.6", "mypy==2.4.1", "check-jsonschema==0.39.0"],
     },
-    entry_points={"console_scripts": ["torch-aotcache=torch_aotcache.cli:main"]},
+    entry_points={"console_scripts": ["torch-aotcache=torch_aotcache.cli.commands:main"]},
 )

@@ -10,7 +10,8 @@ import hashlib
 import os
 import time
 
-from torch_aotcache import paths, schemas
+from torch_aotcache.store import layout as paths
+from torch_aotcache import schemas
 
 
 def fake_key(name: str) -> str:
@@ -47,7 +48,7 @@ def fake_entry(
 
 def write_fake_entry(name: str, **kw: object) -> str:
     """Write through ``LocalStore.put`` (eviction included); returns the path."""
-    from torch_aotcache.storage import LocalStore
+    from torch_aotcache.store.local import LocalStore
 
     key, entry_id, data = fake_entry(name, **kw)  # type: ignore[arg-type]
     return LocalStore().put(key, entry_id, data)

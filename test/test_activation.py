@@ -17,7 +17,8 @@ import torch._functorch._aot_autograd.graph_compile as graph_compile
 import torch._functorch.aot_autograd as aot_autograd_module
 
 import torch_aotcache
-from torch_aotcache import _compat, patching
+from torch_aotcache import _compat
+from torch_aotcache.installer import patching
 
 from common import run_python
 
@@ -178,7 +179,7 @@ class TestImportOrder(unittest.TestCase):
         got = self._probe(
             "import torch_aotcache\nimport torch\n"
             "import torch._functorch._aot_autograd.autograd_cache as ac\n"
-            "from torch_aotcache import patching\n"
+            "from torch_aotcache.installer import patching\n"
             "assert not patching.is_active() and torch_aotcache.is_installed()\n"
             "ac.AOTAutogradCache.generate_guards_expression({})\n"
             "assert patching.is_active()"
@@ -204,7 +205,7 @@ class TestImportOrder(unittest.TestCase):
             import torch_aotcache
             import torch
             from torch._dynamo.utils import counters
-            from torch_aotcache import patching
+            from torch_aotcache.installer import patching
             before = patching.is_active()
             torch.compile(lambda x: (x * 2).sin())(torch.ones(3, requires_grad=True)).sum().backward()
             print(json.dumps({
@@ -228,7 +229,7 @@ class TestImportOrder(unittest.TestCase):
             """
             import sys, torch_aotcache, torch
             import torch._functorch._aot_autograd.autograd_cache as ac
-            from torch_aotcache import _lazy, patching
+            from torch_aotcache.installer import lazy as _lazy, patching
             placed = ac.AOTAutogradCache.try_load.__module__
             torch_aotcache.uninstall()
             import torch._inductor.codecache as cc
@@ -240,7 +241,7 @@ class TestImportOrder(unittest.TestCase):
         self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
         self.assertEqual(
             proc.stdout.split()[-5:],
-            ["torch_aotcache.patching", "torch._functorch._aot_autograd.autograd_cache",
+            ["torch_aotcache.installer.patching", "torch._functorch._aot_autograd.autograd_cache",
              "torch._inductor.codecache", "False", "False"],
         )
 
@@ -281,7 +282,7 @@ class TestImportOrder(unittest.TestCase):
         self.assertEqual(got, {"kept": True, "ours": [True, True], "after": 2})
 
     def test_watched_modules_are_the_patch_sites(self) -> None:
-        from torch_aotcache import _lazy
+        from torch_aotcache.installer import lazy as _lazy
 
         self.assertEqual(_lazy.WATCHED, {s.module for s in patching.PATCH_SITES})
 

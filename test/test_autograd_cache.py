@@ -26,7 +26,7 @@ from torch.testing._internal.common_utils import instantiate_parametrized_tests,
 import torch_aotcache
 from torch_aotcache import autograd_cache as ours
 from torch_aotcache import _compat, schemas
-from torch_aotcache.storage import LocalStore, entries_root
+from torch_aotcache.store.local import LocalStore, entries_root
 
 from common import aot_counts, cache_enabled, clear_in_memory_state, DEVICES
 
@@ -495,7 +495,7 @@ class TestAutogradCache(CacheTestCase):
     def test_entries_get_ordinary_file_permissions(self) -> None:
         torch.compile(lambda x: x * 7)(torch.randn(3))
         [path] = self.entry_files()
-        from torch_aotcache import storage
+        from torch_aotcache.store import local as storage
 
         self.assertEqual(os.stat(path).st_mode & 0o777, 0o666 & ~storage._UMASK)
 

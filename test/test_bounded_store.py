@@ -21,7 +21,8 @@ from torch._dynamo.utils import counters
 from torch._inductor.utils import fresh_cache
 
 import torch_aotcache  # noqa: F401  (installs itself)
-from torch_aotcache import config, housekeeping, paths, schemas, stats, storage
+from torch_aotcache import config, schemas
+from torch_aotcache.store import housekeeping, layout as paths, stats, local as storage
 
 from common import cache_enabled, clear_in_memory_state, REPO_ROOT
 from fake_entries import fake_entry, write_fake_entry
@@ -55,7 +56,7 @@ def test_a_bad_bound_falls_back_to_the_default_with_one_warning(caplog: pytest.L
     from torch_aotcache import _once
 
     _once.reset("max-size:")
-    with config.patch(max_size="ten gigs"), caplog.at_level(logging.WARNING, logger="torch_aotcache.paths"):
+    with config.patch(max_size="ten gigs"), caplog.at_level(logging.WARNING, logger="torch_aotcache.store.layout"):
         # A typo never fails a compile: the default bound applies.
         assert paths.max_size() == paths.max_size() == 10 << 30
     (record,) = caplog.records
@@ -175,8 +176,9 @@ WORKER = r"""
 import json, os, random, sys, time
 index, rounds = int(sys.argv[1]), int(sys.argv[2])
 sys.path.insert(0, sys.argv[3])
-from torch_aotcache import housekeeping, paths, schemas
-from torch_aotcache.storage import LocalStore
+from torch_aotcache.store import housekeeping, layout as paths
+from torch_aotcache import schemas
+from torch_aotcache.store.local import LocalStore
 from fake_entries import fake_entry, fake_key
 
 store = LocalStore()

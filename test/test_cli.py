@@ -25,7 +25,9 @@ from torch._dynamo.utils import counters
 from torch._inductor.utils import fresh_cache
 
 import torch_aotcache  # noqa: F401  (installs itself)
-from torch_aotcache import cli, schemas, storage
+from torch_aotcache.cli import commands as cli
+from torch_aotcache import schemas
+from torch_aotcache.store import local as storage
 
 
 def _compile_two_functions() -> None:

@@ -35,7 +35,7 @@ from collections import defaultdict
 import torch
 
 from torch_aotcache import schemas
-from torch_aotcache.storage import entries_root, key_dir, LocalStore
+from torch_aotcache.store.local import entries_root, key_dir, LocalStore
 
 from common import REPO_ROOT
 
@@ -50,7 +50,7 @@ import torch
 import torch_aotcache
 from torch._dynamo.utils import counters
 from torch_aotcache import schemas
-from torch_aotcache.storage import LocalStore
+from torch_aotcache.store.local import LocalStore
 
 # Every payload this process verified, and every entry it read from the store:
 # bytes from the store that reach pickle.loads without having been verified
@@ -206,7 +206,7 @@ class TestConcurrency(unittest.TestCase):
 KILLED_WRITER = r"""
 import os, sys, time
 import torch_aotcache
-from torch_aotcache.storage import LocalStore
+from torch_aotcache.store.local import LocalStore
 
 key, entry_id, path = sys.argv[1], sys.argv[2], sys.argv[3]
 data = open(path, "rb").read()

@@ -17,14 +17,22 @@ from torch_aotcache.counters import COUNTERS
 PACKAGE_DIR = os.path.dirname(os.path.abspath(torch_aotcache.__file__))
 
 
+def package_files() -> list[str]:
+    """Every module of the package, its groups' included."""
+    return sorted(
+        os.path.join(folder, name)
+        for folder, _, names in os.walk(PACKAGE_DIR)
+        for name in names
+        if name.endswith(".py")
+    )
+
+
 def counted_names() -> set[str]:
     """Names passed to ``count(...)`` anywhere in the package; an f-string
     such as ``f"store_{op}_failed"`` stands for every listed name it matches."""
     names: set[str] = set()
-    for file in os.listdir(PACKAGE_DIR):
-        if not file.endswith(".py"):
-            continue
-        with open(os.path.join(PACKAGE_DIR, file), encoding="utf-8") as f:
+    for file in package_files():
+        with open(file, encoding="utf-8") as f:
             tree = ast.parse(f.read())
         for node in ast.walk(tree):
             if not (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "count"):
@@ -55,8 +63,8 @@ def test_every_listed_name_is_counted() -> None:
 
 
 def test_nothing_counts_around_the_list() -> None:
-    for file in os.listdir(PACKAGE_DIR):
-        if file.endswith(".py") and file != "counters.py":
-            with open(os.path.join(PACKAGE_DIR, file), encoding="utf-8") as f:
+    for file in package_files():
+        if os.path.basename(file) != "counters.py":
+            with open(file, encoding="utf-8") as f:
                 source = f.read()
             assert not re.search(r'counters\["torch_aotcache"\]\[[^\]]+\]\s*\+=', source), file

@@ -25,7 +25,8 @@ from typing import Any
 import torch
 
 from common import REPO_ROOT
-from torch_aotcache import _compat, drift
+from torch_aotcache import _compat
+from torch_aotcache.installer import drift
 
 
 SITE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(torch.__file__)))

@@ -44,8 +44,9 @@ from torch.testing._internal.common_utils import instantiate_parametrized_tests,
 
 import torch_aotcache
 from torch_aotcache import autograd_cache as ours
-from torch_aotcache import _once, schemas, storage
-from torch_aotcache.storage import LocalStore
+from torch_aotcache import _once, schemas
+from torch_aotcache.store import local as storage
+from torch_aotcache.store.local import LocalStore
 
 from common import aot_counts, cache_enabled, clear_in_memory_state
 

@@ -10,7 +10,7 @@ import unittest.mock
 
 from torch._inductor.utils import fresh_cache
 
-from torch_aotcache import fingerprint
+from torch_aotcache.key import fingerprint
 
 
 class TestTorchFingerprint(unittest.TestCase):
@@ -88,7 +88,7 @@ class TestTorchFingerprint(unittest.TestCase):
 
 class TestBackgroundFingerprint(unittest.TestCase):
     def test_persisted_under_the_store_current_when_started(self) -> None:
-        from torch_aotcache import storage
+        from torch_aotcache.store import local as storage
 
         fp = fingerprint._Fingerprint()
         with fresh_cache():

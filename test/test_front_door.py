@@ -30,7 +30,8 @@ from torch._inductor import config as inductor_config, select_algorithm
 from torch._inductor.codegen import memory_planning
 
 import torch_aotcache
-from torch_aotcache import _compat, front_door, light_runtime
+from torch_aotcache import _compat
+from torch_aotcache.inductor import front_door, light_runtime
 from torch_aotcache import config as our_config
 
 from common import cache_enabled, run_python
@@ -240,7 +241,7 @@ class TestFrontDoorInProcess(unittest.TestCase):
         wrapper = torch._TorchCompileInductorWrapper(
             None, {"epilogue_fusion": False, "max_autotune": True}, False
         )
-        original = torch_aotcache.patching.get_original(torch._TorchCompileInductorWrapper, "get_compiler_config")
+        original = torch_aotcache.installer.patching.get_original(torch._TorchCompileInductorWrapper, "get_compiler_config")
         self.assertEqual(front_door.compiler_config(original, wrapper), original(wrapper))
         self.assertEqual(
             front_door.compiler_config(original, wrapper),
@@ -289,7 +290,7 @@ class TestLightRuntime(unittest.TestCase):
         lines = rewritten.split("\n")
         self.assertEqual(len(lines), len(source.split("\n")))
         self.assertEqual(lines[1], "from torch._inductor.utils import _align as align")
-        self.assertEqual(lines[2], "from torch_aotcache.light_runtime import extern_kernels")
+        self.assertEqual(lines[2], "from torch_aotcache.inductor.light_runtime import extern_kernels")
         self.assertEqual(lines[3], "    from torch._inductor.select_algorithm import extern_kernels")
         self.assertEqual(lines[4:], source.split("\n")[4:])
         # select_algorithm imported: that line stays.

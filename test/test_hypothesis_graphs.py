@@ -34,7 +34,7 @@ from hypothesis import assume, event, given, note, settings, strategies as st
 from torch._dynamo.utils import counters
 
 import torch_aotcache
-from torch_aotcache import storage
+from torch_aotcache.store import local as storage
 
 import fx_strategies
 from common import REPO_ROOT

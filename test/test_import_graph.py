@@ -17,27 +17,60 @@ import torch_aotcache
 PACKAGE_DIR = os.path.dirname(os.path.abspath(torch_aotcache.__file__))
 
 
+def _module_names() -> dict[str, str]:
+    """Dotted module name within the package (``store.local``; a group's
+    ``__init__`` is the group's name) -> its file."""
+    names = {}
+    for folder, _, files in os.walk(PACKAGE_DIR):
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            rel = os.path.relpath(os.path.join(folder, name), PACKAGE_DIR)[:-3].split(os.sep)
+            if rel[-1] == "__init__":
+                rel = rel[:-1] or ["__init__"]
+            names[".".join(rel)] = os.path.join(folder, name)
+    return names
+
+
+def _resolve(module: str, is_package: bool, node: ast.ImportFrom, modules: set[str]) -> set[str]:
+    """The package's modules an ``ImportFrom`` in ``module`` depends on."""
+    if node.level == 0:
+        if not (node.module or "").startswith("torch_aotcache."):
+            return set()
+        base = node.module.split(".")[1:]
+    else:
+        here = module.split(".") if module != "__init__" else []
+        package = here if is_package else here[:-1]
+        if node.level - 1 > len(package):
+            raise AssertionError(f"{module}: relative import above the package")
+        base = package[: len(package) - (node.level - 1)] + (node.module.split(".") if node.module else [])
+    found = set()
+    target = ".".join(base)
+    for alias in node.names:
+        sub = f"{target}.{alias.name}" if target else alias.name
+        if sub in modules:
+            found.add(sub)
+        elif target in modules:
+            found.add(target)
+    # Importing a.b also runs a's __init__ (a group's docstring-only module).
+    return found
+
+
 def import_graph() -> dict[str, set[str]]:
-    modules = {
-        name[:-3] for name in os.listdir(PACKAGE_DIR) if name.endswith(".py")
-    }
+    files = _module_names()
+    modules = set(files)
     graph: dict[str, set[str]] = {m: set() for m in modules}
-    for module in modules:
-        with open(os.path.join(PACKAGE_DIR, module + ".py"), encoding="utf-8") as f:
+    for module, path in files.items():
+        with open(path, encoding="utf-8") as f:
             tree = ast.parse(f.read())
+        is_package = path.endswith("__init__.py")
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom):
-                if node.level == 1 and node.module:
-                    target = node.module.split(".")[0]
-                    graph[module].add(target)
-                elif node.level == 1:
-                    graph[module].update(a.name for a in node.names if a.name in modules)
-                elif node.level == 0 and (node.module or "").startswith("torch_aotcache."):
-                    graph[module].add(node.module.split(".")[1])
+                graph[module] |= _resolve(module, is_package, node, modules)
             elif isinstance(node, ast.Import):
                 for alias in node.names:
                     if alias.name.startswith("torch_aotcache."):
-                        graph[module].add(alias.name.split(".")[1])
+                        graph[module].add(alias.name.split(".", 1)[1])
         graph[module].discard(module)
     # The package's __init__ is where installing starts; nothing imports it back.
     return graph
@@ -72,7 +105,9 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_the_scan_sees_imports() -> None:
     graph = import_graph()
     assert "_compat" in graph["autograd_cache"]
-    assert "artifacts" in graph["runtime_wrappers"]
+    assert "inductor.artifacts" in graph["runtime_wrappers"]
+    assert "store.layout" in graph["store.local"]
+    assert "config" in graph["inductor.front_door"]
 
 
 def test_no_import_circle() -> None:
@@ -85,8 +120,18 @@ def test_compat_is_a_leaf() -> None:
 
 
 def test_nothing_imports_patching_back() -> None:
-    importers = {m for m, deps in import_graph().items() if "patching" in deps}
+    importers = {m for m, deps in import_graph().items() if "installer.patching" in deps}
     assert importers <= {"__init__"}, importers
+
+
+def test_groups_are_docstrings_only() -> None:
+    # Importing one module of a group runs the group's __init__: it must
+    # import nothing (the command line reads the store without torch).
+    for module, path in _module_names().items():
+        if path.endswith("__init__.py") and module != "__init__":
+            with open(path, encoding="utf-8") as f:
+                tree = ast.parse(f.read())
+            assert len(tree.body) == 1 and isinstance(tree.body[0], ast.Expr), module
 
 
 def test_cycle_finder_finds_a_cycle() -> None:

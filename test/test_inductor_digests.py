@@ -13,7 +13,8 @@ import unittest
 import torch._inductor.codecache as codecache
 from torch._inductor.utils import fresh_cache
 
-from torch_aotcache import fingerprint, inductor_digests
+from torch_aotcache.key import fingerprint
+from torch_aotcache.inductor import digests as inductor_digests
 
 from common import run_python
 

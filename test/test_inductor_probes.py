@@ -10,7 +10,9 @@ from torch._inductor.cpu_vec_isa import VecAVX2, VecISA
 from torch._inductor.utils import fresh_cache
 
 import torch_aotcache
-from torch_aotcache import fingerprint, inductor_probes, patching
+from torch_aotcache.key import fingerprint
+from torch_aotcache.inductor import isa_probes as inductor_probes
+from torch_aotcache.installer import patching
 
 
 class TestIsaProbeMemo(unittest.TestCase):

@@ -9,7 +9,7 @@ import torch._functorch.config as functorch_config
 import torch._inductor.config as inductor_config
 
 from torch_aotcache import autograd_cache as ours
-from torch_aotcache.graph_hashing import GraphEncoder
+from torch_aotcache.key.graph_hashing import GraphEncoder
 
 
 def inductor_digest() -> str:
@@ -17,7 +17,7 @@ def inductor_digest() -> str:
 
 
 def uncached_inductor_digest() -> str:
-    from torch_aotcache.graph_hashing import digest
+    from torch_aotcache.key.graph_hashing import digest
 
     return digest(ours._config_component(inductor_config, ours._INDUCTOR_IGNORED_PREFIXES, ours._INDUCTOR_CALLABLE_KEYS))
 
@@ -71,7 +71,7 @@ class TestTargetNameCache(unittest.TestCase):
         g.output((z,))
         gm = torch.fx.GraphModule(torch.nn.Module(), g)
         first = GraphEncoder(gm).lines()
-        from torch_aotcache import graph_hashing
+        from torch_aotcache.key import graph_hashing
 
         graph_hashing._TARGET_NAMES.clear()
         self.assertEqual(GraphEncoder(gm).lines(), first)

@@ -29,13 +29,8 @@ import torch.fx
 from hypothesis import given, settings, strategies as st
 
 from torch_aotcache import _compat
-from torch_aotcache.autograd_cache import (
-    BypassAOTAutogradCache,
-    check_cacheable,
-    custom_autograd_functions_allowed,
-    describe_key,
-)
-from torch_aotcache.graph_hashing import autocast_resolved_state
+from torch_aotcache.autograd_cache import BypassAOTAutogradCache, check_cacheable, custom_autograd_functions_allowed, describe_key
+from torch_aotcache.key.graph_hashing import autocast_resolved_state
 
 from common import aot_counts, cache_enabled, clear_in_memory_state, REPO_ROOT
 from fx_strategies import aot_config, fx_config
@@ -102,7 +97,7 @@ def test_the_check_catches_a_stale_entry() -> None:
     dtype compiled under another per-device autocast dtype loads the first
     process's entry, and the comparison with eager reports it."""
     blind = (
-        "import torch_aotcache.graph_hashing as gh\n"
+        "import torch_aotcache.key.graph_hashing as gh\n"
         "gh.autocast_resolved_state = lambda args: ''"
     )
     with tempfile.TemporaryDirectory() as cache_dir:

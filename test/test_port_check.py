@@ -106,7 +106,7 @@ BASE = """
 
 
 def _function_digest_source() -> str:
-    path = os.path.join(REPO_ROOT, "torch_aotcache", "drift.py")
+    path = os.path.join(REPO_ROOT, "torch_aotcache", "installer", "drift.py")
     with open(path, encoding="utf-8") as f:
         source = f.read()
     node = next(n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name == "function_digest")
@@ -122,14 +122,14 @@ def trees(tmp_path):
         _write(root, "torch/_x/base.py", BASE)
         _write(root, "torch/_x/cache.py", cache)
         _write(root, "torch/version.py", "__version__ = '9.9.0'\n")
-    _write(pkg, "patching.py", """
+    _write(pkg, "installer/patching.py", """
         _OWNER_MODULE = "torch._x.cache"
         PATCH_SITES = (
             PatchSite("Cache", "save", "staticmethod", "x:save", {}),
             PatchSite(None, "same_fn", "function", "x:same", {}, module="torch._x.cache"),
         )
     """)
-    _write(pkg, "drift.py", "import ast\nimport hashlib\n\nMIRRORS = {\"part\": (\"torch._x.cache:body_fn\",)}\n\n\n"
+    _write(pkg, "installer/drift.py", "import ast\nimport hashlib\n\nMIRRORS = {\"part\": (\"torch._x.cache:body_fn\",)}\n\n\n"
            + _function_digest_source() + "\n")
     _write(pkg, "user.py", """
         import torch
@@ -182,7 +182,7 @@ def test_digests_of_a_synthetic_tree(trees):
 
 def test_unreadable_table_is_an_error(trees):
     old, new, pkg = trees
-    _write(pkg, "patching.py", "PATCH_SITES = tuple(make_sites())\n")
+    _write(pkg, "installer/patching.py", "PATCH_SITES = tuple(make_sites())\n")
     proc = _run("--old", old, "--new", new, "--package", pkg)
     assert proc.returncode == 2
     assert "PATCH_SITES is not a tuple literal" in proc.stderr
@@ -212,7 +212,7 @@ def test_installed_torch_against_itself():
 
 
 def test_digests_agree_with_the_package():
-    from torch_aotcache import drift
+    from torch_aotcache.installer import drift
 
     proc = _run("--digests", SITE_ROOT, "--json")
     assert proc.returncode == 0, proc.stderr

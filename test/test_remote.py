@@ -18,8 +18,9 @@ from torch._inductor.utils import fresh_cache
 
 import torch_aotcache
 from torch_aotcache import config as tac_config
-from torch_aotcache import remote, schemas
-from torch_aotcache.storage import LocalStore
+from torch_aotcache.tiers import remote
+from torch_aotcache import schemas
+from torch_aotcache.store.local import LocalStore
 
 from common import aot_counts, cache_enabled, clear_in_memory_state, run_python
 from redis_server import RedisServer, redis_missing, unused_url
@@ -137,13 +138,13 @@ class TestRemoteTier(RemoteTestCase):
     def test_unsigned_remote_is_off_unless_trusted(self) -> None:
         with tac_config.patch(signing_key=None):
             remote.reset()
-            with self.assertLogs("torch_aotcache.remote", level="WARNING") as logs:
+            with self.assertLogs("torch_aotcache.tiers.remote", level="WARNING") as logs:
                 self.assertIsNone(remote.tier(True))
                 self.assertIsNone(remote.tier(True))
             self.assertEqual(len(logs.output), 1)
             self.assertIn("TORCH_AOTCACHE_TRUST_UNSIGNED_REMOTE", logs.output[0])
             with tac_config.patch(trust_unsigned_remote=True):
-                with self.assertLogs("torch_aotcache.remote", level="WARNING") as logs:
+                with self.assertLogs("torch_aotcache.tiers.remote", level="WARNING") as logs:
                     self.assertIsNotNone(remote.tier(True))
                 self.assertIn("UNSIGNED", logs.output[0])
 

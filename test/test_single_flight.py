@@ -23,7 +23,7 @@ from torch._inductor import compile_fx
 from torch._inductor.utils import fresh_cache
 
 from torch_aotcache import config as tac_config
-from torch_aotcache import remote, single_flight
+from torch_aotcache.tiers import remote, single_flight
 
 from common import REPO_ROOT, aot_counts, run_python
 from test_autograd_cache import CacheTestCase
@@ -83,7 +83,7 @@ class TestConcurrentColdProcesses(unittest.TestCase):
 HOLDER = """
 import sys, time
 import torch_aotcache
-from torch_aotcache import single_flight
+from torch_aotcache.tiers import single_flight
 assert single_flight.coordinate(sys.argv[1], lambda: None, None) is None
 print("holding", flush=True)
 time.sleep(600)
@@ -291,7 +291,8 @@ while time.time() < deadline and not os.path.exists(sys.argv[1]):
 SECOND_COMPILER = """
 import json, time, torch
 import torch_aotcache
-from torch_aotcache import config as tac_config, single_flight
+from torch_aotcache import config as tac_config
+from torch_aotcache.tiers import single_flight
 from torch._dynamo.utils import counters
 tac_config.single_flight_wait_s = 60.0
 waited = []

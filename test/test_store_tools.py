@@ -26,7 +26,9 @@ from torch._dynamo.utils import counters
 from torch._inductor.utils import fresh_cache
 
 import torch_aotcache  # noqa: F401  (installs itself)
-from torch_aotcache import cli, config, paths, schemas, stats, storage
+from torch_aotcache.cli import commands as cli
+from torch_aotcache import config, schemas
+from torch_aotcache.store import layout as paths, stats, local as storage
 from torch_aotcache.counters import COUNTERS
 
 from common import cache_enabled, clear_in_memory_state, REPO_ROOT, run_python
@@ -374,16 +376,16 @@ def test_explain_logs_at_the_miss(caplog: pytest.LogCaptureFixture) -> None:
     with fresh_cache(), cache_enabled():
         clear_in_memory_state()
         torch.compile(f)(x).backward()
-        with caplog.at_level(logging.INFO, logger="torch_aotcache.explain"), \
+        with caplog.at_level(logging.INFO, logger="torch_aotcache.store.explain"), \
                 torch.compiler.config.patch(cache_key_tag="other"):
             clear_in_memory_state()
             torch.compile(f)(x).backward()
-    (record,) = [r for r in caplog.records if r.name == "torch_aotcache.explain"]
+    (record,) = [r for r in caplog.records if r.name == "torch_aotcache.store.explain"]
     assert "differs: tag: '' -> 'other'" in record.getMessage()
 
 
 def test_explain_compares_by_name_without_a_compile() -> None:
-    from torch_aotcache import explain
+    from torch_aotcache.store import explain
 
     base = {"graph": "g", "inputs": "i", "runtime": "r", "inductor": "c", "system": "s", "tag": "t"}
 
@@ -438,14 +440,14 @@ def test_settings_read_without_torch_match_the_config() -> None:
     assert paths.default_inductor_cache_dir() == default_cache_dir()
     # And without torch, the environment is what counts.
     p = subprocess.run(
-        [sys.executable, "-c", "import sys; from torch_aotcache import paths; "
+        [sys.executable, "-c", "import sys; from torch_aotcache.store import layout as paths; "
          "print(paths.store_root(), paths.max_size(), paths.setting('record_stats'), 'torch' in sys.modules)"],
         env=_env(TORCH_AOTCACHE_DIR="/x/store", TORCH_AOTCACHE_MAX_SIZE="2G", TORCH_AOTCACHE_RECORD_STATS="0"),
         capture_output=True, text=True, cwd=REPO_ROOT,
     )
     assert p.stdout.split() == ["/x/store", str(2 << 30), "False", "False"], p.stderr
     p = subprocess.run(
-        [sys.executable, "-c", "from torch_aotcache import paths; print(paths.store_root())"],
+        [sys.executable, "-c", "from torch_aotcache.store import layout as paths; print(paths.store_root())"],
         env=_env(TORCHINDUCTOR_CACHE_DIR="rel/dir"), capture_output=True, text=True, cwd=REPO_ROOT,
     )
     assert p.stdout.strip() == os.path.join(REPO_ROOT, "rel", "dir", "torch_aotcache")

@@ -50,8 +50,11 @@ from torch.testing._internal.common_utils import instantiate_parametrized_tests,
 
 import torch_aotcache
 from torch_aotcache import autograd_cache as ours
-from torch_aotcache import _once, artifacts, cli, config, schemas, signing
-from torch_aotcache.storage import LocalStore
+from torch_aotcache import _once, config, schemas
+from torch_aotcache.inductor import artifacts
+from torch_aotcache.cli import commands as cli
+from torch_aotcache.entry import signing
+from torch_aotcache.store.local import LocalStore
 
 from common import aot_counts, cache_enabled, clear_in_memory_state, REPO_ROOT
 
@@ -435,7 +438,7 @@ class TestPlantedInductorFiles(TrustTestCase):
             with unittest.mock.patch.object(
                 CppPythonBindingsCodeCache, "_load_library", classmethod(refuse_private)
             ), self.assertLogs(
-                "torch_aotcache.artifacts", level="WARNING"
+                "torch_aotcache.inductor.artifacts", level="WARNING"
             ) as logs:
                 self.compile_g()
             self.assertEqual(len(logs.output), 1)  # once, however many kernels

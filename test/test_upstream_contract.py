@@ -32,7 +32,8 @@ from torch.utils.checkpoint import (
 )
 
 import torch_aotcache
-from torch_aotcache import _compat, patching
+from torch_aotcache import _compat
+from torch_aotcache.installer import patching
 from torch_aotcache import autograd_cache as ours
 from torch_aotcache import config as tac_config
 

@@ -549,7 +549,9 @@ def worker_lookup(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     import torch_aotcache  # noqa: F401  (installs itself)
-    from torch_aotcache import autograd_cache, fingerprint, schemas, storage
+    from torch_aotcache import autograd_cache, schemas
+    from torch_aotcache.key import fingerprint
+    from torch_aotcache.store import local as storage
 
     # The fingerprint thread started by the import persists its result under
     # the cache dir current when it finishes: let it finish before the dirs

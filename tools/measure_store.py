@@ -45,8 +45,8 @@ def time_command(argv: list[str], root: str, repeat: int) -> tuple[float, float]
 def time_saves(root: str, n: int, bound: int | None) -> list[float]:
     """Seconds of each of 20 ``LocalStore.put`` (eviction included) into a store of ``n`` entries."""
     from fake_entries import fake_entry
-    from torch_aotcache import paths
-    from torch_aotcache.storage import LocalStore
+    from torch_aotcache.store import layout as paths
+    from torch_aotcache.store.local import LocalStore
 
     os.environ["TORCH_AOTCACHE_DIR"] = root
     os.environ["TORCH_AOTCACHE_MAX_SIZE"] = str(bound or 0)
@@ -73,7 +73,7 @@ def main() -> None:
         write_many_raw(full, args.entries, size=1024)
         # One recorded miss, so that ``explain`` reads every header.
         os.environ["TORCH_AOTCACHE_DIR"] = full
-        from torch_aotcache import explain
+        from torch_aotcache.store import explain
 
         explain.remember_miss(explain.Miss("tacmissed", time.time_ns(), {"graph": "x"}, {}))
         print(f"{'command':<18} {'empty: wall':>12} {'cpu':>6} {args.entries:>7} entries: wall {'cpu':>6}")

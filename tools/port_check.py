@@ -47,7 +47,7 @@ methods of ``torch.utils._config_module.ConfigModule`` (``patch``,
 Modules that are only reached through (``torch._dynamo.utils`` in
 ``torch._dynamo.utils.counters``) are listed by their longest names only.
 
-How the package's tables are read.  Importing ``torch_aotcache.patching`` or
+How the package's tables are read.  Importing ``torch_aotcache.installer.patching`` or
 ``drift`` would import torch, so the tool parses them: ``PATCH_SITES`` is a
 tuple of ``PatchSite(owner, attr, ...)`` calls whose owner and attr are
 literals and whose ``module=`` is a literal or ``_OWNER_MODULE`` (a literal
@@ -106,7 +106,7 @@ def _parse(path: str) -> ast.Module:
 
 def load_function_digest(package_dir: str) -> Callable[[ast.Module, str], str | None]:
     """``drift.function_digest``, compiled alone from ``drift.py``."""
-    path = os.path.join(package_dir, "drift.py")
+    path = os.path.join(package_dir, "installer", "drift.py")
     found = [n for n in _parse(path).body if isinstance(n, ast.FunctionDef) and n.name == "function_digest"]
     if len(found) != 1:
         raise PortCheckError(f"{path}: function_digest not found")
@@ -138,7 +138,7 @@ def _top_assignment(tree: ast.Module, name: str) -> ast.expr | None:
 
 def patch_sites(package_dir: str) -> list[str]:
     """``patching.PATCH_SITES`` as ``module:owner.attr`` names."""
-    path = os.path.join(package_dir, "patching.py")
+    path = os.path.join(package_dir, "installer", "patching.py")
     tree = _parse(path)
     constants: dict[str, Any] = {}
     owner_module = _top_assignment(tree, "_OWNER_MODULE")
@@ -167,7 +167,7 @@ def patch_sites(package_dir: str) -> list[str]:
 
 def mirrors(package_dir: str) -> list[str]:
     """Every function ``drift.MIRRORS`` names, in order, once."""
-    path = os.path.join(package_dir, "drift.py")
+    path = os.path.join(package_dir, "installer", "drift.py")
     value = _top_assignment(_parse(path), "MIRRORS")
     if value is None:
         raise PortCheckError(f"{path}: MIRRORS not found")
@@ -182,10 +182,14 @@ def _private(parts: list[str]) -> bool:
 def private_uses(package_dir: str) -> list[str]:
     """Dotted ``torch._...`` names the package's modules import or reach."""
     found: dict[str, None] = {}
-    for name in sorted(os.listdir(package_dir)):
-        if not name.endswith(".py"):
-            continue
-        tree = _parse(os.path.join(package_dir, name))
+    paths = sorted(
+        os.path.join(folder, name)
+        for folder, _, names in os.walk(package_dir)
+        for name in names
+        if name.endswith(".py")
+    )
+    for path in paths:
+        tree = _parse(path)
         bound: dict[str, str] = {}  # local name -> dotted torch name
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):

@@ -69,7 +69,7 @@ def install_fault(kind: str, probability: float, rng: random.Random) -> None:
     import errno
     import tempfile as tempfile_
 
-    from torch_aotcache import storage
+    from torch_aotcache.store import local as storage
 
     def under(p: Any) -> bool:
         if p is None or isinstance(p, int):
@@ -139,7 +139,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     import torch_aotcache  # noqa: F401 - installs the cache
     from torch._dynamo.utils import counters
     from torch_aotcache import schemas
-    from torch_aotcache.storage import LocalStore
+    from torch_aotcache.store.local import LocalStore
 
     rng = random.Random(spec["seed"])
     if spec["fault"] in WORKER_FAULTS:

@@ -58,7 +58,7 @@ FUNCTORCH_CONFIG = "torch/_functorch/config.py"
 KNOB_PREFIX = "aotcache_"
 
 # Modules that stay in the stand-alone package only.
-LEFT_OUT = {"__main__.py", "cli.py", "demo.py"}
+LEFT_OUT = {"__main__.py", "cli"}
 
 MARKER = "# torch_aotcache (tools/upstream_patch.py)"
 
@@ -313,20 +313,23 @@ def patched_init(source: str) -> str:
 
 def package_files(release: str) -> dict[str, str]:
     files: dict[str, str] = {}
-    for name in sorted(os.listdir(PACKAGE_DIR)):
-        if not name.endswith(".py") or name in LEFT_OUT:
-            continue
-        source = read(os.path.join(PACKAGE_DIR, name))
-        if name == "__init__.py":
-            source = patched_init(source)
-        elif name == "config.py":
-            source = CONFIG_VIEW
-        elif name == "_compat.py":
-            source = for_release(source, release)
-        if re.search(r"^\s*(from|import) torch_aotcache\b", source, re.M):
-            raise PatchError(f"{name} imports torch_aotcache by name; use a relative import")
-        files[f"{TARGET_PACKAGE}/{name}"] = source.rstrip("\n") + "\n"
-    return files
+    for folder, dirs, names in os.walk(PACKAGE_DIR):
+        dirs[:] = sorted(d for d in dirs if d not in LEFT_OUT and not d.startswith((".", "__pycache__")))
+        for name in sorted(names):
+            rel = os.path.relpath(os.path.join(folder, name), PACKAGE_DIR).replace(os.sep, "/")
+            if not name.endswith(".py") or rel in LEFT_OUT:
+                continue
+            source = read(os.path.join(folder, name))
+            if rel == "__init__.py":
+                source = patched_init(source)
+            elif rel == "config.py":
+                source = CONFIG_VIEW
+            elif rel == "_compat.py":
+                source = for_release(source, release)
+            if re.search(r"^\s*(from|import) torch_aotcache\b", source, re.M):
+                raise PatchError(f"{rel} imports torch_aotcache by name; use a relative import")
+            files[f"{TARGET_PACKAGE}/{rel}"] = source.rstrip("\n") + "\n"
+    return dict(sorted(files.items()))
 
 
 def file_diff(path: str, old: str | None, new: str) -> str:

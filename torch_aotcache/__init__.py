@@ -24,35 +24,35 @@ def _disabled() -> bool:
 
 def install() -> bool:
     """Install torch_aotcache over torch's AOTAutograd cache now; idempotent."""
-    from . import patching
+    from .installer import patching
 
     return patching.install()
 
 
 def uninstall() -> None:
     """Restore torch's own AOTAutograd cache exactly."""
-    from . import _lazy
+    from .installer import lazy as _lazy
 
     _lazy.unwatch()
-    if "torch_aotcache.patching" in sys.modules:
-        from . import patching
+    if "torch_aotcache.installer.patching" in sys.modules:
+        from .installer import patching
 
         patching.uninstall()
 
 
 def is_installed() -> bool:
     """Whether our cache is in place, or will be at torch's first call into it."""
-    from . import _lazy
+    from .installer import lazy as _lazy
 
     if _lazy.watching():
         return True
-    from . import patching
+    from .installer import patching
 
     return patching.is_installed()
 
 
 def _on_watched_import(module_name: str) -> None:
-    from . import patching
+    from .installer import patching
 
     patching.place_trampolines(module_name)
 
@@ -60,7 +60,7 @@ def _on_watched_import(module_name: str) -> None:
 def _install_at_import() -> None:
     """See Note [Lazy install] in _lazy.py: at once if torch's modules that we
     patch are imported already, else when they are (without importing torch)."""
-    from . import _lazy
+    from .installer import lazy as _lazy
 
     if _lazy.any_imported():
         install()

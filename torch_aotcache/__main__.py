@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .cli import main
+from .cli.commands import main
 
 
 raise SystemExit(main())

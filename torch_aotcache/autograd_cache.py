@@ -50,30 +50,16 @@ from torch._functorch import config as functorch_config
 from torch._functorch._aot_autograd import autograd_cache as upstream
 from torch._inductor.remote_cache import cache_stats
 
-from . import (
-    _compat,
-    _once,
-    artifacts,
-    config,
-    explain,
-    fingerprint,
-    inductor_digests,
-    ranks,
-    schemas,
-    signing,
-    stats,
-    storage,
-)
-from .graph_hashing import (
-    digest,
-    encode_inputs,
-    encode_value,
-    GraphEncoder,
-    Unkeyable,
-)
+from . import _compat, _once, config, schemas
+from .inductor import artifacts, digests as inductor_digests
+from .store import explain, stats, local as storage
+from .key import fingerprint
+from .tiers import ranks
+from .entry import signing
+from .key.graph_hashing import digest, encode_inputs, encode_value, GraphEncoder, Unkeyable
 from .counters import count
 from .runtime_wrappers import wrap_cached_result
-from .storage import LocalStore
+from .store.local import LocalStore
 
 
 log = logging.getLogger(__name__)
@@ -828,7 +814,7 @@ def find_entry(
                 in_local = True
                 break
     if found is None and remote:
-        from . import remote as remote_tier
+        from .tiers import remote as remote_tier
 
         for field, data in remote_tier.remote_entries(key, True):
             try:
@@ -875,7 +861,7 @@ def wait_for_other_compile(
 ) -> CacheHit | None:
     """After a miss: take the key's single-flight locks, or wait for the process
     that holds them and return its entry.  See Note [Single flight]."""
-    from . import remote as remote_tier, single_flight
+    from .tiers import remote as remote_tier, single_flight
 
     hints = _hints(args)
 
@@ -1010,7 +996,7 @@ def explain_extra(key: Any) -> dict[str, Any]:
 
 def remote_tier_requested(remote: bool) -> bool:
     """Whether the remote tier is on: upstream's flag, or a Redis URL of ours."""
-    from . import remote as remote_tier
+    from .tiers import remote as remote_tier
 
     try:
         return remote_tier.configured_url(remote) is not None
@@ -1087,7 +1073,7 @@ def try_load_impl(
         decision.give_up()
         if cache_key is not None:
             # A lock taken on the miss, before this failed: nothing will save.
-            from . import single_flight
+            from .tiers import single_flight
 
             single_flight.release_unsaved(cache_key)
         cache_key = None
@@ -1250,7 +1236,7 @@ def _save(key: str, entry: Any, remote: bool) -> None:
         counters["aot_autograd"]["autograd_cache_saved"] += 1
         cache_stats.put(STATS_NAME)
         if remote_tier_requested(remote):
-            from . import remote as remote_tier
+            from .tiers import remote as remote_tier
 
             t = remote_tier.tier(True)
             if t is not None:
@@ -1483,7 +1469,7 @@ class AOTAutogradCache:
     @staticmethod
     def save(key: str, entry: Any, remote: bool) -> None:
         """Installed as ``AOTAutogradCache.save``.  Never raises outside strict mode."""
-        from . import single_flight
+        from .tiers import single_flight
 
         try:
             _save(key, entry, remote)

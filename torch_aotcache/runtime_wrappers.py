@@ -22,7 +22,8 @@ from typing import Any
 from torch._dynamo.utils import counters
 from torch._functorch._aot_autograd.runtime_wrappers import SerializableCompiledFunction
 
-from . import artifacts, schemas
+from .inductor import artifacts
+from . import schemas
 from .counters import count
 
 

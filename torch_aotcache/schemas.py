@@ -202,7 +202,7 @@ def encode_entry(header: EntryHeader, payload: bytes, artifacts: Sequence[bytes]
     ``header``'s sizes and checksums must describe ``payload`` and
     ``artifacts`` (see :func:`make_header`).
     """
-    from . import signing
+    from .entry import signing
 
     signer, _ = signing.keys()
     if signer is not None:
@@ -321,7 +321,7 @@ def split_artifacts(header: EntryHeader, body: memoryview) -> dict[str, memoryvi
 
 def check_signature(header: EntryHeader) -> None:
     """Raise EntrySignatureError unless signing is off or ``header`` is validly signed."""
-    from . import signing
+    from .entry import signing
 
     if not signing.enabled():
         return
@@ -371,6 +371,6 @@ def read_header(path: str) -> EntryHeader:
 def load_payload(payload: memoryview | bytes) -> Any:
     """Unpickle a payload.  Only call on a payload :func:`verify_entry` accepted.
     (See Note [Light runtime imports] in light_runtime.py for the stand-ins.)"""
-    from . import light_runtime
+    from .inductor import light_runtime
 
     return light_runtime.loads(payload)

@@ -28,8 +28,8 @@ with the same graph if there is one, else the one with most components
 equal, newest first) and the components that differ, refined by ``detail``
 where both sides have it: ``runtime: grad True -> False``,
 ``inductor: max_autotune``, ``tag: 'a' -> 'b'``.  The same text is logged at
-the miss under the logger ``torch_aotcache.explain`` at INFO
-(``TORCH_LOGS="torch_aotcache.explain"``, or Python's logging); the store is
+the miss under the logger ``torch_aotcache.store.explain`` at INFO
+(``TORCH_LOGS="torch_aotcache.store.explain"``, or Python's logging); the store is
 only searched when that logger is on.
 
 This module does not import torch (the command line uses it); the compiling
@@ -46,7 +46,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from . import paths, schemas, stats
+from . import layout as paths, stats
+from .. import schemas
 
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def remember_miss(miss: Miss) -> None:
 
 
 def _trim(path: str) -> None:
-    from .storage import write_atomically
+    from .local import write_atomically
 
     with open(path, "rb") as f:
         lines = f.readlines()

@@ -9,7 +9,7 @@ first one's cache dir, and reports both.  Two processes, not one process with
 its in-memory caches cleared, because a fresh process is what a user's second
 run is: nothing survives in memory (Dynamo's, Inductor's and our own state are
 all rebuilt), so a hit can only have come from the disk.  Each process is a
-*worker* (``python -m torch_aotcache.demo --worker --out FILE``) that builds
+*worker* (``python -m torch_aotcache.cli.demo --worker --out FILE``) that builds
 the model from the same seed, times its first compiled step, computes an eager
 reference on a deep copy of the model, and writes its counters to ``FILE``
 (JSON) and its tensors beside it (``torch.save``); the parent compares the
@@ -184,7 +184,7 @@ def _run_worker_process(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     out_path = os.path.join(work_dir, f"{label}.json")
     cmd = [
-        sys.executable, "-m", "torch_aotcache.demo",
+        sys.executable, "-m", "torch_aotcache.cli.demo",
         "--worker", "--model", model_name, "--out", out_path,
     ]
     log.debug("torch_aotcache demo: running %s", cmd)
@@ -357,7 +357,7 @@ def run_demo(
 
 def _worker_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m torch_aotcache.demo",
+        prog="python -m torch_aotcache.cli.demo",
         description="Worker process of `python -m torch_aotcache demo`.",
     )
     parser.add_argument("--worker", action="store_true", required=True)

@@ -33,10 +33,14 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from . import _compat, _lazy, _once
+from .. import _compat, _once
+from . import lazy as _lazy
 
 
 log = logging.getLogger(__name__)
+
+# The package that PatchSite.replacement names its modules in.
+_PACKAGE = __package__.rpartition(".")[0]
 
 _OWNER_MODULE = "torch._functorch._aot_autograd.autograd_cache"
 
@@ -49,6 +53,7 @@ class PatchSite:
     attr: str
     kind: str  # "function", "staticmethod" or "classmethod"
     # Our replacement, by name: "module:function" or "module:Class.method"
+    # ("group.module:..." for a module in a group)
     # under torch_aotcache, or a dict from release to such a name.
     replacement: str | dict[str, str]
     # Upstream's parameter names, per release (cls excluded for classmethods).
@@ -71,7 +76,8 @@ class PatchSite:
         ``original`` (the raw attribute as upstream stores it)."""
         spec = self.replacement[release] if isinstance(self.replacement, dict) else self.replacement
         mod_name, path = spec.split(":")
-        ours: Any = importlib.import_module(__package__ + "." + mod_name)
+        # Names are relative to the package (this module sits one level down).
+        ours: Any = importlib.import_module(f"{_PACKAGE}.{mod_name}")
         for i, name in enumerate(path.split(".")):
             # A method is read as stored (vars), its function taken from a
             # staticmethod / classmethod: the patch applies the kind.
@@ -173,7 +179,7 @@ PATCH_SITES: tuple[PatchSite, ...] = (
         "VecISA",
         "check_build",
         "function",
-        "inductor_probes:check_build",
+        "inductor.isa_probes:check_build",
         _both(("self", "code")),
         module="torch._inductor.cpu_vec_isa",
         optional=True,
@@ -184,7 +190,7 @@ PATCH_SITES: tuple[PatchSite, ...] = (
         None,
         "_precompile_header",
         "function",
-        "inductor_probes:precompile_header",
+        "inductor.isa_probes:precompile_header",
         _both(("header", "hashable_cmd_line", "compile_command")),
         module="torch._inductor.codecache",
         optional=True,
@@ -195,7 +201,7 @@ PATCH_SITES: tuple[PatchSite, ...] = (
         "CppCodeCache",
         "load_async",
         "classmethod",
-        "artifacts:load_async",
+        "inductor.artifacts:load_async",
         _compat.UPSTREAM_PARAMS["load_async"],
         module="torch._inductor.codecache",
         optional=True,
@@ -217,7 +223,7 @@ PATCH_SITES: tuple[PatchSite, ...] = (
         "_TorchCompileInductorWrapper",
         "__call__",
         "function",
-        "front_door:inductor_call",
+        "inductor.front_door:inductor_call",
         _compat.UPSTREAM_PARAMS["inductor_call"],
         module="torch",
         optional=True,
@@ -227,7 +233,7 @@ PATCH_SITES: tuple[PatchSite, ...] = (
         "_TorchCompileInductorWrapper",
         "get_compiler_config",
         "function",
-        "front_door:compiler_config",
+        "inductor.front_door:compiler_config",
         _both(("self",)),
         module="torch",
         optional=True,
@@ -237,7 +243,7 @@ PATCH_SITES: tuple[PatchSite, ...] = (
         "FxGraphCache",
         "cache_hit_post_compile",
         "staticmethod",
-        "front_door:cache_hit_post_compile",
+        "inductor.front_door:cache_hit_post_compile",
         _both(("graph", "cache_info", "constants")),
         module="torch._inductor.codecache",
         optional=True,
@@ -248,7 +254,7 @@ PATCH_SITES: tuple[PatchSite, ...] = (
         None,
         "create_aot_state",
         "function",
-        "single_flight:create_aot_state",
+        "tiers.single_flight:create_aot_state",
         _both(
             ("stack", "flat_fn", "fake_flat_args", "flat_args_descs", "aot_config", "fake_mode", "shape_env")
         ),
@@ -260,7 +266,7 @@ PATCH_SITES: tuple[PatchSite, ...] = (
         None,
         "_cache_autograd_info",
         "function",
-        "single_flight:cache_autograd_info",
+        "tiers.single_flight:cache_autograd_info",
         dict(_compat.CACHE_AUTOGRAD_INFO_PARAMS),
         module="torch._functorch._aot_autograd.graph_compile",
         optional=True,
@@ -270,7 +276,7 @@ PATCH_SITES: tuple[PatchSite, ...] = (
         "CompiledFxGraph",
         "write_to_disk",
         "function",
-        "artifacts:write_to_disk",
+        "inductor.artifacts:write_to_disk",
         _both(("self",)),
         module="torch._inductor.output_code",
         optional=True,
@@ -424,7 +430,7 @@ def install() -> bool:
             raise
         _installed, _pending = True, False
         _skip_in_dynamo(True)
-        from .fingerprint import torch_fingerprint
+        from ..key.fingerprint import torch_fingerprint
 
         torch_fingerprint.prefetch()
         log.debug("torch_aotcache installed over torch %s", torch.__version__)

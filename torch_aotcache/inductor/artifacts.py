@@ -53,9 +53,11 @@ from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import Any
 
-from . import _compat, _once, config, drift, light_runtime
-from .counters import count
-from .storage import write_atomically
+from .. import _compat, _once, config
+from ..installer import drift
+from . import light_runtime
+from ..counters import count
+from ..store.local import write_atomically
 
 
 log = logging.getLogger(__name__)

@@ -38,7 +38,7 @@ import os
 import time
 from collections.abc import Iterable
 
-from . import paths
+from . import layout as paths
 
 
 log = logging.getLogger(__name__)

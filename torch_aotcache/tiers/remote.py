@@ -41,8 +41,9 @@ import time
 from collections.abc import Iterator
 import torch
 
-from . import _once, config, schemas, signing
-from .counters import count
+from .. import _once, config, schemas
+from ..entry import signing
+from ..counters import count
 
 
 log = logging.getLogger(__name__)

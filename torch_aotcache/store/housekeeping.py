@@ -77,8 +77,9 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from . import paths, schemas, stats
-from .counters import count
+from . import layout as paths, stats
+from .. import schemas
+from ..counters import count
 
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ lookup reaches the points where the ranks meet.
 
 from __future__ import annotations
 
-from . import _compat
+from .. import _compat
 
 
 def must_agree() -> bool:

@@ -92,8 +92,11 @@ from typing import Any
 
 import torch
 
-from . import _compat, config, drift, light_runtime, ranks
-from .counters import count
+from .. import _compat, config
+from ..installer import drift
+from . import light_runtime
+from ..tiers import ranks
+from ..counters import count
 
 
 log = logging.getLogger(__name__)
@@ -250,7 +253,7 @@ def _load(gm: torch.fx.GraphModule, example_inputs: Sequence[Any],
     from torch._functorch import aot_autograd as aot_module, config as functorch_config
     from torch._functorch._aot_autograd import autograd_cache as upstream
 
-    from . import autograd_cache
+    from .. import autograd_cache
 
     # A compiled graph reads torch._inductor.debug's switches at every call
     # (compile_fx imports that module on the normal path).

@@ -44,8 +44,8 @@ import threading
 import warnings
 from typing import Any
 
-from . import _compat, _once
-from .counters import count
+from .. import _compat, _once
+from ..counters import count
 
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def _check_all() -> dict[str, bool]:
     expected = _compat.MIRROR_DIGESTS.get(release, {})
     names = sorted({n for ns in MIRRORS.values() for n in ns})
     try:
-        from .inductor_digests import meta_record_path, read_record
+        from ..inductor.digests import meta_record_path, read_record
 
         path = meta_record_path("drift")
         kept = read_record(path)
@@ -155,7 +155,7 @@ def _check_all() -> dict[str, bool]:
     current, record = current_digests(names, kept)
     if path is not None and record != kept:
         try:
-            from .storage import write_atomically
+            from ..store.local import write_atomically
 
             # Never recreate a cache dir that was removed meanwhile.
             if os.path.isdir(os.path.dirname(os.path.dirname(os.path.dirname(path)))):

@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 
-from .fingerprint import torch_fingerprint
+from ..key.fingerprint import torch_fingerprint
 
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ _kept: str | None = None
 def meta_record_path(prefix: str) -> str:
     """``<store>/meta/<prefix>-<ident>.json``, ``ident`` naming this torch
     install (folder, version) and Python."""
-    from . import storage
+    from ..store import local as storage
 
     root = os.path.dirname(os.path.abspath(torch.__file__))
     ident = hashlib.sha256(
@@ -142,7 +142,7 @@ def remember_torch_key() -> None:
         # that was removed meanwhile (a finished fresh_cache(), say).
         if not os.path.isdir(os.path.dirname(os.path.dirname(os.path.dirname(path)))):
             return
-        from .storage import write_atomically
+        from ..store.local import write_atomically
 
         os.makedirs(os.path.dirname(path), exist_ok=True)
         write_atomically(

@@ -65,8 +65,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import config
-from .counters import count
+from .. import config
+from ..counters import count
 
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ class Flight:
     def try_local(self) -> bool:
         if fcntl is None:
             return True
-        from .storage import store_root
+        from ..store.local import store_root
 
         folder = os.path.join(store_root(), "locks")
         try:

@@ -25,7 +25,7 @@ import hmac
 import logging
 import os
 
-from . import paths
+from ..store import layout as paths
 
 
 log = logging.getLogger(__name__)

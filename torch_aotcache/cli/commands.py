@@ -28,7 +28,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import explain, housekeeping, paths, schemas, stats, storage
+from ..store import explain, housekeeping, layout as paths, stats, local as storage
+from .. import schemas
 
 
 log = logging.getLogger(__name__)

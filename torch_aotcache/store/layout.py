@@ -80,7 +80,7 @@ def live_config() -> ModuleType | None:
     """Our config module when torch is imported (importing it is then cheap), else None."""
     if not torch_imported():
         return None
-    from . import config
+    from .. import config
 
     return config
 
@@ -195,7 +195,7 @@ def max_size() -> int | None:
     try:
         return parse_size(raw)
     except ValueError as e:
-        from . import _once
+        from .. import _once
 
         if _once.first_time("max-size:" + str(raw)):
             log.warning("torch_aotcache: %s; TORCH_AOTCACHE_MAX_SIZE / config.max_size falls back to %s",

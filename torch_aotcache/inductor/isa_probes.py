@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from . import fingerprint
+from ..key import fingerprint
 
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def probe_digest(isa: Any, code: str) -> str:
 
 
 def _record_path(digest: str) -> str:
-    from .storage import store_root
+    from ..store.local import store_root
 
     return os.path.join(store_root(), "meta", f"isa-probe-{digest}.json")
 
@@ -92,7 +92,7 @@ def _read(digest: str) -> bool | None:
 
 def _write(digest: str, ok: bool, isa: str) -> None:
     path = _record_path(digest)
-    from .storage import write_atomically
+    from ..store.local import write_atomically
 
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -186,7 +186,7 @@ def precompile_header(
     except (OSError, ValueError, AttributeError):
         pass
     result = original(header, hashable_cmd_line, **compile_command)
-    from .storage import write_atomically
+    from ..store.local import write_atomically
 
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)

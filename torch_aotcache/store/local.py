@@ -52,8 +52,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from . import _once, housekeeping, paths
-from .counters import count
+from .. import _once
+from . import housekeeping, layout as paths
+from ..counters import count
 
 
 log = logging.getLogger(__name__)

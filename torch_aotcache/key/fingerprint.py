@@ -188,7 +188,7 @@ def record_digest(root: str, files: list[tuple[str, int, int]]) -> str | None:
 
 
 def _meta_path(root: str) -> str:
-    from . import storage
+    from ..store import local as storage
 
     ident = hashlib.sha256(
         f"{root}\0{torch.__version__}\0{sys.version_info[:2]}".encode()
@@ -212,7 +212,7 @@ def _write_persisted(path: str, obj: dict[str, Any]) -> None:
     # was removed meanwhile (a finished fresh_cache(), say).
     if not os.path.isdir(os.path.dirname(os.path.dirname(os.path.dirname(path)))):
         return
-    from .storage import write_atomically
+    from ..store.local import write_atomically
 
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -264,7 +264,7 @@ class _Fingerprint:
         self._error: BaseException | None = None
 
     def _compute(self, meta_path: str | None = None) -> None:
-        from . import config
+        from .. import config
 
         try:
             value, binaries = _fingerprint_and_binaries(
