@@ -10,7 +10,7 @@ import hashlib
 import os
 import time
 
-from torch_aotcache.store import layout as paths
+from torch_aotcache.store import layout
 from torch_aotcache import schemas
 
 
@@ -35,7 +35,7 @@ def fake_entry(
     header = schemas.make_header(
         key=key,
         payload=payload,
-        torch_version=torch_version or paths.torch_version() or "?",
+        torch_version=torch_version or layout.torch_version() or "?",
         created_ns=created_ns if created_ns is not None else time.time_ns(),
         forward_cost_ns=cost_ns // 2,
         backward_cost_ns=cost_ns - cost_ns // 2,
@@ -60,5 +60,5 @@ def write_many_raw(root: str, n: int, size: int = 0) -> None:
         key, entry_id, data = fake_entry(f"bulk-{i}", size=size)
         folder = os.path.join(root, "entries", key[3:5], key)
         os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, entry_id + paths.ENTRY_SUFFIX), "wb") as f:
+        with open(os.path.join(folder, entry_id + layout.ENTRY_SUFFIX), "wb") as f:
             f.write(data)

@@ -187,7 +187,7 @@ class TestImportOrder(unittest.TestCase):
         self.assertEqual(got, {"installed": True, "key_is_ours": True, "try_load_ours": True})
 
     def test_import_costs_no_torch(self) -> None:
-        # See Note [Lazy install] in _lazy.py.
+        # See Note [Lazy install] in installer/lazy.py.
         proc = run_python(
             "import sys, torch_aotcache\n"
             "print(torch_aotcache.is_installed(), 'torch' in sys.modules)"

@@ -26,7 +26,8 @@ from torch.testing._internal.common_utils import instantiate_parametrized_tests,
 import torch_aotcache
 from torch_aotcache import autograd_cache as ours
 from torch_aotcache import _compat, schemas
-from torch_aotcache.store.local import LocalStore, entries_root
+from torch_aotcache.store.layout import entries_root
+from torch_aotcache.store.local import LocalStore
 
 from common import aot_counts, cache_enabled, clear_in_memory_state, DEVICES
 

@@ -1,5 +1,5 @@
 """
-The size-bounded store (Note [Bounded store] in housekeeping.py): what is
+The size-bounded store (Note [Bounded store] in store/housekeeping.py): what is
 evicted first, hits recorded in access times, stale files, eight processes
 saving and reading at once with one killed in the middle, and a real compile
 under a bound that holds one entry.
@@ -22,7 +22,7 @@ from torch._inductor.utils import fresh_cache
 
 import torch_aotcache  # noqa: F401  (installs itself)
 from torch_aotcache import config, schemas
-from torch_aotcache.store import housekeeping, layout as paths, stats, local as storage
+from torch_aotcache.store import housekeeping, layout, stats, local as storage
 
 from common import cache_enabled, clear_in_memory_state, REPO_ROOT
 from fake_entries import fake_entry, write_fake_entry
@@ -39,16 +39,16 @@ def _sizes(root: Path) -> int:
 
 
 def test_parse_size() -> None:
-    assert paths.parse_size("500M") == 500 << 20
-    assert paths.parse_size("20G") == 20 << 30
-    assert paths.parse_size("1.5K") == 1536
-    assert paths.parse_size("123") == 123
-    assert paths.parse_size(4096) == 4096
+    assert layout.parse_size("500M") == 500 << 20
+    assert layout.parse_size("20G") == 20 << 30
+    assert layout.parse_size("1.5K") == 1536
+    assert layout.parse_size("123") == 123
+    assert layout.parse_size(4096) == 4096
     for unbounded in ("0", "", "none", None, 0):
-        assert paths.parse_size(unbounded) is None
+        assert layout.parse_size(unbounded) is None
     for bad in ("ten gigs", "5X", "-3M", True):
         with pytest.raises(ValueError):
-            paths.parse_size(bad)
+            layout.parse_size(bad)
 
 def test_a_bad_bound_falls_back_to_the_default_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
     import logging
@@ -58,7 +58,7 @@ def test_a_bad_bound_falls_back_to_the_default_with_one_warning(caplog: pytest.L
     _once.reset("max-size:")
     with config.patch(max_size="ten gigs"), caplog.at_level(logging.WARNING, logger="torch_aotcache.store.layout"):
         # A typo never fails a compile: the default bound applies.
-        assert paths.max_size() == paths.max_size() == 10 << 30
+        assert layout.max_size() == layout.max_size() == 10 << 30
     (record,) = caplog.records
     assert "not a size: 'ten gigs'" in record.getMessage() and "falls back to 10G" in record.getMessage()
 
@@ -111,7 +111,7 @@ def test_saves_keep_the_store_under_the_bound(store: Path) -> None:
     assert all(any(d.iterdir()) for d in (store / "entries").glob("*/*"))
     # Every entry left is whole.
     for p in left:
-        schemas.verify_entry(p.read_bytes(), key=None, torch_version=paths.torch_version() or "?")
+        schemas.verify_entry(p.read_bytes(), key=None, torch_version=layout.torch_version() or "?")
 
 
 def test_a_hit_sets_the_access_time_only_and_protects_the_entry(store: Path) -> None:
@@ -176,13 +176,13 @@ WORKER = r"""
 import json, os, random, sys, time
 index, rounds = int(sys.argv[1]), int(sys.argv[2])
 sys.path.insert(0, sys.argv[3])
-from torch_aotcache.store import housekeeping, layout as paths
+from torch_aotcache.store import housekeeping, layout
 from torch_aotcache import schemas
 from torch_aotcache.store.local import LocalStore
 from fake_entries import fake_entry, fake_key
 
 store = LocalStore()
-version = paths.torch_version() or "?"
+version = layout.torch_version() or "?"
 rng = random.Random(index)
 reads = vanished = 0
 for r in range(rounds):
@@ -252,7 +252,7 @@ def test_eight_processes_end_under_the_bound_and_keep_what_is_worth_most(tmp_pat
     entries, temporaries = housekeeping.scan(str(root))
     assert all(os.path.basename(t.path).startswith(".tmp-") for t in temporaries)
     for f in entries:
-        schemas.verify_entry(Path(f.path).read_bytes(), key=None, torch_version=paths.torch_version() or "?")
+        schemas.verify_entry(Path(f.path).read_bytes(), key=None, torch_version=layout.torch_version() or "?")
 
 
 # --------------------------------------------------------------------------

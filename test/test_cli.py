@@ -27,7 +27,7 @@ from torch._inductor.utils import fresh_cache
 import torch_aotcache  # noqa: F401  (installs itself)
 from torch_aotcache.cli import commands as cli
 from torch_aotcache import schemas
-from torch_aotcache.store import local as storage
+from torch_aotcache.store import layout, local as storage
 
 
 def _compile_two_functions() -> None:
@@ -54,7 +54,7 @@ def template_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with fresh_cache():
         _compile_two_functions()
         assert len(list(storage.LocalStore().iter_paths())) == 2
-        shutil.copytree(storage.store_root(), dest / "torch_aotcache")
+        shutil.copytree(layout.store_root(), dest / "torch_aotcache")
     return dest
 
 

@@ -35,7 +35,8 @@ from collections import defaultdict
 import torch
 
 from torch_aotcache import schemas
-from torch_aotcache.store.local import entries_root, key_dir, LocalStore
+from torch_aotcache.store.layout import entries_root, key_dir
+from torch_aotcache.store.local import LocalStore
 
 from common import REPO_ROOT
 

@@ -1,5 +1,5 @@
 """
-Note [Drift fails safe] (drift.py): a part that mirrors upstream code runs
+Note [Drift fails safe] (installer/drift.py): a part that mirrors upstream code runs
 only while the upstream functions it mirrors are the ones it was written for.
 
 In a copied torch tree whose ``compile_fx._compile_fx_main`` was edited, a

@@ -11,7 +11,7 @@ restricts nothing, so permissions are faked the same way.
 
 For every kind: the compile succeeds with the eager result; the counters in
 ``counters["torch_aotcache"]`` say what happened; a fault that repeats logs
-one warning in all (See Note [Disk faults] in storage.py), benign events log
+one warning in all (See Note [Disk faults] in store/local.py), benign events log
 none; nothing is logged with a traceback at WARNING or above; and no bytes
 read from the store reach ``pickle.loads`` without having been verified.
 
@@ -45,7 +45,7 @@ from torch.testing._internal.common_utils import instantiate_parametrized_tests,
 import torch_aotcache
 from torch_aotcache import autograd_cache as ours
 from torch_aotcache import _once, schemas
-from torch_aotcache.store import local as storage
+from torch_aotcache.store import layout
 from torch_aotcache.store.local import LocalStore
 
 from common import aot_counts, cache_enabled, clear_in_memory_state
@@ -113,7 +113,7 @@ def disk_fault(kind: str) -> Iterator[None]:
     ``vanish``          an entry file is deleted between listing and reading
     ``eio_read``        reading an entry file fails with EIO
     """
-    root = os.path.abspath(storage.store_root())
+    root = os.path.abspath(layout.store_root())
 
     def under(p: Any) -> bool:
         if p is None or isinstance(p, int):
@@ -172,7 +172,7 @@ def disk_fault(kind: str) -> Iterator[None]:
             name = os.fspath(file)
             if kind == "eacces":
                 raise _err(errno.EACCES, file)
-            if name.endswith(storage.ENTRY_SUFFIX) and "r" in mode:
+            if name.endswith(layout.ENTRY_SUFFIX) and "r" in mode:
                 if kind == "vanish":
                     real_unlink(name)  # the real open below finds nothing
                 elif kind == "eio_read":
@@ -226,7 +226,7 @@ def spy_unverified_unpickling() -> Iterator[list[bytes]]:
 
 def hidden_files() -> list[str]:
     found = []
-    for dirpath, _dirs, files in os.walk(storage.entries_root()):
+    for dirpath, _dirs, files in os.walk(layout.entries_root()):
         found.extend(os.path.join(dirpath, n) for n in files if n.startswith("."))
     return found
 
@@ -343,7 +343,7 @@ class TestDiskFaults(FaultTestCase):
         # Two files under one key; the newer one (read first) cannot be read.
         self.compile_and_check()
         [path] = LocalStore().iter_paths()
-        newest = os.path.join(os.path.dirname(path), "copy" + storage.ENTRY_SUFFIX)
+        newest = os.path.join(os.path.dirname(path), "copy" + layout.ENTRY_SUFFIX)
         shutil.copyfile(path, newest)
         st = os.stat(path)
         os.utime(newest, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
@@ -395,7 +395,7 @@ class TestMissingAndDeletedDirs(FaultTestCase):
 
         def lookup_then_delete(*args: Any, **kwargs: Any) -> Any:
             result = real_lookup(*args, **kwargs)
-            shutil.rmtree(storage.store_root(), ignore_errors=True)
+            shutil.rmtree(layout.store_root(), ignore_errors=True)
             return result
 
         with capture_warnings() as logs, unittest.mock.patch.object(ours, "lookup_hit", lookup_then_delete):

@@ -88,15 +88,15 @@ class TestTorchFingerprint(unittest.TestCase):
 
 class TestBackgroundFingerprint(unittest.TestCase):
     def test_persisted_under_the_store_current_when_started(self) -> None:
-        from torch_aotcache.store import local as storage
+        from torch_aotcache.store import layout
 
         fp = fingerprint._Fingerprint()
         with fresh_cache():
-            first_root = storage.store_root()
+            first_root = layout.store_root()
             with unittest.mock.patch.object(fingerprint, "_walk_sources", fingerprint_walk_slow):
                 fp.prefetch()
                 with fresh_cache():
-                    second_root = storage.store_root()
+                    second_root = layout.store_root()
                     value = fp.get()
                     self.assertFalse(os.path.exists(os.path.join(second_root, "meta")))
             self.assertTrue(os.listdir(os.path.join(first_root, "meta")))

@@ -1,6 +1,6 @@
 """
-The front door (Note [Front door] in front_door.py) and the light runtime
-imports of a hit (Note [Light runtime imports] in light_runtime.py).
+The front door (Note [Front door] in inductor/front_door.py) and the light runtime
+imports of a hit (Note [Light runtime imports] in inductor/light_runtime.py).
 
 In fresh processes: a warm hit through the front door imports none of
 Inductor's compiler and computes what eager computes (outputs and gradients,

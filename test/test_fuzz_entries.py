@@ -43,7 +43,8 @@ from torch._inductor.utils import fresh_cache
 
 from torch_aotcache import autograd_cache as ours
 from torch_aotcache import _once, config, schemas
-from torch_aotcache.store.local import key_dir, LocalStore
+from torch_aotcache.store.layout import key_dir
+from torch_aotcache.store.local import LocalStore
 
 
 KEY = "tac" + "5e" * 20

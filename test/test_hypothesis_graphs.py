@@ -34,7 +34,7 @@ from hypothesis import assume, event, given, note, settings, strategies as st
 from torch._dynamo.utils import counters
 
 import torch_aotcache
-from torch_aotcache.store import local as storage
+from torch_aotcache.store import layout
 
 import fx_strategies
 from common import REPO_ROOT
@@ -125,8 +125,8 @@ def _caches_on() -> Iterator[None]:
 
 def _stored_entries() -> list[str]:
     found = []
-    for folder, _, files in os.walk(storage.entries_root()):
-        found += [os.path.join(folder, f) for f in files if f.endswith(storage.ENTRY_SUFFIX)]
+    for folder, _, files in os.walk(layout.entries_root()):
+        found += [os.path.join(folder, f) for f in files if f.endswith(layout.ENTRY_SUFFIX)]
     return found
 
 

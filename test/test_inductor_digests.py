@@ -1,6 +1,6 @@
 """Inductor's torch_key kept between processes, and handed back only while valid.
 
-See Note [Keeping torch_key between processes] in inductor_digests.py.
+See Note [Keeping torch_key between processes] in inductor/digests.py.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """
 Constructs torch_aotcache caches where upstream bypasses: custom
 ``autograd.Function`` (Note [Custom autograd.Function] in autograd_cache.py)
-and autocast regions (Note [Autocast regions] in graph_hashing.py).
+and autocast regions (Note [Autocast regions] in key/graph_hashing.py).
 
 The adversarial tests run ``adversarial_programs.py`` in two fresh processes
 sharing one cache dir: the first compiles and saves variant 0 of every case,

@@ -1,5 +1,5 @@
 """
-Multi-rank jobs (Note [Ranks decide together] in ranks.py): two real ranks of
+Multi-rank jobs (Note [Ranks decide together] in tiers/ranks.py): two real ranks of
 a gloo job, DDP around a compiled module, one cache dir; cold, then warm, with
 and without torch's cross-rank knobs.  No rank hangs, gradients equal eager
 DDP's, every rank hits warm.  On torch 2.15, with the knob on, a rank whose

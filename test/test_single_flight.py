@@ -261,7 +261,7 @@ if __name__ == "__main__":
 
 
 
-# Note [Releasing a flight the compile does not save] in single_flight.py.
+# Note [Releasing a flight the compile does not save] in tiers/single_flight.py.
 
 FAILING_HOLDER = """
 import json, os, sys, time, torch

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import subprocess
@@ -28,7 +29,7 @@ from torch._inductor.utils import fresh_cache
 import torch_aotcache  # noqa: F401  (installs itself)
 from torch_aotcache.cli import commands as cli
 from torch_aotcache import config, schemas
-from torch_aotcache.store import layout as paths, stats, local as storage
+from torch_aotcache.store import layout, stats, local as storage
 from torch_aotcache.counters import COUNTERS
 
 from common import cache_enabled, clear_in_memory_state, REPO_ROOT, run_python
@@ -420,34 +421,45 @@ def test_explain_compares_by_name_without_a_compile() -> None:
 
 
 def test_settings_read_without_torch_match_the_config() -> None:
-    """paths.py reads the environment where config.py would: same names, same defaults."""
-    import ast
-
-    with open(os.path.join(REPO_ROOT, "torch_aotcache", "config.py"), encoding="utf-8") as f:
-        tree = ast.parse(f.read())
-    env_names = {}
-    for node in tree.body:
-        if isinstance(node, ast.AnnAssign) and isinstance(node.value, ast.Call):
-            for kw in node.value.keywords:
-                if kw.arg == "env_name_default":
-                    env_names[node.target.id] = kw.value.value  # type: ignore[union-attr, attr-defined]
-    for name, env in paths.ENV_NAMES.items():
-        assert env_names[name] == env, name
-    for name, default in paths.DEFAULTS.items():
+    """store/layout.py reads the environment where config.py does: same names, same defaults."""
+    for name, default in layout.DEFAULTS.items():
         assert config._config[name].default == default, name
+    # The same environment, read by torch's config machinery in a process with
+    # torch and by the torch-free reader in one without.
+    values = {"store_dir": "/x/store", "max_size": "3G", "signing_key": "k", "signing_key_file": "/x/key",
+              "verify_key_files": "/x/a", "record_stats": "0"}
+    assert set(values) == set(layout.ENV_NAMES)
+    env = _env(**{layout.ENV_NAMES[n]: v for n, v in values.items()})
+    script = (
+        "import json, sys\n"
+        "if sys.argv[1] == 'torch':\n"
+        "    import torch\n"
+        "    from torch_aotcache import config\n"
+        "    read = lambda n: getattr(config, n)\n"
+        "else:\n"
+        "    from torch_aotcache.store import layout\n"
+        "    read = layout.setting\n"
+        f"print(json.dumps({{n: bool(read(n)) if n == 'record_stats' else read(n) for n in {sorted(values)!r}}}))\n"
+    )
+    read = {
+        how: json.loads(subprocess.run([sys.executable, "-c", script, how], env=env, capture_output=True,
+                                       text=True, cwd=REPO_ROOT, check=True).stdout)
+        for how in ("torch", "reader")
+    }
+    assert read["torch"] == read["reader"] == {**values, "record_stats": False}
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
-    assert paths.default_inductor_cache_dir() == default_cache_dir()
+    assert layout.default_inductor_cache_dir() == default_cache_dir()
     # And without torch, the environment is what counts.
     p = subprocess.run(
-        [sys.executable, "-c", "import sys; from torch_aotcache.store import layout as paths; "
-         "print(paths.store_root(), paths.max_size(), paths.setting('record_stats'), 'torch' in sys.modules)"],
+        [sys.executable, "-c", "import sys; from torch_aotcache.store import layout; "
+         "print(layout.store_root(), layout.max_size(), layout.setting('record_stats'), 'torch' in sys.modules)"],
         env=_env(TORCH_AOTCACHE_DIR="/x/store", TORCH_AOTCACHE_MAX_SIZE="2G", TORCH_AOTCACHE_RECORD_STATS="0"),
         capture_output=True, text=True, cwd=REPO_ROOT,
     )
     assert p.stdout.split() == ["/x/store", str(2 << 30), "False", "False"], p.stderr
     p = subprocess.run(
-        [sys.executable, "-c", "from torch_aotcache.store import layout as paths; print(paths.store_root())"],
+        [sys.executable, "-c", "from torch_aotcache.store import layout; print(layout.store_root())"],
         env=_env(TORCHINDUCTOR_CACHE_DIR="rel/dir"), capture_output=True, text=True, cwd=REPO_ROOT,
     )
     assert p.stdout.strip() == os.path.join(REPO_ROOT, "rel", "dir", "torch_aotcache")

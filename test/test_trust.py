@@ -337,7 +337,7 @@ __attribute__((constructor)) static void plant(void) {
 @instantiate_parametrized_tests
 class TestPlantedInductorFiles(TrustTestCase):
     """A hit loads its generated module and C++ kernels from the verified entry
-    (Note [Self-contained entries] in artifacts.py), never from files a writer
+    (Note [Self-contained entries] in inductor/artifacts.py), never from files a writer
     to Inductor's cache dir may have planted."""
 
     def compile_g(self) -> None:

@@ -4,7 +4,7 @@ follows one thing a user of stock torch observes, and fails if
 torch_aotcache behaves otherwise.
 
 * Dynamo never traces the cache's own frames (Note [Dynamo never traces the
-  cache] in patching.py);
+  cache] in installer/patching.py);
 * selective activation checkpointing: the policy's ``cache_hash`` is keyed,
   a policy without one bypasses;
 * custom pre-grad passes that run before the lookup (``pre_grad_pass_timing``

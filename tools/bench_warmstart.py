@@ -305,7 +305,7 @@ class CacheTimers:
         ac.AOTAutogradCache.try_load = staticmethod(timed_try_load)  # type: ignore[method-assign]
         if "torch_aotcache" in sys.modules:
             # A hit through torch_aotcache's front door looks up here instead
-            # of try_load (Note [Front door] in front_door.py).
+            # of try_load (Note [Front door] in inductor/front_door.py).
             from torch_aotcache import autograd_cache as ours
 
             orig_front = ours.load_if_stored

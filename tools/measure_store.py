@@ -45,12 +45,12 @@ def time_command(argv: list[str], root: str, repeat: int) -> tuple[float, float]
 def time_saves(root: str, n: int, bound: int | None) -> list[float]:
     """Seconds of each of 20 ``LocalStore.put`` (eviction included) into a store of ``n`` entries."""
     from fake_entries import fake_entry
-    from torch_aotcache.store import layout as paths
+    from torch_aotcache.store import layout
     from torch_aotcache.store.local import LocalStore
 
     os.environ["TORCH_AOTCACHE_DIR"] = root
     os.environ["TORCH_AOTCACHE_MAX_SIZE"] = str(bound or 0)
-    assert "torch" not in sys.modules and paths.max_size() == bound
+    assert "torch" not in sys.modules and layout.max_size() == bound
     store = LocalStore()
     entries = [fake_entry(f"save-{i}", size=1024) for i in range(20)]
     times = []

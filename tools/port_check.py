@@ -54,7 +54,7 @@ literals and whose ``module=`` is a literal or ``_OWNER_MODULE`` (a literal
 assigned at the top of the file), and ``MIRRORS`` is a dict literal; anything
 else stops the tool with an error saying what it could not read, rather than
 a guess.  The digest is ``drift.function_digest`` itself, taken from
-``drift.py``'s syntax tree and compiled alone (it needs only ``ast`` and
+``installer/drift.py``'s syntax tree and compiled alone (it needs only ``ast`` and
 ``hashlib``), so the tool and the package's run-time check cannot disagree
 on what a digest is.
 
@@ -105,7 +105,7 @@ def _parse(path: str) -> ast.Module:
 
 
 def load_function_digest(package_dir: str) -> Callable[[ast.Module, str], str | None]:
-    """``drift.function_digest``, compiled alone from ``drift.py``."""
+    """``drift.function_digest``, compiled alone from ``installer/drift.py``."""
     path = os.path.join(package_dir, "installer", "drift.py")
     found = [n for n in _parse(path).body if isinstance(n, ast.FunctionDef) and n.name == "function_digest"]
     if len(found) != 1:

@@ -69,7 +69,7 @@ def install_fault(kind: str, probability: float, rng: random.Random) -> None:
     import errno
     import tempfile as tempfile_
 
-    from torch_aotcache.store import local as storage
+    from torch_aotcache.store import layout
 
     def under(p: Any) -> bool:
         if p is None or isinstance(p, int):
@@ -77,7 +77,7 @@ def install_fault(kind: str, probability: float, rng: random.Random) -> None:
         p = os.fspath(p)
         if isinstance(p, bytes):
             p = p.decode(errors="replace")
-        root = os.path.abspath(storage.store_root())
+        root = os.path.abspath(layout.store_root())
         p = os.path.abspath(p)
         return p == root or p.startswith(root + os.sep)
 
@@ -115,7 +115,7 @@ def install_fault(kind: str, probability: float, rng: random.Random) -> None:
         return real_scandir(path)
 
     def open_(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        if under(file) and "r" in mode and os.fspath(file).endswith(storage.ENTRY_SUFFIX):
+        if under(file) and "r" in mode and os.fspath(file).endswith(layout.ENTRY_SUFFIX):
             if kind == "eacces" and hit(file):
                 raise err(errno.EACCES, file)
             if kind == "vanish" and hit(file):

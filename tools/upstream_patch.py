@@ -26,7 +26,7 @@ changes:
   knobs below, and
   ``__init__.py``, which installs the cache without the import-time warning
   machinery of the stand-alone package.
-* ``torch/_functorch/config.py``: every knob of ``torch_aotcache.config``,
+* ``torch/_functorch/config.py``: every knob of ``torch_aotcache/knobs.py``,
   as ``aotcache_<name>`` with the same environment variables.
 * ``torch/_functorch/_aot_autograd/autograd_cache.py``: at its end, the
   import that installs the cache over this module's ``AOTAutogradCache``
@@ -42,11 +42,13 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import importlib.util
+import json
 import os
 import re
 import sys
 import tempfile
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,7 +67,7 @@ MARKER = "# torch_aotcache (tools/upstream_patch.py)"
 INIT_DOC = '''"""
 torch_aotcache's AOTAutograd cache, carried into torch: it takes the place of
 the methods of ``torch._functorch._aot_autograd.autograd_cache.AOTAutogradCache``
-and of ``autograd_cache_key`` (see patching.py), installed when that module is
+and of ``autograd_cache_key`` (see installer/patching.py), installed when that module is
 imported.  ``TORCH_AOTCACHE_DISABLE=1`` keeps upstream's cache.  Its knobs are
 ``torch._functorch.config.aotcache_*``.
 """
@@ -259,24 +261,41 @@ def own_release(source: str, release: str) -> str:
     return "".join(lines[: node.lineno - 1]) + body + "".join(lines[node.end_lineno :])
 
 
-def knob_lines(config_source: str) -> list[str]:
-    """torch_aotcache.config's knobs as lines of torch._functorch.config."""
-    tree = ast.parse(config_source)
+def package_knobs() -> dict[str, Any]:
+    """``torch_aotcache/knobs.py``'s table, read without importing the package
+    (the module needs only the standard library)."""
+    path = os.path.join(PACKAGE_DIR, "knobs.py")
+    spec = importlib.util.spec_from_file_location("_torch_aotcache_knobs", path)
+    if spec is None or spec.loader is None:
+        raise PatchError(f"cannot read {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # NamedTuple resolves its module by name
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return dict(module.KNOBS)
+
+
+def _literal(value: Any) -> str:
+    """Python source for a knob's value, strings in double quotes as torch's config modules write them."""
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
+def knob_lines(knobs: dict[str, Any]) -> list[str]:
+    """torch_aotcache's knobs as lines of torch._functorch.config."""
     lines = ["", "", f"{MARKER}: the knobs of _aot_autograd/aotcache/", "# (it reads them as aotcache.config.<name>)."]
-    for node in tree.body:
-        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
-            continue
-        annotation = ast.get_source_segment(config_source, node.annotation) or "object"
-        annotation = re.sub(r"Optional\[(.+)\]", r"\1 | None", annotation)
-        value = ast.get_source_segment(config_source, node.value) if node.value is not None else "None"
-        value = " ".join(value.split()).replace("( ", "(").replace(" )", ")")  # one line each
-        lines.append(f"{KNOB_PREFIX}{node.target.id}: {annotation} = {value}")
+    for name, knob in knobs.items():
+        annotation = re.sub(r"Optional\[(.+)\]", r"\1 | None", knob.type)
+        default = _literal(knob.default)
+        value = f"Config(env_name_default={_literal(knob.env)}, default={default})" if knob.env else default
+        lines.append(f"{KNOB_PREFIX}{name}: {annotation} = {value}")
     if len(lines) <= 4:
-        raise PatchError("no knobs found in torch_aotcache/config.py")
+        raise PatchError("no knobs found in torch_aotcache/knobs.py")
     return lines
 
 
-def patched_functorch_config(original: str, config_source: str) -> str:
+def patched_functorch_config(original: str, knobs: dict[str, Any]) -> str:
     anchor = "install_config_module(sys.modules[__name__])"
     at = original.rfind("\n" + anchor)
     if at < 0:
@@ -286,7 +305,7 @@ def patched_functorch_config(original: str, config_source: str) -> str:
     # Before the TYPE_CHECKING stub import that precedes install, if any.
     stub = original.rfind("\nif TYPE_CHECKING:", 0, at)
     insert_at = stub if stub >= 0 and original[stub:at].count("\n\n\n") <= 1 else at
-    block = "\n".join(knob_lines(config_source)) + "\n"
+    block = "\n".join(knob_lines(knobs)) + "\n"
     return original[:insert_at].rstrip("\n") + "\n" + block + "\n\n" + original[insert_at:].lstrip("\n")
 
 
@@ -353,9 +372,8 @@ def make_patch(root: str, target: Target | None = None) -> str:
     parts = []
     for path, text in package_files(release).items():
         parts.append(file_diff(path, None, text))
-    config_source = read(os.path.join(PACKAGE_DIR, "config.py"))
     fc_old = read(os.path.join(root, FUNCTORCH_CONFIG))
-    parts.append(file_diff(FUNCTORCH_CONFIG, fc_old, patched_functorch_config(fc_old, config_source)))
+    parts.append(file_diff(FUNCTORCH_CONFIG, fc_old, patched_functorch_config(fc_old, package_knobs())))
     ac_old = read(os.path.join(root, AUTOGRAD_CACHE))
     parts.append(file_diff(AUTOGRAD_CACHE, ac_old, patched_autograd_cache(ac_old)))
     return "".join(parts)

@@ -2,9 +2,9 @@
 torch_aotcache: a drop-in replacement for the AOTAutograd cache of
 ``torch.compile``.
 
-``import torch_aotcache`` installs it (see patching.py), lazily: when none of
+``import torch_aotcache`` installs it (see installer/patching.py), lazily: when none of
 torch's modules that it patches is imported yet, it waits for them without
-importing torch (Note [Lazy install] in _lazy.py).  Set
+importing torch (Note [Lazy install] in installer/lazy.py).  Set
 ``TORCH_AOTCACHE_DISABLE=1`` to make the import a no-op.
 """
 
@@ -58,7 +58,7 @@ def _on_watched_import(module_name: str) -> None:
 
 
 def _install_at_import() -> None:
-    """See Note [Lazy install] in _lazy.py: at once if torch's modules that we
+    """See Note [Lazy install] in installer/lazy.py: at once if torch's modules that we
     patch are imported already, else when they are (without importing torch)."""
     from .installer import lazy as _lazy
 

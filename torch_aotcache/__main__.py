@@ -1,4 +1,4 @@
-"""``python -m torch_aotcache``: the command line (see cli.py)."""
+"""``python -m torch_aotcache``: the command line (see cli/commands.py)."""
 
 from __future__ import annotations
 

@@ -67,14 +67,14 @@ def release_of(version: str) -> str:
 
 # Releases whose compile_fx, aot_module_simplified and generated-module
 # imports the front door was written against (Note [Front door] in
-# front_door.py, Note [Light runtime imports] in light_runtime.py); on the
+# inductor/front_door.py, Note [Light runtime imports] in inductor/light_runtime.py); on the
 # others every compile takes the normal path.
 FRONT_DOOR_RELEASES = frozenset({"2.13", "2.14", "2.15"})
 
 
 # Per release, the digest of each upstream function a part of ours mirrors,
 # as read when the part was written for it (Note [Drift fails safe] in
-# drift.py; ``tools/port_check.py`` prints them for an installed torch).
+# installer/drift.py; ``tools/port_check.py`` prints them for an installed torch).
 MIRROR_DIGESTS: dict[str, dict[str, str]] = {}
 # [release 2.13]
 MIRROR_DIGESTS["2.13"] = {
@@ -357,7 +357,7 @@ MAKE_ENTRY_PARAMS["2.14"] = MAKE_ENTRY_PARAMS["2.15"] = _MAKE_ENTRY_PARAMS_2_11 
 # [end release]
 
 # graph_compile._cache_autograd_info (Note [Releasing a flight the compile
-# does not save] in single_flight.py); 2.13 added min_cut_info_str, as to
+# does not save] in tiers/single_flight.py); 2.13 added min_cut_info_str, as to
 # make_entry.
 CACHE_AUTOGRAD_INFO_PARAMS: dict[str, tuple[str, ...]] = {}
 _CACHE_AUTOGRAD_INFO_PARAMS_2_11 = (
@@ -531,7 +531,7 @@ def strict_precompile() -> bool:
 
 
 # ---------------------------------------------------------------------------
-# Multi-rank jobs: see Note [Ranks decide together] in ranks.py
+# Multi-rank jobs: see Note [Ranks decide together] in tiers/ranks.py
 # ---------------------------------------------------------------------------
 
 

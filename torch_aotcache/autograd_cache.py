@@ -1,7 +1,7 @@
 """
 torch_aotcache's AOTAutograd cache: the key, the cacheability checks, lookup,
 save and clear.  Takes the role of upstream's
-``torch/_functorch/_aot_autograd/autograd_cache.py``; ``patching.py`` installs
+``torch/_functorch/_aot_autograd/autograd_cache.py``; ``installer/patching.py`` installs
 these functions in its place.
 
 Note [What goes into a key]
@@ -174,11 +174,11 @@ def _function_is_cache_safe(target: Any) -> bool:
         if _is_autograd_function_apply(target):
             return custom_autograd_functions_allowed()
         if target is _wrap_with_autocast():
-            return True  # its region's state is keyed: Note [Autocast regions] in graph_hashing.py
+            return True  # its region's state is keyed: Note [Autocast regions] in key/graph_hashing.py
         cacheable = getattr(target, "cacheable", None)
         return bool(cacheable()) if callable(cacheable) else False
     if target is torch.amp.autocast_mode._enter_autocast or target is torch.amp.autocast_mode._exit_autocast:
-        return True  # See Note [Autocast regions] in graph_hashing.py
+        return True  # See Note [Autocast regions] in key/graph_hashing.py
     if type(target).__name__ == "builtin_function_or_method":
         return True
     try:
@@ -700,7 +700,7 @@ class CacheKey(str):
     """
 
     components: dict[str, str]
-    # Set at a miss: see Note [Explaining misses] in explain.py.
+    # Set at a miss: see Note [Explaining misses] in store/explain.py.
     explain_detail: dict[str, Any] | None = None
 
     def __new__(cls, key: str, components: dict[str, str]) -> CacheKey:
@@ -954,7 +954,7 @@ def _changed_options(module: Any, ignored: tuple[str, ...]) -> dict[str, str]:
 
 def explain_detail(args: Sequence[Any]) -> dict[str, Any]:
     """The readable facts behind a key that ``explain`` compares; see
-    Note [Explaining misses] in explain.py."""
+    Note [Explaining misses] in store/explain.py."""
     inputs = list(encode_inputs(args))
     return {
         "runtime": _runtime_component(),
@@ -1025,7 +1025,7 @@ def try_load_impl(
     cache_state = "miss"
     event_time = time.time_ns()
     remote = remote_tier_requested(remote)
-    # See Note [Ranks decide together] in ranks.py.
+    # See Note [Ranks decide together] in tiers/ranks.py.
     decision = ranks.Decision()
     try:
         # Look the key function up at call time, as upstream does: tests and
@@ -1128,7 +1128,7 @@ def load_if_stored(
     mod: Any, args: list[Any], aot_config: Any, fx_config: dict[str, Any], key_args: tuple[Any, ...],
     remote: bool,
 ) -> Callable[..., Any] | None:
-    """The lookup of the front door (Note [Front door] in front_door.py).
+    """The lookup of the front door (Note [Front door] in inductor/front_door.py).
 
     The compiled function of a verified local entry, its hit recorded as
     ``try_load`` records one; or None, recording nothing: the compile then
@@ -1254,7 +1254,7 @@ def _save(key: str, entry: Any, remote: bool) -> None:
             raise
     except OSError as e:
         # Counted, and warned about once per errno together with read
-        # faults: see Note [Disk faults] in storage.py.
+        # faults: see Note [Disk faults] in store/local.py.
         local_store.report_fault("write", e)
         if functorch_config.strict_autograd_cache:
             raise
@@ -1272,7 +1272,7 @@ def _save(key: str, entry: Any, remote: bool) -> None:
 # (counting ``fxgraph_cache_hit`` and ``fxgraph_lookup_write_file`` in
 # ``counters["inductor"]``), and after ``FxGraphCache.clear()`` the next
 # lookup misses and compiles.  Our entries carry their graphs (Note
-# [Self-contained entries] in artifacts.py), but users and tools observe the
+# [Self-contained entries] in inductor/artifacts.py), but users and tools observe the
 # FX graph cache, so an entry records the layout upstream would have used
 # (``upstream_mode`` in its header) and, when that is "fxgraphcache":
 #

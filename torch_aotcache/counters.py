@@ -16,7 +16,7 @@ import sys
 GROUP = "torch_aotcache"
 
 COUNTERS: dict[str, str] = {
-    # The local store (Note [Disk faults] in storage.py).
+    # The local store (Note [Disk faults] in store/local.py).
     "store_read_failed": "reads of the local store that failed (each errno warned once)",
     "store_write_failed": "writes to the local store that failed (each errno warned once)",
     "entry_vanished": "entry files removed by another process between listing and reading",
@@ -31,16 +31,16 @@ COUNTERS: dict[str, str] = {
     "pickle_failed": "compiled results that could not be pickled (not saved)",
     "save_failed": "saves that failed for another reason (not saved; the compile goes on)",
     "save_skipped_no_guards": "entries not saved because their shape guards could not be produced",
-    # The front door (Note [Front door] in front_door.py).
+    # The front door (Note [Front door] in inductor/front_door.py).
     "front_door_hits": "hits loaded without importing Inductor's compiler",
     "front_door_errors": "front door attempts that failed in our code (the normal path compiled)",
     "light_post_compiles": "cached Inductor graphs set up without importing Inductor's GraphLowering",
-    # Note [Drift fails safe] in drift.py: a part left off for the process.
+    # Note [Drift fails safe] in installer/drift.py: a part left off for the process.
     "drift_front_door": "processes whose front door stayed off: upstream's code it mirrors changed",
     "drift_compiler_config": "processes whose compiler-config shortcut stayed off (upstream changed)",
     "drift_light_post_compile": "processes whose light post-compile stayed off (upstream changed)",
     "drift_light_runtime": "processes whose light runtime imports stayed off (upstream changed)",
-    # Carried kernels (Note [Self-contained entries] in artifacts.py).
+    # Carried kernels (Note [Self-contained entries] in inductor/artifacts.py).
     "kernels_carried": "compiled C++ kernels written into saved entries",
     "kernels_loaded": "kernels loaded from a hit's entry",
     "kernels_not_carried": "kernels a hit needed that its entry lacks (built from source)",
@@ -48,7 +48,7 @@ COUNTERS: dict[str, str] = {
     "kernels_module_not_found": "compiled graphs whose generated module was not found when saving",
     "kernels_unreadable": "kernels whose bytes were not available when saving",
     "kernels_over_budget": "kernels left out of an entry by config.max_kernel_bytes",
-    # The remote tier (Note [Remote tier] in remote.py).
+    # The remote tier (Note [Remote tier] in tiers/remote.py).
     "remote_hit": "remote lookups that found entries",
     "remote_miss": "remote lookups that found none",
     "remote_put": "entries written to the remote tier",
@@ -59,7 +59,7 @@ COUNTERS: dict[str, str] = {
     "remote_skipped": "remote operations skipped while the circuit breaker was open",
     "remote_dropped": "background writes dropped because the queue was full",
     "remote_garbage": "remote values that were not entries",
-    # The bounded store (Note [Bounded store] in housekeeping.py).
+    # The bounded store (Note [Bounded store] in store/housekeeping.py).
     "evicted": "entries removed to keep the store under config.max_size",
     "evicted_bytes": "bytes of those entries",
     "stale_removed": "stale lock files, quarantined entries and temporary files removed",
@@ -69,7 +69,7 @@ COUNTERS: dict[str, str] = {
     "bypass_unkeyable": "bypasses for a value the key cannot encode exactly",
     "bypass_error": "bypasses caused by an unexpected error while keying",
     "bypass_other": "bypasses for any other reason",
-    # Single flight (Note [Single flight] in single_flight.py).
+    # Single flight (Note [Single flight] in tiers/single_flight.py).
     "single_flight_waited": "compiles that waited for another process's entry and loaded it",
     "single_flight_timeout": "waits that ran out and compiled after all",
     "single_flight_released_unsaved": "single-flight locks released by a compile that did not save",
@@ -80,7 +80,7 @@ def count(name: str, n: int = 1) -> None:
     """Add ``n`` to our counter ``name`` (one of :data:`COUNTERS`).
 
     A process that has not imported torch (the command line, see Note
-    [Reading the store without torch] in paths.py) compiles nothing and
+    [Reading the store without torch] in store/layout.py) compiles nothing and
     counts nothing: it is not made to import torch for a counter.
     """
     if "torch" not in sys.modules:

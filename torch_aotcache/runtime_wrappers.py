@@ -39,7 +39,7 @@ def wrap_cached_result(
 
     ``entry_bytes`` is the verified entry ``entry`` was unpickled from, and
     ``header`` its header; the generated code and the kernels it carries load
-    from it alone (Note [Self-contained entries] in artifacts.py).
+    from it alone (Note [Self-contained entries] in inductor/artifacts.py).
     """
     start = time.perf_counter_ns()
     body = schemas.entry_body(entry_bytes)

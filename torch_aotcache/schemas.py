@@ -21,7 +21,7 @@ describe the payload exactly; a reader checks both before ``pickle.loads``
 ever sees a byte of it.  The artifacts are compiled kernels (shared
 libraries) the payload's code loads, raw bytes, never unpickled: the header
 lists each one's source digest, size and SHA-256, in order (Note
-[Self-contained entries] in artifacts.py), and the signature covers that
+[Self-contained entries] in inductor/artifacts.py), and the signature covers that
 list.  A file that fails any check (wrong magic, unknown format version,
 another torch version, a header that does not parse, a size or checksum that
 does not match) is a miss, never an error, and is never unpickled.  JSON
@@ -90,7 +90,7 @@ class EntryHeader:
     # "digest" (of the source it was built from), "size" and "sha256".
     artifacts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     # HMAC of the header (this field empty) and the id of the key that made
-    # it; empty when unsigned.  See Note [Signed entries] in signing.py.
+    # it; empty when unsigned.  See Note [Signed entries] in entry/signing.py.
     key_id: str = ""
     signature: str = ""
 
@@ -339,7 +339,7 @@ _HEADER_READ_BYTES = 8 * 1024
 def open_without_atime(path: str) -> BinaryIO:
     """``open(path, "rb")`` that leaves the file's access time alone where the
     system allows it (``O_NOATIME``: Linux, files we own).  An entry's access
-    time records its last hit (Note [Bounded store] in housekeeping.py), which
+    time records its last hit (Note [Bounded store] in store/housekeeping.py), which
     tools and housekeeping reading headers must not fake."""
     noatime = getattr(os, "O_NOATIME", 0)
     if noatime:
@@ -370,7 +370,7 @@ def read_header(path: str) -> EntryHeader:
 
 def load_payload(payload: memoryview | bytes) -> Any:
     """Unpickle a payload.  Only call on a payload :func:`verify_entry` accepted.
-    (See Note [Light runtime imports] in light_runtime.py for the stand-ins.)"""
+    (See Note [Light runtime imports] in inductor/light_runtime.py for the stand-ins.)"""
     from .inductor import light_runtime
 
     return light_runtime.loads(payload)

@@ -11,8 +11,8 @@ Nothing here unpickles a payload: ``ls``, ``stats``, ``explain`` and
 sizes, checksums and signatures (see Note [Entry layout] in schemas.py).
 Nothing here but ``demo`` imports torch: the store, the settings and the
 torch version are found without it (Note [Reading the store without torch]
-in paths.py).  The store inspected is the one the cache itself would use
-(see Note [Store layout] in storage.py); ``--cache-dir`` points
+in store/layout.py).  The store inspected is the one the cache itself would use
+(see Note [Store layout] in store/local.py); ``--cache-dir`` points
 ``TORCHINDUCTOR_CACHE_DIR`` elsewhere before anything reads it.
 """
 
@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..store import explain, housekeeping, layout as paths, stats, local as storage
+from ..store import explain, housekeeping, layout, records, stats, local as storage
 from .. import schemas
 
 
@@ -106,7 +106,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
-    # The model names are checked when the demo runs: demo.py imports torch,
+    # The model names are checked when the demo runs: cli/demo.py imports torch,
     # which the other commands never do (Note [Reading the store without torch]).
     parser.add_argument("--model", default="mlp",
                         help="model whose training step is compiled (default: mlp)")
@@ -135,7 +135,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
             _ms(h.forward_cost_ns), _ms(h.backward_cost_ns), _created(h.created_ns),
         ))
     if len(rows) == 1:
-        print(f"no entries in {storage.store_root()}")
+        print(f"no entries in {layout.store_root()}")
         return 0
     for line in _table(rows, right={2, 4, 5, 6}):
         print(line)
@@ -143,16 +143,16 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def _store_totals() -> tuple[int, int]:
-    entries, _ = housekeeping.scan(storage.store_root())
+    entries, _ = housekeeping.scan(layout.store_root())
     return len(entries), sum(f.size for f in entries)
 
 
 def _bound_line(total: int) -> str:
-    raw = paths.setting("max_size")
+    raw = layout.setting("max_size")
     try:
-        bound = paths.parse_size(raw)
+        bound = layout.parse_size(raw)
     except ValueError:
-        return f"invalid max_size {raw!r} (TORCH_AOTCACHE_MAX_SIZE); the default {paths.DEFAULTS['max_size']} applies"
+        return f"invalid max_size {raw!r} (TORCH_AOTCACHE_MAX_SIZE); the default {layout.DEFAULTS['max_size']} applies"
     if bound is None:
         return "none (TORCH_AOTCACHE_MAX_SIZE)"
     return f"{_human_bytes(bound)} (TORCH_AOTCACHE_MAX_SIZE), {100.0 * total / bound:.1f}% used"
@@ -169,7 +169,7 @@ def _seconds(ns: int) -> str:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     count, total = _store_totals()
-    print(f"store root:  {storage.store_root()}")
+    print(f"store root:  {layout.store_root()}")
     print(f"entries:     {count}")
     print(f"total size:  {total} bytes ({_human_bytes(total)})")
     print(f"bound:       {_bound_line(total)}")
@@ -218,7 +218,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_clear(args: argparse.Namespace) -> int:
     count, total = _store_totals()
-    root = storage.entries_root()
+    root = layout.entries_root()
     storage.LocalStore().clear()
     left = len(_entry_paths())
     print(f"removed {count - left} entries ({_human_bytes(total)}) from {root}")
@@ -229,7 +229,7 @@ def cmd_clear(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    torch_version = paths.torch_version() or "<torch not installed>"
+    torch_version = layout.torch_version() or "<torch not installed>"
     ok = bad = 0
     for path in _entry_paths():
         try:
@@ -242,7 +242,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                     f"entry is for key {header.key}, but stored under {_key_of_path(path)}"
                 )
             # The file name is the hash of the guard (Note [Store layout]).
-            if os.path.basename(path) != header.entry_id + storage.ENTRY_SUFFIX:
+            if os.path.basename(path) != header.entry_id + layout.ENTRY_SUFFIX:
                 raise schemas.EntryFormatError("entry's guard expression does not match its file name")
         except (OSError, schemas.EntryFormatError) as e:
             bad += 1
@@ -255,9 +255,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    """See Note [Bounded store] in housekeeping.py for what is stale."""
-    root = storage.store_root()
-    current = paths.torch_version()
+    """See Note [Bounded store] in store/housekeeping.py for what is stale."""
+    root = layout.store_root()
+    current = layout.torch_version()
     found: list[tuple[str, str, int]] = []
     for f in housekeeping.scan(root)[0]:
         try:
@@ -321,20 +321,27 @@ def _add_member(tar: Any, name: str, data: bytes, mtime: int) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Write chosen entries (all by default) into one tar file; only entries
     that verify are exported (see Note [Entry layout] in schemas.py).  The
-    archive is written beside its final name and renamed into place."""
+    archive is written whole or not at all (store/records.py's ``atomic_output``)."""
     import json
     import tarfile
 
-    torch_version = paths.torch_version() or "<torch not installed>"
+    torch_version = layout.torch_version() or "<torch not installed>"
     wanted = set(args.key or ())
     exported: list[tuple[str, int]] = []
     bad = 0
-    tmp = args.archive + ".tmp"
     try:
-        with tarfile.open(tmp, "w") as tar:
+        with records.atomic_output(args.archive, mode=0o666 & ~_umask()) as out, tarfile.open(
+            fileobj=out, mode="w"
+        ) as tar:
             for path in _entry_paths():
                 key = _key_of_path(path)
                 if wanted and key not in wanted:
@@ -347,7 +354,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                     bad += 1
                     print(f"skipped {path}: {e}", file=sys.stderr)
                     continue
-                name = f"entries/{header.key}/{header.entry_id}{storage.ENTRY_SUFFIX}"
+                name = f"{layout.ENTRIES}/{header.key}/{header.entry_id}{layout.ENTRY_SUFFIX}"
                 _add_member(tar, name, data, int(header.created_ns // 1_000_000_000))
                 exported.append((header.key, len(data)))
             manifest = {
@@ -356,13 +363,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                 "entries": [{"key": k, "size": n} for k, n in exported],
             }
             _add_member(tar, ARCHIVE_MANIFEST, json.dumps(manifest, indent=1).encode(), int(time.time()))
-        os.replace(tmp, args.archive)
     except OSError as e:
         print(f"cannot write archive {args.archive}: {e}", file=sys.stderr)
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         return 2
     print(f"exported {len(exported)} entries ({_human_bytes(sum(n for _, n in exported))}) to {args.archive}")
     missing = wanted - {k for k, _ in exported}
@@ -387,7 +389,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     under its own key; nothing is extracted by the archive's names."""
     import tarfile
 
-    torch_version = paths.torch_version() or "<torch not installed>"
+    torch_version = layout.torch_version() or "<torch not installed>"
     store = storage.LocalStore()
     imported = bad = 0
     try:
@@ -397,7 +399,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         return 2
     with tar:
         for member in tar:
-            if member.name == ARCHIVE_MANIFEST or not member.name.endswith(storage.ENTRY_SUFFIX):
+            if member.name == ARCHIVE_MANIFEST or not member.name.endswith(layout.ENTRY_SUFFIX):
                 continue
             try:
                 if not member.isfile() or member.size > MAX_IMPORTED_ENTRY_BYTES:
@@ -413,7 +415,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                 print(f"refused {member.name}: {e}", file=sys.stderr)
                 continue
             imported += 1
-    print(f"imported {imported} entries into {storage.store_root()}" + (f"; refused {bad}" if bad else ""))
+    print(f"imported {imported} entries into {layout.store_root()}" + (f"; refused {bad}" if bad else ""))
     return 1 if bad else 0
 
 
@@ -422,7 +424,7 @@ def _import_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    """See Note [Explaining misses] in explain.py."""
+    """See Note [Explaining misses] in store/explain.py."""
     misses = explain.recent_misses(args.limit)
     if not misses:
         print(f"no misses recorded in {explain.misses_path()}")

@@ -25,7 +25,7 @@ import hmac
 import logging
 import os
 
-from ..store import layout as paths
+from ..store import layout
 
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def _keys_for(
 def keys() -> tuple[bytes | None, tuple[bytes, ...]]:
     """(the signing key or None, every key accepted when verifying)."""
     return _keys_for(
-        paths.setting("signing_key"), paths.setting("signing_key_file"), paths.setting("verify_key_files")
+        layout.setting("signing_key"), layout.setting("signing_key_file"), layout.setting("verify_key_files")
     )
 
 

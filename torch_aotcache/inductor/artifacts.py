@@ -57,7 +57,7 @@ from .. import _compat, _once, config
 from ..installer import drift
 from . import light_runtime
 from ..counters import count
-from ..store.local import write_atomically
+from ..store.records import write_atomically
 
 
 log = logging.getLogger(__name__)
@@ -316,7 +316,7 @@ def write_to_disk(original: Callable[[Any], str], self: Any) -> str:
     """Installed as ``CompiledFxGraph.write_to_disk`` around upstream's
     ``original``: private inside :func:`sealed_load`."""
     if current() is not None and isinstance(getattr(self, "source_code", None), str):
-        # See Note [Light runtime imports] in light_runtime.py.
+        # See Note [Light runtime imports] in inductor/light_runtime.py.
         source = light_runtime.rewrite_imports(
             self.source_code, _compat.front_door_release() and drift.intact("light_runtime")
         )

@@ -12,7 +12,7 @@ process.  The value is a pure function of those files, so we keep it on disk
 (``<store>/meta/inductor-<ident>.json``) beside what it was computed under:
 
 * the content digest of torch's sources (``.py``/``.pyi`` and the two extra
-  files) from Note [Torch install fingerprint] in fingerprint.py, which the
+  files) from Note [Torch install fingerprint] in key/fingerprint.py, which the
   key computation already waits for;
 * the stat signature (path, size, mtime) of every extension module and shared
   library under torch's folder, a superset of the extension modules
@@ -34,16 +34,13 @@ compiled against other sources), and persisting Triton's own ``triton_key``
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import sys
 from typing import Any
 
 import torch
 
 from ..key.fingerprint import torch_fingerprint
+from ..store import records
 
 
 log = logging.getLogger(__name__)
@@ -54,20 +51,9 @@ _handed_over: str | None = None
 _kept: str | None = None
 
 
-def meta_record_path(prefix: str) -> str:
-    """``<store>/meta/<prefix>-<ident>.json``, ``ident`` naming this torch
-    install (folder, version) and Python."""
-    from ..store import local as storage
-
-    root = os.path.dirname(os.path.abspath(torch.__file__))
-    ident = hashlib.sha256(
-        f"{root}\0{torch.__version__}\0{sys.version_info[:2]}".encode()
-    ).hexdigest()[:16]
-    return os.path.join(storage.store_root(), "meta", f"{prefix}-{ident}.json")
-
-
 def _record_path() -> str:
-    return meta_record_path("inductor")
+    # See Note [Work kept between processes] in store/records.py.
+    return records.install_record_path("inductor")
 
 
 def _signatures() -> dict[str, str]:
@@ -85,15 +71,6 @@ def _torch_key_fn() -> Any:
     return fn if callable(getattr(fn, "set", None)) else None
 
 
-def read_record(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
 def prime_torch_key() -> bool:
     """Hand Inductor a kept ``torch_key`` when it is still valid; returns
     whether one was handed over."""
@@ -105,7 +82,7 @@ def prime_torch_key() -> bool:
         path = _record_path()
         if path == _handed_over:
             return False  # handed over already in this process
-        record = read_record(path)
+        record = records.read_record(path)
         if record is None or record.get("signatures") != _signatures():
             return False
         value = bytes.fromhex(record["torch_key"])
@@ -131,23 +108,14 @@ def remember_torch_key() -> None:
         if path == _kept:
             return
         signatures = _signatures()
-        record = read_record(path)
+        record = records.read_record(path)
         if record is not None and record.get("signatures") == signatures:
             _kept = path
             return
         value = fn()
         if not isinstance(value, bytes):
             return
-        # <cache_dir>/torch_aotcache/meta/x.json: never recreate a cache dir
-        # that was removed meanwhile (a finished fresh_cache(), say).
-        if not os.path.isdir(os.path.dirname(os.path.dirname(os.path.dirname(path)))):
-            return
-        from ..store.local import write_atomically
-
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_atomically(
-            path, json.dumps({"signatures": signatures, "torch_key": value.hex()}).encode()
-        )
-        _kept = path
+        if records.write_record(path, {"signatures": signatures, "torch_key": value.hex()}):
+            _kept = path
     except Exception as e:  # noqa: BLE001 - only ever a missed speed-up
         log.debug("torch_aotcache: not keeping torch_key: %s", e)

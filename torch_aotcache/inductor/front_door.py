@@ -48,7 +48,7 @@ upstream functions, under the same config patches and contexts:
 Giving way leaves no trace: the ``AOTConfig`` id taken from
 ``AOT_COUNTER`` is handed back, so graph names in logs are the same with or
 without the front door.  The generated module of a hit imports Inductor's
-runtime only (Note [Light runtime imports] in light_runtime.py); an entry
+runtime only (Note [Light runtime imports] in inductor/light_runtime.py); an entry
 whose module calls an operator that is not registered in this process (one
 that Inductor's compiler registers when imported) does not load through the
 front door and gives way.

@@ -14,7 +14,8 @@ The answer depends only on the compiler (its version), the ISA flags, the
 probe source, torch's build (its version and the shared library the kernel
 links against), the Python interpreter and the CPU.  We record each answer
 under a digest of exactly those inputs, in
-``<store>/meta/isa-probes-<digest>.json``, and reuse it in later processes.
+``<store>/meta/isa-probe-<digest>.json`` (store/records.py), and reuse it in
+later processes.
 Any change to any input (another compiler, a rebuilt ``libtorch_cpu``, a copy
 of the cache dir on another CPU) gives another digest, and Inductor probes
 again.  Only answers that Inductor itself computed are recorded.
@@ -27,7 +28,6 @@ disabled, Inductor probes as before.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import sys
@@ -37,9 +37,14 @@ from typing import Any
 import torch
 
 from ..key import fingerprint
+from ..store import layout, records
 
 
 log = logging.getLogger(__name__)
+
+# The kinds of record kept under <store>/meta/ (Note [Work kept between processes]).
+PROBE_RECORD = "isa-probe"
+HEADER_RECORD = "pch"
 
 
 def _libtorch_signature() -> str:
@@ -74,31 +79,19 @@ def probe_digest(isa: Any, code: str) -> str:
 
 
 def _record_path(digest: str) -> str:
-    from ..store.local import store_root
-
-    return os.path.join(store_root(), "meta", f"isa-probe-{digest}.json")
+    # See Note [Work kept between processes] in store/records.py.
+    return layout.meta_path(PROBE_RECORD, digest)
 
 
 def _read(digest: str) -> bool | None:
-    try:
-        with open(_record_path(digest), encoding="utf-8") as f:
-            obj = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if isinstance(obj, dict) and obj.get("digest") == digest and isinstance(obj.get("ok"), bool):
+    obj = records.read_record(_record_path(digest))
+    if obj is not None and obj.get("digest") == digest and isinstance(obj.get("ok"), bool):
         return obj["ok"]
     return None
 
 
 def _write(digest: str, ok: bool, isa: str) -> None:
-    path = _record_path(digest)
-    from ..store.local import write_atomically
-
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_atomically(path, json.dumps({"digest": digest, "ok": ok, "isa": isa}).encode())
-    except OSError as e:
-        log.debug("torch_aotcache: cannot record ISA probe: %s", e)
+    records.write_record(_record_path(digest), {"digest": digest, "ok": ok, "isa": isa})
 
 
 def check_build(original: Callable[[Any, str], bool], self: Any, code: str) -> bool:
@@ -177,20 +170,11 @@ def precompile_header(
     except Exception as e:  # noqa: BLE001
         log.debug("torch_aotcache: cannot digest precompiled-header inputs: %s", e)
         return original(header, hashable_cmd_line, **compile_command)
-    path = os.path.join(os.path.dirname(_record_path(digest)), f"pch-{digest}.json")
-    try:
-        with open(path, encoding="utf-8") as f:
-            known = json.load(f).get("path")
-        if isinstance(known, str) and os.path.isfile(known) and os.path.exists(known + ".gch"):
-            return known
-    except (OSError, ValueError, AttributeError):
-        pass
+    path = layout.meta_path(HEADER_RECORD, digest)
+    known = (records.read_record(path) or {}).get("path")
+    if isinstance(known, str) and os.path.isfile(known) and os.path.exists(known + ".gch"):
+        return known
     result = original(header, hashable_cmd_line, **compile_command)
-    from ..store.local import write_atomically
-
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_atomically(path, json.dumps({"path": result}).encode())
-    except OSError as e:
-        log.debug("torch_aotcache: cannot record precompiled header: %s", e)
+    if isinstance(result, str):
+        records.write_record(path, {"path": result})
     return result

@@ -17,7 +17,7 @@ a small object from each:
   the largest part of a warm process above Dynamo's floor.
 
 When a hit loads a generated module (from its private folder, see Note
-[Self-contained entries] in artifacts.py), :func:`rewrite_imports` replaces
+[Self-contained entries] in inductor/artifacts.py), :func:`rewrite_imports` replaces
 those two lines, one line for one line (line numbers, and so tracebacks,
 stay right), with imports of the same objects from light places:
 

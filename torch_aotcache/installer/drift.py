@@ -6,11 +6,11 @@ Note [Drift fails safe]
 ~~~~~~~~~~~~~~~~~~~~~~~
 Some parts of torch_aotcache take the same steps as an upstream function
 instead of calling it, to skip work a hit does not need: the front door
-(Note [Front door] in front_door.py) mirrors the prefix of ``compile_fx`` and
+(Note [Front door] in inductor/front_door.py) mirrors the prefix of ``compile_fx`` and
 of ``aot_module_simplified``, ``compiler_config`` mirrors
 ``get_compiler_config``, the light post-compile mirrors
 ``FxGraphCache.cache_hit_post_compile``, and the light runtime imports (Note
-[Light runtime imports] in light_runtime.py) mirror what Inductor's generated
+[Light runtime imports] in inductor/light_runtime.py) mirror what Inductor's generated
 modules import.  Each is right only for the upstream sources it was written
 against.  A patch release, a local build or an edited install may change
 them, and a mirror would then follow the old steps silently.
@@ -37,7 +37,6 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.util
-import json
 import logging
 import os
 import threading
@@ -146,23 +145,17 @@ def _check_all() -> dict[str, bool]:
     expected = _compat.MIRROR_DIGESTS.get(release, {})
     names = sorted({n for ns in MIRRORS.values() for n in ns})
     try:
-        from ..inductor.digests import meta_record_path, read_record
+        from ..store import records
 
-        path = meta_record_path("drift")
-        kept = read_record(path)
+        path = records.install_record_path("drift")
+        kept = records.read_record(path)
     except Exception:  # noqa: BLE001 - no store: parse every time
         path, kept = None, None
     current, record = current_digests(names, kept)
     if path is not None and record != kept:
-        try:
-            from ..store.local import write_atomically
+        from ..store import records
 
-            # Never recreate a cache dir that was removed meanwhile.
-            if os.path.isdir(os.path.dirname(os.path.dirname(os.path.dirname(path)))):
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                write_atomically(path, json.dumps(record, sort_keys=True).encode())
-        except Exception as e:  # noqa: BLE001 - only a missed speed-up
-            log.debug("torch_aotcache: cannot keep the drift record: %s", e)
+        records.write_record(path, record)
     result = {}
     for part, funcs in MIRRORS.items():
         changed = [f for f in funcs if expected.get(f) is None or current.get(f) != expected.get(f)]

@@ -60,7 +60,7 @@ WATCHED = frozenset(
 
 
 # ``torch`` itself holds the front door's site (Note [Front door] in
-# front_door.py): imported, it gets its trampoline at once, but it does not
+# inductor/front_door.py): imported, it gets its trampoline at once, but it does not
 # make the package install at once (``import torch`` alone imports none of
 # the modules we patch).
 TOP = "torch"

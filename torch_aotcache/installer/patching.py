@@ -174,7 +174,7 @@ PATCH_SITES: tuple[PatchSite, ...] = (
         _both(("key", "content")),
         wraps=True,
     ),
-    # See Note [Persisting Inductor's ISA probe] in inductor_probes.py.
+    # See Note [Persisting Inductor's ISA probe] in inductor/isa_probes.py.
     PatchSite(
         "VecISA",
         "check_build",
@@ -196,7 +196,7 @@ PATCH_SITES: tuple[PatchSite, ...] = (
         optional=True,
         wraps=True,
     ),
-    # See Note [Self-contained entries] in artifacts.py.
+    # See Note [Self-contained entries] in inductor/artifacts.py.
     PatchSite(
         "CppCodeCache",
         "load_async",
@@ -218,7 +218,7 @@ PATCH_SITES: tuple[PatchSite, ...] = (
         optional=True,
         wraps=True,
     ),
-    # See Note [Front door] in front_door.py.
+    # See Note [Front door] in inductor/front_door.py.
     PatchSite(
         "_TorchCompileInductorWrapper",
         "__call__",
@@ -249,7 +249,7 @@ PATCH_SITES: tuple[PatchSite, ...] = (
         optional=True,
         wraps=True,
     ),
-    # See Note [Releasing a flight the compile does not save] in single_flight.py.
+    # See Note [Releasing a flight the compile does not save] in tiers/single_flight.py.
     PatchSite(
         None,
         "create_aot_state",
@@ -300,7 +300,7 @@ _trampolines: dict[tuple[str, str | None, str], Callable[..., Any]] = {}
 # Every site holds our replacement (or was skipped as optional).
 _installed = False
 # Trampolines wait for the first call to install.  See Note [Lazy install]
-# in _lazy.py.
+# in installer/lazy.py.
 _pending = False
 
 
@@ -343,7 +343,7 @@ def expected_signature_problem(site: PatchSite, release: str) -> str | None:
 
 def is_installed() -> bool:
     """Whether our cache is in place, or will be at torch's first call into
-    it (see Note [Lazy install] in _lazy.py)."""
+    it (see Note [Lazy install] in installer/lazy.py)."""
     return _installed or _pending
 
 
@@ -539,8 +539,8 @@ def _trampoline(site: PatchSite, original: Any) -> Callable[..., Any]:
 # runs autograd inside itself (``torch.autograd.grad`` in a compiled region)
 # would have Dynamo intercept our save and lookup frames and try to compile
 # them.  Installing adds this package's folder to Dynamo's skip folders (and
-# uninstalling takes it out again).
-_PACKAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")
+# uninstalling takes it out again): the whole package, every group in it.
+_PACKAGE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "")
 
 
 def _skip_in_dynamo(skip: bool) -> None:
@@ -567,7 +567,10 @@ def skipped_by_dynamo() -> bool:
     """Whether Dynamo's trace rules skip this package's files (for tests)."""
     from torch._dynamo import trace_rules
 
-    return bool(trace_rules.check_file(os.path.join(_PACKAGE_DIR, "patching.py")).skipped)
+    return all(
+        trace_rules.check_file(os.path.join(_PACKAGE_DIR, *rel)).skipped
+        for rel in (("autograd_cache.py",), ("installer", "patching.py"), ("tiers", "single_flight.py"))
+    )
 
 
 def is_patched(site: PatchSite) -> bool:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.machinery
-import json
 import logging
 import os
 import platform
@@ -42,6 +41,8 @@ import threading
 from typing import Any
 
 import torch
+
+from ..store import layout, records
 
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def _walk_sources(root: str) -> list[tuple[str, int, int]]:
 def _walk(root: str) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int]]]:
     """:func:`_walk_sources`, and the same for every extension module and
     shared library under ``root`` (see Note [Keeping torch_key between
-    processes] in inductor_digests.py)."""
+    processes] in inductor/digests.py)."""
     out: list[tuple[str, int, int]] = []
     binaries: list[tuple[str, int, int]] = []
     stack = [root]
@@ -188,37 +189,13 @@ def record_digest(root: str, files: list[tuple[str, int, int]]) -> str | None:
 
 
 def _meta_path(root: str) -> str:
-    from ..store import local as storage
-
-    ident = hashlib.sha256(
-        f"{root}\0{torch.__version__}\0{sys.version_info[:2]}".encode()
-    ).hexdigest()[:16]
-    return os.path.join(storage.store_root(), "meta", f"torch-{ident}.json")
+    # See Note [Work kept between processes] in store/records.py.
+    return layout.meta_path("torch", records.install_ident(root, torch.__version__))
 
 
 def _read_persisted(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if isinstance(obj, dict) and isinstance(obj.get("content"), str):
-        return obj
-    return None
-
-
-def _write_persisted(path: str, obj: dict[str, Any]) -> None:
-    # <cache_dir>/torch_aotcache/meta/x.json: never recreate a cache dir that
-    # was removed meanwhile (a finished fresh_cache(), say).
-    if not os.path.isdir(os.path.dirname(os.path.dirname(os.path.dirname(path)))):
-        return
-    from ..store.local import write_atomically
-
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_atomically(path, json.dumps(obj).encode())
-    except OSError as e:
-        log.debug("torch_aotcache: cannot persist torch fingerprint: %s", e)
+    obj = records.read_record(path)
+    return obj if obj is not None and isinstance(obj.get("content"), str) else None
 
 
 def compute_torch_fingerprint(
@@ -249,7 +226,7 @@ def _fingerprint_and_binaries(
             return old["content"], binaries_sig
     digest = record_digest(root, files) or content_digest(root, files)
     if path is not None:
-        _write_persisted(path, {"stat": sig, "content": digest, "root": root})
+        records.write_record(path, {"stat": sig, "content": digest, "root": root})
     return digest, binaries_sig
 
 

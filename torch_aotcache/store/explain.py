@@ -46,7 +46,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from . import layout as paths, stats
+from . import layout, stats
 from .. import schemas
 
 
@@ -68,7 +68,7 @@ class Miss:
 
 
 def misses_path() -> str:
-    return os.path.join(paths.store_root(), MISSES_FILE)
+    return os.path.join(layout.store_root(), MISSES_FILE)
 
 
 def remember_miss(miss: Miss) -> None:
@@ -84,7 +84,7 @@ def remember_miss(miss: Miss) -> None:
 
 
 def _trim(path: str) -> None:
-    from .local import write_atomically
+    from .records import write_atomically
 
     with open(path, "rb") as f:
         lines = f.readlines()
@@ -190,7 +190,7 @@ def store_headers(limit: int | None = None) -> list[schemas.EntryHeader]:
     """Headers of the store's entries (the ``limit`` newest by file time)."""
     from . import housekeeping
 
-    entries, _ = housekeeping.scan(paths.store_root())
+    entries, _ = housekeeping.scan(layout.store_root())
     if limit is not None and len(entries) > limit:
         entries = sorted(entries, key=lambda f: f.mtime_ns, reverse=True)[:limit]
     headers = []

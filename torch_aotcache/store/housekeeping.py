@@ -22,7 +22,7 @@ where ``idle_s`` is the time since its last hit (or its save).  A hit is
 recorded by setting the entry file's *access time* (``os.utime``, with its
 modification time kept): one system call, the entry is never rewritten, no
 file is added (inode quotas), and the modification time that orders a key's
-entries newest first (storage.py) does not move.  The access time is set
+entries newest first (store/local.py) does not move.  The access time is set
 explicitly, so ``noatime`` mounts make no difference; tools and housekeeping
 read headers with ``O_NOATIME`` (schemas.open_without_atime) so that reading
 is not mistaken for a hit.  An entry whose header cannot be read has value 0.
@@ -43,7 +43,7 @@ uncounted until the next listing.  The operating system drops the lock when
 its holder dies.  Removing is ``unlink``: a reader that
 has the file open reads it to the end (POSIX), and one that listed it but
 opens it after it is gone finds no file, which lookups count as
-``entry_vanished`` and treat as a miss (Note [Disk faults] in storage.py).
+``entry_vanished`` and treat as a miss (Note [Disk faults] in store/local.py).
 A key's folder is removed once empty; a writer that loses the race for it
 makes it again (``LocalStore.put``).
 
@@ -77,7 +77,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from . import layout as paths, stats
+from . import layout, stats
 from .. import schemas
 from ..counters import count
 
@@ -112,21 +112,17 @@ class StoredFile:
         return max(self.mtime_ns, self.atime_ns)
 
 
-def entries_root(root: str) -> str:
-    return os.path.join(root, "entries")
-
-
 def scan(root: str) -> tuple[list[StoredFile], list[StoredFile]]:
     """(entries, temporary files) under ``root``'s entries folder; stats only."""
     entries: list[StoredFile] = []
     temporaries: list[StoredFile] = []
-    for folder in _subfolders(entries_root(root), depth=2):
+    for folder in _subfolders(layout.entries_root(root), depth=2):
         try:
             with os.scandir(folder) as it:
                 for e in it:
-                    if e.name.startswith(".tmp-"):
+                    if e.name.startswith(layout.TEMP_PREFIX):
                         target = temporaries
-                    elif e.name.endswith(paths.ENTRY_SUFFIX) and not e.name.startswith("."):
+                    elif e.name.endswith(layout.ENTRY_SUFFIX) and not e.name.startswith("."):
                         target = entries
                     else:
                         continue
@@ -324,7 +320,7 @@ def write_bounded(root: str, path: str, write: Callable[[], None], bound: int | 
     """Run ``write()`` (which writes the entry at ``path``) and bring the store
     at ``root`` under its bound; see Note [Bounded store].  Raises what
     ``write`` raises; housekeeping itself never raises."""
-    bound = paths.max_size() if bound is None else bound
+    bound = layout.max_size() if bound is None else bound
     result = Eviction()
     sweep_due = False
     with store_lock(root) as fd:
@@ -427,14 +423,14 @@ def find_stale(
     def old(mtime_ns: int, age_s: float) -> bool:
         return (now - mtime_ns) / 1e9 >= age_s
 
-    for e in _files(os.path.join(root, "locks")):
+    for e in _files(layout.locks_dir(root)):
         try:
             st = e.stat()
         except OSError:
             continue
-        if e.name.endswith(".lock") and old(st.st_mtime_ns, lock_age_s) and _lock_is_free(e.path):
+        if e.name.endswith(layout.LOCK_SUFFIX) and old(st.st_mtime_ns, lock_age_s) and _lock_is_free(e.path):
             found.append(Stale("lock", e.path, st.st_size))
-    for e in _files(os.path.join(root, "quarantine")):
+    for e in _files(layout.quarantine_dir(root)):
         # Named "<time_ns>-<key>-<entry>" when moved there (its mtime is the entry's).
         stamp = e.name.split("-", 1)[0]
         try:

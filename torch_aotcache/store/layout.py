@@ -24,8 +24,8 @@ The torch version entries are checked against is read from the installed
 ``torch/version.py`` (the text that becomes ``torch.__version__``), found
 with ``importlib.util.find_spec``, which does not run torch's ``__init__``.
 
-This module imports nothing of the package (but ``_once``, a leaf) and
-nothing outside the standard library at import time; tests check that the command line leaves ``torch``
+This module imports nothing of the package (but ``knobs`` and ``_once``,
+leaves) and nothing outside the standard library at import time; tests check that the command line leaves ``torch``
 out of ``sys.modules``.
 """
 
@@ -42,34 +42,41 @@ import tempfile
 from types import ModuleType
 from typing import Any
 
+from ..knobs import KNOBS
 
 log = logging.getLogger(__name__)
 
-# The folder under Inductor's cache dir that holds the store (config.subdir).
-DEFAULT_SUBDIR = "torch_aotcache"
-# Entry files end with this (Note [Store layout] in storage.py).
+# Note [What the store holds]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# Every folder and file under the store root, named here and nowhere else:
+#
+#   entries/<key[3:5]>/<key>/<entry_id>.entry   entries (Note [Store layout]
+#                                                in store/local.py)
+#   entries/.../.tmp-*                          a write in progress (records.py)
+#   quarantine/<time_ns>-<key>-<entry_id>.entry  entries that failed verification
+#   locks/<key>.lock                            single flight's local locks
+#   stats/<day>.jsonl                           statistics (store/stats.py)
+#   meta/<kind>-<ident>.json                    work kept between processes:
+#                                                the torch fingerprint, Inductor's
+#                                                torch_key, ISA probes, precompiled
+#                                                headers, drift digests (records.py)
+ENTRIES = "entries"
+QUARANTINE = "quarantine"
+LOCKS = "locks"
+STATS = "stats"
+META = "meta"
 ENTRY_SUFFIX = ".entry"
+LOCK_SUFFIX = ".lock"
+TEMP_PREFIX = ".tmp-"
 
-# The environment variable each setting is read from when torch is not
-# imported; config.py declares the same names.
-ENV_NAMES: dict[str, str] = {
-    "store_dir": "TORCH_AOTCACHE_DIR",
-    "max_size": "TORCH_AOTCACHE_MAX_SIZE",
-    "signing_key": "TORCH_AOTCACHE_SIGNING_KEY",
-    "signing_key_file": "TORCH_AOTCACHE_SIGNING_KEY_FILE",
-    "verify_key_files": "TORCH_AOTCACHE_VERIFY_KEY_FILES",
-    "record_stats": "TORCH_AOTCACHE_RECORD_STATS",
-}
-DEFAULTS: dict[str, Any] = {
-    "subdir": DEFAULT_SUBDIR,
-    "store_dir": None,
-    "max_size": "10G",
-    "max_entries_per_key": 64,
-    "signing_key": None,
-    "signing_key_file": None,
-    "verify_key_files": None,
-    "record_stats": True,
-}
+# The knobs a reader of the store needs, with the environment variable each
+# is read from when torch is not imported (knobs.py declares them all).
+_READER_KNOBS = (
+    "subdir", "store_dir", "max_size", "max_entries_per_key",
+    "signing_key", "signing_key_file", "verify_key_files", "record_stats",
+)
+ENV_NAMES: dict[str, str] = {n: env for n in _READER_KNOBS if (env := KNOBS[n].env) is not None}
+DEFAULTS: dict[str, Any] = {n: KNOBS[n].default for n in _READER_KNOBS}
 
 
 def torch_imported() -> bool:
@@ -120,8 +127,44 @@ def inductor_cache_dir() -> str:
 
 
 def store_root() -> str:
-    """See Note [Store layout] in storage.py."""
+    """See Note [Store layout] in store/local.py."""
     return setting("store_dir") or os.path.join(inductor_cache_dir(), setting("subdir"))
+
+
+def entries_root(root: str | None = None) -> str:
+    return os.path.join(root or store_root(), ENTRIES)
+
+
+def key_dir(key: str, root: str | None = None) -> str:
+    """The folder of ``key``'s entries.  Keys look like "tac<hex>"; the folders
+    fan out on the first hex characters."""
+    shard = key[3:5] if len(key) > 5 else "__"
+    return os.path.join(entries_root(root), shard, key)
+
+
+def entry_path(key: str, entry_id: str, root: str | None = None) -> str:
+    return os.path.join(key_dir(key, root), entry_id + ENTRY_SUFFIX)
+
+
+def quarantine_dir(root: str | None = None) -> str:
+    return os.path.join(root or store_root(), QUARANTINE)
+
+
+def locks_dir(root: str | None = None) -> str:
+    return os.path.join(root or store_root(), LOCKS)
+
+
+def lock_path(key: str, root: str | None = None) -> str:
+    return os.path.join(locks_dir(root), key + LOCK_SUFFIX)
+
+
+def stats_dir(root: str | None = None) -> str:
+    return os.path.join(root or store_root(), STATS)
+
+
+def meta_path(kind: str, ident: str, root: str | None = None) -> str:
+    """``<store>/meta/<kind>-<ident>.json``: see store/records.py."""
+    return os.path.join(root or store_root(), META, f"{kind}-{ident}.json")
 
 
 # --------------------------------------------------------------------------

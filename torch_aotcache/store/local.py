@@ -7,7 +7,7 @@ Note [Store layout]
 
 ``cache_dir`` is Inductor's (``TORCHINDUCTOR_CACHE_DIR`` moves it, and
 ``fresh_cache()`` points it at a temporary folder); it is read on every call,
-never cached, so both take effect at once.  ``paths.py`` resolves it, without
+never cached, so both take effect at once.  ``store/layout.py`` resolves it, without
 importing torch when torch is not imported (Note [Reading the store without
 torch]).  One folder per key holds one file
 per guard expression (``entry_id`` hashes the guard), so a lookup lists one
@@ -46,20 +46,19 @@ import errno
 import logging
 import os
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .. import _once
-from . import housekeeping, layout as paths
+from . import housekeeping, layout
+from .records import write_atomically
 from ..counters import count
 
 
 log = logging.getLogger(__name__)
 
-ENTRY_SUFFIX = paths.ENTRY_SUFFIX
 
 
 def _current_umask() -> int:
@@ -80,7 +79,7 @@ class StoredEntry:
     @property
     def entry_id(self) -> str:
         """The id the file is named after: its header's ``entry_id`` unless corrupted."""
-        return os.path.basename(self.path)[: -len(ENTRY_SUFFIX)]
+        return os.path.basename(self.path)[: -len(layout.ENTRY_SUFFIX)]
 
 
 class StoreFault(Exception):
@@ -94,7 +93,7 @@ _give_way = threading.local()
 def faults_give_way() -> Iterator[None]:
     """Within: reading the store raises :class:`StoreFault` instead of
     counting and warning, for a lookup that hands over to another that
-    reads again and reports (Note [Front door] in front_door.py)."""
+    reads again and reports (Note [Front door] in inductor/front_door.py)."""
     previous = getattr(_give_way, "on", False)
     _give_way.on = True
     try:
@@ -129,41 +128,6 @@ def report_fault(op: str, error: OSError) -> None:
     )
 
 
-def write_atomically(path: str, data: bytes | memoryview, mode: int | None = None) -> None:
-    """Write ``data`` to ``path`` through a hidden temporary file in the same
-    folder and ``os.replace``: a reader sees the old file or the whole new one,
-    never a part.  ``mode``: the file's permissions (default: mkstemp's
-    owner-only).  Raises ``OSError``; leaves no temporary file behind."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
-    try:
-        if mode is not None:
-            os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def store_root() -> str:
-    # See Note [Reading the store without torch] in paths.py.
-    return paths.store_root()
-
-
-def entries_root() -> str:
-    return os.path.join(store_root(), "entries")
-
-
-def key_dir(key: str) -> str:
-    # Keys look like "tac<hex>"; fan out on the first hex characters.
-    shard = key[3:5] if len(key) > 5 else "__"
-    return os.path.join(entries_root(), shard, key)
-
-
 class LocalStore:
     """Entries on the local disk.  All methods fail soft: see each docstring."""
 
@@ -173,12 +137,12 @@ class LocalStore:
         A folder that is missing or unreadable yields nothing; a file that
         vanishes between listing and reading is skipped.
         """
-        folder = key_dir(key)
+        folder = layout.key_dir(key)
         found = []
         try:
             with os.scandir(folder) as it:
                 for e in it:
-                    if not e.name.endswith(ENTRY_SUFFIX) or e.name.startswith("."):
+                    if not e.name.endswith(layout.ENTRY_SUFFIX) or e.name.startswith("."):
                         continue
                     try:
                         found.append((e.stat().st_mtime_ns, e.path))
@@ -211,8 +175,8 @@ class LocalStore:
 
     def put(self, key: str, entry_id: str, data: bytes) -> str:
         """Write an entry atomically; returns its path.  Raises ``OSError``."""
-        folder = key_dir(key)
-        path = os.path.join(folder, entry_id + ENTRY_SUFFIX)
+        folder = layout.key_dir(key)
+        path = layout.entry_path(key, entry_id)
 
         def write() -> None:
             for attempt in range(3):
@@ -230,23 +194,23 @@ class LocalStore:
                         raise
 
         # Written under the store's housekeeping lock, which keeps the store
-        # under its bound (Note [Bounded store] in housekeeping.py).
-        housekeeping.write_bounded(store_root(), path, write)
+        # under its bound (Note [Bounded store] in store/housekeeping.py).
+        housekeeping.write_bounded(layout.store_root(), path, write)
         self._trim(folder)
         return path
 
     def record_hit(self, path: str) -> None:
-        """See Note [Bounded store] in housekeeping.py."""
+        """See Note [Bounded store] in store/housekeeping.py."""
         housekeeping.record_hit(path)
 
     def _trim(self, folder: str) -> None:
-        limit = paths.setting("max_entries_per_key")
+        limit = layout.setting("max_entries_per_key")
         try:
             with os.scandir(folder) as it:
                 files = sorted(
                     (e.stat().st_mtime_ns, e.path)
                     for e in it
-                    if e.name.endswith(ENTRY_SUFFIX) and not e.name.startswith(".")
+                    if e.name.endswith(layout.ENTRY_SUFFIX) and not e.name.startswith(".")
                 )
         except OSError:
             return
@@ -258,7 +222,7 @@ class LocalStore:
 
     def quarantine(self, path: str) -> str | None:
         """Move a bad entry aside to ``<store>/quarantine/``; returns its new path."""
-        folder = os.path.join(store_root(), "quarantine")
+        folder = layout.quarantine_dir()
         target = os.path.join(
             folder, "%d-%s-%s" % (time.time_ns(), os.path.basename(os.path.dirname(path)), os.path.basename(path))
         )
@@ -279,11 +243,11 @@ class LocalStore:
 
     def iter_paths(self) -> Iterator[str]:
         """Every entry file in the store (for tools; not on the hot path)."""
-        root = entries_root()
+        root = layout.entries_root()
         for dirpath, _dirs, files in os.walk(root):
             for name in sorted(files):
-                if name.endswith(ENTRY_SUFFIX) and not name.startswith("."):
+                if name.endswith(layout.ENTRY_SUFFIX) and not name.startswith("."):
                     yield os.path.join(dirpath, name)
 
     def clear(self) -> None:
-        shutil.rmtree(entries_root(), ignore_errors=True)
+        shutil.rmtree(layout.entries_root(), ignore_errors=True)

@@ -12,7 +12,7 @@ of a line this short from many processes do not interleave on a local file
 system, and a torn or unknown line (a full disk, an NFS quirk) is skipped by
 the reader, never an error.  Recording never raises: a store that cannot be
 written is counted by its writes of entries already (Note [Disk faults] in
-storage.py); the statistics just go without.
+store/local.py); the statistics just go without.
 
 Rejected: a counters file per day rewritten atomically on each event (a read,
 a write and a rename per hit, plus a lock so that concurrent processes do not
@@ -23,9 +23,9 @@ Bypass reasons are free text; :data:`BYPASS_CATEGORIES` groups them into a
 few categories, and each category is also a counter
 ``bypass_<category>`` in ``counters["torch_aotcache"]`` (counters.py lists
 them all).  The day files are removed after :data:`KEEP_DAYS` days by the
-store's housekeeping (housekeeping.py).
+store's housekeeping (store/housekeeping.py).
 
-This module is a leaf (paths only) and imports nothing outside the standard
+This module is a leaf (layout only) and imports nothing outside the standard
 library: the command line reads these files without torch.
 """
 
@@ -38,12 +38,11 @@ import os
 import time
 from collections.abc import Iterable
 
-from . import layout as paths
+from . import layout
 
 
 log = logging.getLogger(__name__)
 
-STATS_DIR = "stats"
 KEEP_DAYS = 90
 
 # (category, substrings of the reason that put a bypass in it), in order;
@@ -79,7 +78,7 @@ def bypass_category(reason: str, hard: bool = False) -> str:
 
 
 def stats_dir() -> str:
-    return os.path.join(paths.store_root(), STATS_DIR)
+    return layout.stats_dir()
 
 
 def _day(t: float) -> str:
@@ -87,7 +86,7 @@ def _day(t: float) -> str:
 
 
 def enabled() -> bool:
-    return bool(paths.setting("record_stats"))
+    return bool(layout.setting("record_stats"))
 
 
 def append_line(path: str, line: bytes) -> int:

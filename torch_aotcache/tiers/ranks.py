@@ -16,7 +16,7 @@ two points, so the counting and the logging are upstream's; on a rank whose
 key computation bypasses, or whose load fails, the pending points are still
 reached (with a miss), so no peer waits for it.
 
-Single flight (Note [Single flight] in single_flight.py) makes a process wait
+Single flight (Note [Single flight] in tiers/single_flight.py) makes a process wait
 for another's compile.  Across ranks that is a hang waiting to happen: rank 0
 waits for rank 1's entry while rank 1's compile waits for rank 0 in a
 collective.  So in a process group of two or more ranks single flight is

@@ -108,12 +108,12 @@ class Flight:
     def try_local(self) -> bool:
         if fcntl is None:
             return True
-        from ..store.local import store_root
+        from ..store import layout
 
-        folder = os.path.join(store_root(), "locks")
+        path = layout.lock_path(self.key)
         try:
-            os.makedirs(folder, exist_ok=True)
-            fd = os.open(os.path.join(folder, self.key + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             log.debug("torch_aotcache: no local lock for %s: %s", self.key, e)
             return True  # no lock to be had: compile without one
