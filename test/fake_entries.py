@@ -12,6 +12,7 @@ import time
 
 from torch_aotcache.store import layout
 from torch_aotcache import schemas
+from torch_aotcache.entry import framing
 
 
 def fake_key(name: str) -> str:
@@ -43,7 +44,7 @@ def fake_entry(
         mode="bundled",
         components=components or {"graph": name},
     )
-    return key, header.entry_id, schemas.encode_entry(header, payload)
+    return key, header.entry_id, framing.encode_entry(header, payload)
 
 
 def write_fake_entry(name: str, **kw: object) -> str:

@@ -25,7 +25,8 @@ from torch.testing._internal.common_utils import instantiate_parametrized_tests,
 
 import torch_aotcache
 from torch_aotcache import autograd_cache as ours
-from torch_aotcache import _compat, schemas
+from torch_aotcache import _compat
+from torch_aotcache.entry import framing
 from torch_aotcache.store.layout import entries_root
 from torch_aotcache.store.local import LocalStore
 
@@ -86,7 +87,7 @@ class TestAutogradCache(CacheTestCase):
             self.assertEqual(aot_counts(), {"autograd_cache_miss": 1, "autograd_cache_saved": 1})
             files = self.entry_files()
             self.assertEqual(len(files), 1)
-            header, _ = schemas.decode_header(open(files[0], "rb").read())
+            header, _ = framing.decode_header(open(files[0], "rb").read())
             self.assertEqual(header.mode, "bundled" if bundled or self_contained else "fxgraphcache")
             self.assertGreater(header.forward_cost_ns, 0)
 
@@ -170,7 +171,7 @@ class TestAutogradCache(CacheTestCase):
         torch.compile(f)(*inputs(5))
         self.assertEqual(aot_counts(), {"autograd_cache_miss": 1, "autograd_cache_saved": 1})
         [path] = self.entry_files()
-        header, _ = schemas.decode_header(open(path, "rb").read())
+        header, _ = framing.decode_header(open(path, "rb").read())
         self.assertIn("L['", header.guards_expr)
 
         clear_in_memory_state()
@@ -252,7 +253,7 @@ class TestAutogradCache(CacheTestCase):
         torch.compile(f)(x)
         [path] = self.entry_files()
         data = bytearray(open(path, "rb").read())
-        header, body = schemas.decode_header(bytes(data))
+        header, body = framing.decode_header(bytes(data))
         payload_end = len(data) - len(body) + header.payload_size  # carried kernels follow
         data[payload_end - 10] ^= 0xFF
         with open(path, "wb") as fh:
@@ -487,7 +488,7 @@ class TestAutogradCache(CacheTestCase):
         self.assertEqual(len(set(keys)), 1)
         key = keys[-1]
         [path] = self.entry_files()
-        header = schemas.read_header(path)
+        header = framing.read_header(path)
         self.assertEqual(header.key, key)
         self.assertEqual(header.components, key.components)
         self.assertIn("graph", header.components)

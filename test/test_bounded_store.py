@@ -21,7 +21,8 @@ from torch._dynamo.utils import counters
 from torch._inductor.utils import fresh_cache
 
 import torch_aotcache  # noqa: F401  (installs itself)
-from torch_aotcache import config, schemas
+from torch_aotcache import config
+from torch_aotcache.entry import framing
 from torch_aotcache.store import housekeeping, layout, stats, local as storage
 
 from common import cache_enabled, clear_in_memory_state, REPO_ROOT
@@ -111,7 +112,7 @@ def test_saves_keep_the_store_under_the_bound(store: Path) -> None:
     assert all(any(d.iterdir()) for d in (store / "entries").glob("*/*"))
     # Every entry left is whole.
     for p in left:
-        schemas.verify_entry(p.read_bytes(), key=None, torch_version=layout.torch_version() or "?")
+        framing.verify_entry(p.read_bytes(), key=None, torch_version=layout.torch_version() or "?")
 
 
 def test_a_hit_sets_the_access_time_only_and_protects_the_entry(store: Path) -> None:
@@ -122,7 +123,7 @@ def test_a_hit_sets_the_access_time_only_and_protects_the_entry(store: Path) -> 
     for p in (a, b):
         os.utime(p, ns=(old, old))
     # Reading headers (tools, housekeeping) is not a use.
-    schemas.read_header(a)
+    framing.read_header(a)
     assert os.stat(a).st_atime_ns == old
     storage.LocalStore().record_hit(a)
     st = os.stat(a)
@@ -178,6 +179,7 @@ index, rounds = int(sys.argv[1]), int(sys.argv[2])
 sys.path.insert(0, sys.argv[3])
 from torch_aotcache.store import housekeeping, layout
 from torch_aotcache import schemas
+from torch_aotcache.entry import framing
 from torch_aotcache.store.local import LocalStore
 from fake_entries import fake_entry, fake_key
 
@@ -198,7 +200,7 @@ for r in range(rounds):
                  f"junk-{rng.randrange(8)}-{rng.randrange(r + 1)}"):
         key = fake_key(name)
         for stored in store.candidates(key):
-            header, _ = schemas.verify_entry(stored.data, key=key, torch_version=version)
+            header = framing.verify_entry(stored.data, key=key, torch_version=version).header
             store.record_hit(stored.path)
             reads += 1
 print(json.dumps({"done": True, "reads": reads, "torch": "torch" in sys.modules}), flush=True)
@@ -252,7 +254,7 @@ def test_eight_processes_end_under_the_bound_and_keep_what_is_worth_most(tmp_pat
     entries, temporaries = housekeeping.scan(str(root))
     assert all(os.path.basename(t.path).startswith(".tmp-") for t in temporaries)
     for f in entries:
-        schemas.verify_entry(Path(f.path).read_bytes(), key=None, torch_version=layout.torch_version() or "?")
+        framing.verify_entry(Path(f.path).read_bytes(), key=None, torch_version=layout.torch_version() or "?")
 
 
 # --------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from torch._inductor.utils import fresh_cache
 
 import torch_aotcache  # noqa: F401  (installs itself)
 from torch_aotcache.cli import commands as cli
-from torch_aotcache import schemas
+from torch_aotcache.entry import framing
 from torch_aotcache.store import layout, local as storage
 
 
@@ -79,7 +79,7 @@ def _entries(cache: Path) -> list[Path]:
 
 def _flip_payload_byte(path: Path) -> None:
     data = bytearray(path.read_bytes())
-    _, payload = schemas.decode_header(bytes(data))
+    _, payload = framing.decode_header(bytes(data))
     offset = len(data) - len(payload) + len(payload) // 2
     data[offset] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -121,7 +121,7 @@ def test_ls(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert lines[0].split() == ["KEY", "ENTRY", "SIZE", "MODE", "KERNELS", "FWD", "ms", "BWD", "ms", "CREATED"]
     assert len(lines) == 3
     for line, path in zip(lines[1:], _entries(store)):
-        header, _ = schemas.decode_header(path.read_bytes())
+        header, _ = framing.decode_header(path.read_bytes())
         cols = line.split()
         assert cols[0] == header.key == path.parent.name
         assert cols[1] == path.name

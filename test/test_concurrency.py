@@ -35,6 +35,7 @@ from collections import defaultdict
 import torch
 
 from torch_aotcache import schemas
+from torch_aotcache.entry import framing
 from torch_aotcache.store.layout import entries_root, key_dir
 from torch_aotcache.store.local import LocalStore
 
@@ -51,18 +52,19 @@ import torch
 import torch_aotcache
 from torch._dynamo.utils import counters
 from torch_aotcache import schemas
+from torch_aotcache.entry import framing
 from torch_aotcache.store.local import LocalStore
 
 # Every payload this process verified, and every entry it read from the store:
 # bytes from the store that reach pickle.loads without having been verified
 # are counted as unverified unpickles.
 verified, read = set(), []
-real_verify, real_loads, real_candidates = schemas.verify_entry, pickle.loads, LocalStore.candidates
+real_verify, real_loads, real_candidates = framing.verify_entry, pickle.loads, LocalStore.candidates
 
 def verify_entry(data, **kw):
-    header, payload = real_verify(data, **kw)
-    verified.add(hashlib.sha256(payload).hexdigest())
-    return header, payload
+    entry = real_verify(data, **kw)
+    verified.add(hashlib.sha256(entry.payload).hexdigest())
+    return entry
 
 def candidates(self, key):
     for stored in real_candidates(self, key):
@@ -78,7 +80,7 @@ def loads(data, *a, **k):
         unverified += 1
     return real_loads(data, *a, **k)
 
-schemas.verify_entry, pickle.loads, LocalStore.candidates = verify_entry, loads, candidates
+framing.verify_entry, pickle.loads, LocalStore.candidates = verify_entry, loads, candidates
 
 def shared(x, w):
     return (x @ w).t() @ x
@@ -193,7 +195,7 @@ class TestConcurrency(unittest.TestCase):
         self.assertEqual(leftovers, [])
         for path in LocalStore().iter_paths():
             with open(path, "rb") as f:
-                header, _ = schemas.verify_entry(f.read(), key=None, torch_version=torch.__version__)
+                header = framing.verify_entry(f.read(), key=None, torch_version=torch.__version__).header
             self.assertEqual(os.path.basename(os.path.dirname(path)), header.key)
             self.assertEqual(os.path.basename(path), header.entry_id + ".entry")
             by_key[header.key].append(header)
@@ -247,7 +249,7 @@ class TestKilledWriter(unittest.TestCase):
                 key=key, payload=payload, torch_version=torch.__version__, created_ns=time.time_ns(),
                 forward_cost_ns=1, backward_cost_ns=0, guards_expr=None, mode="bundled", components={},
             )
-            data = schemas.encode_entry(header, payload)
+            data = framing.encode_entry(header, payload)
             src = os.path.join(tmp, "entry.bin")
             with open(src, "wb") as f:
                 f.write(data)
@@ -281,7 +283,8 @@ class TestKilledWriter(unittest.TestCase):
                 path = store.put(key, header.entry_id, data)
                 [stored] = store.candidates(key)
                 self.assertEqual(stored.path, path)
-                got, got_payload = schemas.verify_entry(stored.data, key=key, torch_version=torch.__version__)
+                verified = framing.verify_entry(stored.data, key=key, torch_version=torch.__version__)
+                got, got_payload = verified.header, verified.payload
                 self.assertEqual(bytes(got_payload), payload)
                 self.assertEqual(list(store.iter_paths()), [path])
 

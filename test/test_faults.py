@@ -43,8 +43,9 @@ from torch._inductor.utils import fresh_cache
 from torch.testing._internal.common_utils import instantiate_parametrized_tests, parametrize
 
 import torch_aotcache
-from torch_aotcache import autograd_cache as ours
-from torch_aotcache import _once, schemas
+from torch_aotcache.tiers import lookup
+from torch_aotcache import _once
+from torch_aotcache.entry import framing
 from torch_aotcache.store import layout
 from torch_aotcache.store.local import LocalStore
 
@@ -198,12 +199,12 @@ def spy_unverified_unpickling() -> Iterator[list[bytes]]:
     verified: set[bytes] = set()
     read: list[bytes] = []
     unverified: list[bytes] = []
-    real_verify, real_loads, real_candidates = schemas.verify_entry, pickle.loads, LocalStore.candidates
+    real_verify, real_loads, real_candidates = framing.verify_entry, pickle.loads, LocalStore.candidates
 
     def verify_entry(data: bytes, **kwargs: Any) -> Any:
-        header, payload = real_verify(data, **kwargs)
-        verified.add(bytes(payload))
-        return header, payload
+        entry = real_verify(data, **kwargs)
+        verified.add(bytes(entry.payload))
+        return entry
 
     def candidates(self: LocalStore, key: str) -> Iterator[Any]:
         for stored in real_candidates(self, key):
@@ -217,7 +218,7 @@ def spy_unverified_unpickling() -> Iterator[list[bytes]]:
         return real_loads(data, *args, **kwargs)
 
     with (
-        unittest.mock.patch.object(schemas, "verify_entry", verify_entry),
+        unittest.mock.patch.object(framing, "verify_entry", verify_entry),
         unittest.mock.patch.object(pickle, "loads", loads),
         unittest.mock.patch.object(LocalStore, "candidates", candidates),
     ):
@@ -391,14 +392,14 @@ class TestMissingAndDeletedDirs(FaultTestCase):
         self.assertEqual(aot_counts(), {"autograd_cache_hit": 1})
 
     def test_store_deleted_between_lookup_and_save(self) -> None:
-        real_lookup = ours.lookup_hit
+        real_lookup = lookup.lookup_hit
 
         def lookup_then_delete(*args: Any, **kwargs: Any) -> Any:
             result = real_lookup(*args, **kwargs)
             shutil.rmtree(layout.store_root(), ignore_errors=True)
             return result
 
-        with capture_warnings() as logs, unittest.mock.patch.object(ours, "lookup_hit", lookup_then_delete):
+        with capture_warnings() as logs, unittest.mock.patch.object(lookup, "lookup_hit", lookup_then_delete):
             self.compile_and_check()
         self.assertEqual(aot_counts(), {"autograd_cache_miss": 1, "autograd_cache_saved": 1})
         self.assert_quiet(logs, 0)

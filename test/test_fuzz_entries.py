@@ -2,7 +2,7 @@
 Fuzzing the entry format (issue "Entries you can trust", item 6).
 
 Valid entries are built from small harmless objects with
-``schemas.make_header`` + ``schemas.encode_entry`` (no compile, so examples are
+``schemas.make_header`` + ``framing.encode_entry`` (no compile, so examples are
 cheap), then mutated: bit flips (often inside the header), truncation, splices
 of two entries, a payload moved under another header, inserted bytes, a
 rewritten header-length field, and edits of the JSON header (a field changed,
@@ -15,7 +15,7 @@ out:
   whose object equals the original object;
 * ``pickle.loads`` only ever sees an original payload (nothing unverified is
   unpickled);
-* ``schemas.verify_entry`` raises ``EntryFormatError`` or accepts an entry
+* ``framing.verify_entry`` raises ``EntryFormatError`` or accepts an entry
   whose payload is an original payload;
 * with signing on, an entry is accepted only if its header is, field for
   field, the header that was signed: any edit of a header field is refused.
@@ -42,7 +42,9 @@ from hypothesis.control import currently_in_test_context
 from torch._inductor.utils import fresh_cache
 
 from torch_aotcache import autograd_cache as ours
+from torch_aotcache.tiers import lookup
 from torch_aotcache import _once, config, schemas
+from torch_aotcache.entry import framing
 from torch_aotcache.store.layout import key_dir
 from torch_aotcache.store.local import LocalStore
 
@@ -92,9 +94,9 @@ def build(obj: Any, key: str, guards: str = "", cost: int = 1) -> Original:
         extra={"note": "fuzz"},
         artifacts=kernels,
     )
-    data = schemas.encode_entry(header, payload, [b for _, b in kernels])
+    data = framing.encode_entry(header, payload, [b for _, b in kernels])
     # encode_entry signs when a key is configured: keep the header as written.
-    return Original(obj, payload, schemas.decode_header(data)[0], data)
+    return Original(obj, payload, framing.decode_header(data)[0], data)
 
 
 def raw_header(data: bytes) -> tuple[bytes, bytes] | None:
@@ -208,7 +210,7 @@ class FuzzTestCase(unittest.TestCase):
         self._stack.enter_context(fresh_cache())
         # Refused entries are logged once per path; keep the test output quiet.
         _once.reset()  # warn-once state is per process
-        self._stack.enter_context(unittest.mock.patch.object(ours.log, "warning"))
+        self._stack.enter_context(unittest.mock.patch.object(lookup.log, "warning"))
 
     def tearDown(self) -> None:
         self._stack.close()
@@ -235,7 +237,7 @@ class FuzzTestCase(unittest.TestCase):
             return real_loads(b, *args, **kwargs)
 
         with unittest.mock.patch.object(pickle, "loads", spy):
-            found = ours.find_entry(KEY, True, [], {})  # must not raise
+            found = lookup.find_entry(KEY, True, [], {})  # must not raise
         for b in unpickled:
             self.assertIn(b, payloads, "unpickled a payload that was never verified")
         if currently_in_test_context():
@@ -243,13 +245,14 @@ class FuzzTestCase(unittest.TestCase):
         if found is not None:
             obj, entry_bytes = found.result, found.data
             self.assertEqual(entry_bytes, data)
-            header, body = schemas.decode_header(entry_bytes)
+            header, body = framing.decode_header(entry_bytes)
             payload = body[: header.payload_size]  # the carried kernels follow it
             [match] = [o for o in originals if o.payload == bytes(payload)][:1]
             self.assertEqual(obj, match.obj)
 
         try:
-            header, payload = schemas.verify_entry(data, key=KEY, torch_version=TORCH)
+            verified = framing.verify_entry(data, key=KEY, torch_version=TORCH)
+            header, payload = verified.header, verified.payload
         except schemas.EntryFormatError:
             self.assertIsNone(found)
             return
@@ -296,14 +299,14 @@ class TestFuzzEntries(FuzzTestCase):
             original = build(obj, KEY)
             mutated = data.draw(header_edit(original.data), label="edited")
             try:
-                header, _ = schemas.decode_header(mutated)
+                header, _ = framing.decode_header(mutated)
             except schemas.EntryFormatError:
                 header = None
             # Only edits that change what the header says (a value written
             # back unchanged, or an unknown field, leave it as signed).
             assume(header != original.header)
             with self.assertRaises(schemas.EntryFormatError):
-                schemas.verify_entry(mutated, key=KEY, torch_version=TORCH)
+                framing.verify_entry(mutated, key=KEY, torch_version=TORCH)
             self.check(mutated, [original], signed=True)
 
     def test_corrupted_guard_is_never_evaluated(self) -> None:
@@ -317,15 +320,15 @@ class TestFuzzEntries(FuzzTestCase):
         evaluate = unittest.mock.Mock(return_value=True)
         with unittest.mock.patch.object(ours.upstream.AOTAutogradCache, "evaluate_guards", evaluate):
             self.check(edited, [original], signed=False)
-            self.assertIsNone(ours.find_entry(KEY, True, [], {}))
+            self.assertIsNone(lookup.find_entry(KEY, True, [], {}))
         evaluate.assert_not_called()
 
     def test_non_ascii_digest_is_a_clean_miss(self) -> None:
         original = build("x", KEY)
         edited = dataclasses.replace(original.header, payload_sha256="é" * 64)
-        data = schemas.encode_entry(edited, original.payload)
+        data = framing.encode_entry(edited, original.payload)
         LocalStore().put(KEY, original.header.entry_id, data)
-        self.assertIsNone(ours.find_entry(KEY, True, [], {}))
+        self.assertIsNone(lookup.find_entry(KEY, True, [], {}))
 
     def test_verify_entry_non_ascii_digest_is_a_format_error(self) -> None:
         # hmac.compare_digest raises TypeError for non-ASCII text: the header
@@ -333,7 +336,7 @@ class TestFuzzEntries(FuzzTestCase):
         original = build("x", KEY)
         edited = dataclasses.replace(original.header, payload_sha256="é" * 64)
         with self.assertRaises(schemas.EntryFormatError):
-            schemas.verify_entry(schemas.encode_entry(edited, original.payload), key=KEY, torch_version=TORCH)
+            framing.verify_entry(framing.encode_entry(edited, original.payload), key=KEY, torch_version=TORCH)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import torch_aotcache
 from torch_aotcache import config as tac_config
 from torch_aotcache.tiers import remote
 from torch_aotcache import schemas
+from torch_aotcache.entry import framing
 from torch_aotcache.store.local import LocalStore
 
 from common import aot_counts, cache_enabled, clear_in_memory_state, run_python
@@ -131,7 +132,7 @@ class TestRemoteTier(RemoteTestCase):
         self.assertLess(len(value), len(local_bytes))
         t = remote.tier(True)
         self.assertEqual(t.decode(value), local_bytes)
-        header, _ = schemas.verify_entry(local_bytes, key=None, torch_version=torch.__version__)
+        header = framing.verify_entry(local_bytes, key=None, torch_version=torch.__version__).header
         self.assertTrue(header.signature)
         self.assertEqual(header.mode, "bundled")
 

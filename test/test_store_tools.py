@@ -29,6 +29,7 @@ from torch._inductor.utils import fresh_cache
 import torch_aotcache  # noqa: F401  (installs itself)
 from torch_aotcache.cli import commands as cli
 from torch_aotcache import config, schemas
+from torch_aotcache.entry import framing
 from torch_aotcache.store import layout, stats, local as storage
 from torch_aotcache.counters import COUNTERS
 
@@ -393,7 +394,7 @@ def test_explain_compares_by_name_without_a_compile() -> None:
     def header(key: str, created_ns: int, torch_version: str = "2.13.0", **changes: str) -> schemas.EntryHeader:
         _, _, data = fake_entry(key, components={**base, **changes}, torch_version=torch_version,
                                 created_ns=created_ns)
-        h, _ = schemas.decode_header(data)
+        h, _ = framing.decode_header(data)
         h.extra["explain"] = {"torch": torch_version, "inductor": {"max_autotune": "1"} if changes else {}}
         return h
 

@@ -51,6 +51,7 @@ from torch.testing._internal.common_utils import instantiate_parametrized_tests,
 import torch_aotcache
 from torch_aotcache import autograd_cache as ours
 from torch_aotcache import _once, config, schemas
+from torch_aotcache.entry import framing
 from torch_aotcache.inductor import artifacts
 from torch_aotcache.cli import commands as cli
 from torch_aotcache.entry import signing
@@ -89,7 +90,7 @@ def malicious_entry(genuine: bytes, marker: str, attacker_key: str | None, forge
     signed with ``attacker_key`` (None: unsigned).  ``forge_key_id``: claim to
     be signed by that key (its id), with a signature made by ``attacker_key``.
     """
-    header, _ = schemas.decode_header(genuine)
+    header, _ = framing.decode_header(genuine)
     payload = pickle.dumps(PlantFile(marker))
     header = dataclasses.replace(
         header,
@@ -100,9 +101,9 @@ def malicious_entry(genuine: bytes, marker: str, attacker_key: str | None, forge
         signature="",
     )
     with config.patch(**{**NO_KEYS, "signing_key": attacker_key}):
-        data = schemas.encode_entry(header, payload)
+        data = framing.encode_entry(header, payload)
     if forge_key_id is not None:
-        forged, _ = schemas.decode_header(data)
+        forged, _ = framing.decode_header(data)
         forged = dataclasses.replace(forged, key_id=signing.key_id(forge_key_id.encode()), signature="")
         forged = dataclasses.replace(
             forged, signature=signing.sign(forged.signing_message(), (attacker_key or "x").encode())
@@ -111,7 +112,7 @@ def malicious_entry(genuine: bytes, marker: str, attacker_key: str | None, forge
         data = schemas.MAGIC + len(raw).to_bytes(4, "big") + raw + payload
     # Sanity: the attacker's entry passes every check but the signature.
     with config.patch(**NO_KEYS):
-        schemas.verify_entry(data, key=header.key, torch_version=torch.__version__)
+        framing.verify_entry(data, key=header.key, torch_version=torch.__version__)
     return data
 
 
@@ -175,7 +176,7 @@ class TrustTestCase(unittest.TestCase):
 
     def assert_refused_then_replaced(self, evil: bytes, unpickled: list[bytes]) -> None:
         self.assertFalse(os.path.exists(self.marker), "the planted pickle was loaded")
-        _, evil_payload = schemas.decode_header(evil)
+        _, evil_payload = framing.decode_header(evil)
         self.assertNotIn(bytes(evil_payload), unpickled)
         self.assertEqual(aot_counts(), {"autograd_cache_miss": 1, "autograd_cache_saved": 1})
         self.assertEqual(counters["torch_aotcache"]["signature_rejected"], 1)
@@ -233,7 +234,7 @@ class TestPlantedEntries(TrustTestCase):
                     self.compile_and_check()
                 self.assertFalse(os.path.exists(self.marker))
                 self.assertEqual(aot_counts(), {"autograd_cache_miss": 1, "autograd_cache_saved": 1})
-                _, evil_payload = schemas.decode_header(evil)
+                _, evil_payload = framing.decode_header(evil)
                 self.assertNotIn(bytes(evil_payload), unpickled)
 
     def test_mega_cache_write_path_refuses_unsigned(self) -> None:
@@ -306,7 +307,7 @@ class TestWithoutSigning(TrustTestCase):
             self.compile_and_check()
             [path] = LocalStore().iter_paths()
             with open(path, "rb") as fh:
-                header, payload = schemas.decode_header(fh.read())
+                header, payload = framing.decode_header(fh.read())
             evil_header = dataclasses.replace(header, guards_expr=f"open({self.marker!r}, 'w') is not None")
             raw = evil_header.to_json()
             os.unlink(path)
@@ -454,7 +455,7 @@ class TestPlantedInductorFiles(TrustTestCase):
             [path] = LocalStore().iter_paths()
             with open(path, "rb") as fh:
                 data = bytearray(fh.read())
-            header, _ = schemas.decode_header(bytes(data))
+            header, _ = framing.decode_header(bytes(data))
             self.assertTrue(header.artifacts)
             data[-10] ^= 0xFF  # inside the last carried kernel
             with open(path, "wb") as fh:
@@ -493,7 +494,7 @@ class TestKeyRotation(TrustTestCase):
             # The replacement is signed with the new key.
             [path] = LocalStore().iter_paths()
             with open(path, "rb") as fh:
-                header, _ = schemas.decode_header(fh.read())
+                header, _ = framing.decode_header(fh.read())
             self.assertEqual(header.key_id, signing.key_id(b"new"))
             clear_in_memory_state()
             self.compile_and_check()
@@ -504,7 +505,7 @@ class TestKeyRotation(TrustTestCase):
             self.compile_and_check()
             [path] = LocalStore().iter_paths()
             with open(path, "rb") as fh:
-                header, _ = schemas.decode_header(fh.read())
+                header, _ = framing.decode_header(fh.read())
             self.assertEqual(header.key_id, signing.key_id(b"filekey"))
             clear_in_memory_state()
             self.compile_and_check()

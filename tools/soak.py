@@ -138,7 +138,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
     import torch_aotcache  # noqa: F401 - installs the cache
     from torch._dynamo.utils import counters
-    from torch_aotcache import schemas
+    from torch_aotcache.entry import framing
     from torch_aotcache.store.local import LocalStore
 
     rng = random.Random(spec["seed"])
@@ -149,12 +149,12 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     verified: set[str] = set()
     read: list[bytes] = []
     unverified = 0
-    real_verify, real_loads, real_candidates = schemas.verify_entry, pickle.loads, LocalStore.candidates
+    real_verify, real_loads, real_candidates = framing.verify_entry, pickle.loads, LocalStore.candidates
 
     def verify_entry(data: bytes, **kwargs: Any) -> Any:
-        header, payload = real_verify(data, **kwargs)
-        verified.add(hashlib.sha256(payload).hexdigest())
-        return header, payload
+        entry = real_verify(data, **kwargs)
+        verified.add(hashlib.sha256(entry.payload).hexdigest())
+        return entry
 
     def candidates(self: Any, key: str) -> Any:
         for stored in real_candidates(self, key):
@@ -168,7 +168,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
             unverified += 1
         return real_loads(data, *args, **kwargs)
 
-    schemas.verify_entry, pickle.loads, LocalStore.candidates = verify_entry, loads, candidates
+    framing.verify_entry, pickle.loads, LocalStore.candidates = verify_entry, loads, candidates
 
     def chain(depth: int) -> Any:
         def fn(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

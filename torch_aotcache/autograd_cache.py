@@ -51,15 +51,14 @@ from torch._functorch._aot_autograd import autograd_cache as upstream
 from torch._inductor.remote_cache import cache_stats
 
 from . import _compat, _once, config, schemas
-from .inductor import artifacts, digests as inductor_digests
-from .store import explain, stats, local as storage
-from .key import fingerprint
-from .tiers import ranks
-from .entry import signing
-from .key.graph_hashing import digest, encode_inputs, encode_value, GraphEncoder, Unkeyable
 from .counters import count
+from .entry import framing, signing
+from .inductor import artifacts, digests as inductor_digests
+from .key import fingerprint
+from .key.graph_hashing import digest, encode_inputs, encode_value, GraphEncoder, Unkeyable
 from .runtime_wrappers import wrap_cached_result
-from .store.local import LocalStore
+from .store import stats
+from .tiers import lookup, ranks
 
 
 log = logging.getLogger(__name__)
@@ -69,9 +68,6 @@ BypassAOTAutogradCache = upstream.BypassAOTAutogradCache
 FXGraphCacheMiss = upstream.FXGraphCacheMiss
 
 KEY_PREFIX = "tac"
-STATS_NAME = "LocalAOTAutogradCache"
-
-local_store = LocalStore()
 
 
 # ---------------------------------------------------------------------------
@@ -712,227 +708,8 @@ class CacheKey(str):
         return (str, (str(self),))
 
 
+# The readable facts behind a key, which ``explain`` compares.
 # ---------------------------------------------------------------------------
-# Lookup
-# ---------------------------------------------------------------------------
-
-def _warn_once(tag: str, msg: str, *args: Any) -> None:
-    if _once.first_time(tag):
-        log.warning(msg, *args)
-
-
-def _record_result(local_hit: bool, local_miss: bool, remote_hit: bool, remote_miss: bool) -> None:
-    if local_hit:
-        cache_stats.hit(STATS_NAME)
-        increment_compile_event("aotautograd_local_cache_hit_count")
-    if local_miss:
-        cache_stats.miss(STATS_NAME)
-        increment_compile_event("aotautograd_local_cache_miss_count")
-    if remote_hit:
-        increment_compile_event("aotautograd_remote_cache_hit_count")
-    if remote_miss:
-        increment_compile_event("aotautograd_remote_cache_miss_count")
-
-
-def reject_entry(path: str, error: schemas.EntryFormatError) -> None:
-    """Count, log once and (by default) quarantine an entry that failed verification."""
-    count("entry_rejected")
-    if isinstance(error, schemas.EntrySignatureError):
-        count("signature_rejected")
-    moved = local_store.quarantine(path) if config.quarantine_bad_entries else None
-    if moved is not None:
-        count("quarantined")
-    _warn_once(
-        path,
-        "torch_aotcache: refused cache entry %s (%s)%s",
-        path,
-        error,
-        f"; moved to {moved}" if moved else "",
-    )
-
-
-@dataclasses.dataclass(frozen=True)
-class CacheHit:
-    """A verified entry whose guards passed: AOTAutograd's result unpickled
-    from it, the entry's bytes, and its header (read once, at verification)."""
-
-    result: Any
-    data: bytes
-    header: schemas.EntryHeader
-    # The local file it came from (None for a remote hit).
-    path: str | None = None
-
-
-def find_entry(
-    key: str,
-    local: bool,
-    hints: list[Any],
-    cache_info: dict[str, Any],
-    remote: bool = False,
-    record: bool = True,
-    give_way: bool = False,
-) -> CacheHit | None:
-    """The first verified entry under ``key`` whose guards pass, unpickled.
-
-    Looks in the local store, then (if ``remote``) in the remote tier; a
-    remote hit is written to the local store.  Entries that fail
-    verification are skipped and never unpickled.
-    """
-    torch_version = torch.__version__
-    state = {"status": "full_miss", "guard": None}
-
-    def accept(data: bytes, entry_id: str | None = None) -> tuple[schemas.EntryHeader, memoryview] | None:
-        # Verify the whole entry before anything in it is used: guard
-        # expressions are evaluated by the ShapeEnv, payloads unpickled.
-        header, payload = schemas.verify_entry(data, key=key, torch_version=torch_version)
-        # A local file is named after the hash of its guard expression (Note
-        # [Store layout]).  Unsigned, nothing else covers the header: a guard
-        # that no longer matches the name was corrupted and is never evaluated
-        # (eval'd, it could raise, or pass for shapes the entry is not valid for).
-        if entry_id is not None and entry_id != header.entry_id:
-            raise schemas.EntryFormatError("entry's guard expression does not match its file name")
-        if header.guards_expr:
-            state["guard"] = header.guards_expr
-            if not bool(upstream.AOTAutogradCache.evaluate_guards(header.guards_expr, hints)):
-                state["status"] = "guard_miss"
-                return None
-        return header, payload
-
-    found = None
-    in_local = False
-    if local:
-        for stored in local_store.candidates(key):
-            try:
-                verified = accept(stored.data, stored.entry_id)
-            except schemas.EntryFormatError as e:
-                if give_way:
-                    raise  # the normal path rejects it (Note [Front door])
-                reject_entry(stored.path, e)
-                continue
-            if verified is not None:
-                found = CacheHit(schemas.load_payload(verified[1]), stored.data, verified[0], stored.path)
-                in_local = True
-                break
-    if found is None and remote:
-        from .tiers import remote as remote_tier
-
-        for field, data in remote_tier.remote_entries(key, True):
-            try:
-                # The hash field is named after the guard, like a local file.
-                verified = accept(data, field)
-            except schemas.EntryFormatError as e:
-                count("remote_rejected")
-                if isinstance(e, schemas.EntrySignatureError):
-                    count("signature_rejected")
-                _warn_once("remote-rejected", "torch_aotcache: refused remote entry for %s: %s", key, e)
-                continue
-            if verified is None:
-                continue
-            found = CacheHit(schemas.load_payload(verified[1]), data, verified[0])
-            if local:
-                try:
-                    local_store.put(key, verified[0].entry_id, data)
-                except OSError as e:
-                    local_store.report_fault("write", e)
-            break
-    if found is not None:
-        state["status"] = "hit"
-    cache_info["cache_status_detailed"] = state["status"]
-    if state["guard"] is not None:
-        cache_info["cache_status_guard_expr"] = state["guard"]
-    if not record:
-        return found
-    _record_result(
-        local_hit=found is not None and in_local,
-        local_miss=local and (found is None or not in_local),
-        remote_hit=found is not None and not in_local,
-        remote_miss=remote and found is None,
-    )
-    return found
-
-
-def _hints(args: list[Any]) -> list[Any]:
-    symints = upstream.AOTAutogradCache._filter_backed_symints(args)
-    return [_compat.guard_hint(s) for s in symints]
-
-
-def wait_for_other_compile(
-    key: str, local: bool, remote: bool, args: list[Any], cache_info: dict[str, Any]
-) -> CacheHit | None:
-    """After a miss: take the key's single-flight locks, or wait for the process
-    that holds them and return its entry.  See Note [Single flight]."""
-    from .tiers import remote as remote_tier, single_flight
-
-    hints = _hints(args)
-
-    def again() -> CacheHit | None:
-        try:
-            return find_entry(key, local, hints, {}, remote=remote, record=False)
-        except Exception as e:  # noqa: BLE001 - keep waiting; the bound still holds
-            log.debug("torch_aotcache: lookup while waiting failed: %s", e)
-            return None
-
-    tier = remote_tier.tier(True) if remote else None
-    found = single_flight.coordinate(key, again, tier)
-    if found is not None:
-        cache_info["cache_status_detailed"] = "hit"
-        _compat.record_artifact(key, found.data)
-    return found
-
-
-def lookup_hit(
-    key: str,
-    local: bool,
-    remote: bool,
-    args: list[Any],
-    cache_info: dict[str, Any],
-    aot_config: Any,
-) -> CacheHit | None:
-    """The lookup of ``AOTAutogradCache._lookup`` and ``try_load``: a hit,
-    or None (a miss, or a failure that strict mode raises)."""
-    hints = _hints(args)
-    try:
-        hit = find_entry(key, local, hints, cache_info, remote=remote)
-        if hit is None:
-            if cache_info.get("cache_status_detailed") == "guard_miss":
-                counters["aot_autograd"]["autograd_cache_guard_miss"] += 1
-            return None
-        _compat.record_artifact(key, hit.data)
-        if (
-            upstream.should_bundle_autograd_cache()
-            and aot_config is not None
-            and getattr(aot_config, "precompile_backend_id", None) is not None
-        ):
-            _compat.record_precompile_artifact(aot_config.precompile_backend_id, hit.result)
-    except Exception as e:
-        log.info("torch_aotcache unable to load compiled graph: %s", e)
-        if functorch_config.strict_autograd_cache:
-            raise
-        return None
-    return hit
-
-
-# ---------------------------------------------------------------------------
-# After a lookup: statistics, last hits, explained misses
-# ---------------------------------------------------------------------------
-
-
-def after_hit(hit: CacheHit) -> None:
-    """Record a hit: its entry's last use (Note [Bounded store]) and the
-    statistics (Note [Statistics on disk]).  Never raises."""
-    if hit.path is not None:
-        local_store.record_hit(hit.path)
-    stats.record("hit", hit.header.compile_cost_ns)
-
-
-def after_bypass(error: BaseException) -> None:
-    """Count a bypass by category of reason; never raises."""
-    try:
-        category = stats.bypass_category(str(error), hard=not isinstance(error, BypassAOTAutogradCache))
-        count(f"bypass_{category}")
-        stats.record("bypass", category)
-    except Exception as e:  # noqa: BLE001 - statistics never fail a compile
-        log.debug("torch_aotcache: cannot count a bypass: %s", e)
 
 
 def _changed_options(module: Any, ignored: tuple[str, ...]) -> dict[str, str]:
@@ -966,43 +743,36 @@ def explain_detail(args: Sequence[Any]) -> dict[str, Any]:
     }
 
 
-def after_miss(key: Any, args: Sequence[Any]) -> None:
-    """Record a miss: the statistics, and the key's components and details
-    for ``explain`` (kept on the key too, so the entry saved after the miss
-    records them).  Never raises."""
-    stats.record("miss")
-    components = getattr(key, "components", None)
-    if not components:
-        return
-    try:
-        detail = explain_detail(args)
-        key.explain_detail = detail
-        miss = explain.Miss(str(key), time.time_ns(), dict(components), detail)
-        explain.remember_miss(miss)
-        explain.log_miss(miss)
-    except Exception as e:  # noqa: BLE001 - explaining never fails a compile
-        log.debug("torch_aotcache: cannot record a miss for explain: %s", e)
-
-
-def explain_extra(key: Any) -> dict[str, Any]:
-    detail = getattr(key, "explain_detail", None)
-    return {"explain": detail} if detail else {}
-
-
 # ---------------------------------------------------------------------------
 # try_load: the entry point from aot_module_simplified
 # ---------------------------------------------------------------------------
 
 
-def remote_tier_requested(remote: bool) -> bool:
-    """Whether the remote tier is on: upstream's flag, or a Redis URL of ours."""
-    from .tiers import remote as remote_tier
-
+def _load(
+    hit: lookup.CacheHit, cache_key: str, args: list[Any], aot_config: Any, fx_config: dict[str, Any]
+) -> Callable[..., Any] | None:
+    """The compiled function of a hit, or None: a verified entry that does
+    not load (e.g. it refers to code that changed) is a miss, and the
+    compile saves a replacement."""
     try:
-        return remote_tier.configured_url(remote) is not None
-    except Exception as e:  # noqa: BLE001 - configuration problems never fail a compile
-        _warn_once("remote-config", "torch_aotcache: remote cache configuration: %s", e)
-        return False
+        return wrap_cached_result(hit.result, hit.entry, args, aot_config, fx_config)
+    except FXGraphCacheMiss:
+        raise
+    except Exception as e:
+        if functorch_config.strict_autograd_cache:
+            raise
+        log.warning("torch_aotcache: cannot load entry for key %s, compiling: %s", cache_key, e)
+        count("load_failed")
+        return None
+
+
+def _bypass_info(error: BaseException) -> dict[str, Any]:
+    return {
+        "cache_bypass_reason": str(error),
+        "cache_bypass_exception_type": type(error).__name__,
+        "cache_bypass_traceback": traceback.format_exc().split("\n"),
+        "cache_bypass_hard_exception": not isinstance(error, BypassAOTAutogradCache),
+    }
 
 
 def try_load_impl(
@@ -1023,8 +793,7 @@ def try_load_impl(
     cache_info: dict[str, Any] = {}
     debug_lines: list[str] = []
     cache_state = "miss"
-    event_time = time.time_ns()
-    remote = remote_tier_requested(remote)
+    remote = lookup.remote_tier_requested(remote)
     # See Note [Ranks decide together] in tiers/ranks.py.
     decision = ranks.Decision()
     try:
@@ -1033,40 +802,24 @@ def try_load_impl(
         cache_key, debug_lines = upstream.autograd_cache_key(mod, args, aot_config, *key_args)
         # See Note [Keeping torch_key between processes].
         inductor_digests.prime_torch_key()
-        hit = lookup_hit(cache_key, local, remote, args, cache_info, aot_config)
+        hit = lookup.lookup_hit(cache_key, local, remote, args, cache_info, aot_config)
         if hit is None and not ranks.must_agree():
-            hit = wait_for_other_compile(cache_key, local, remote, args, cache_info)
-        if not decision.after_lookup(hit is not None):
-            hit = None
-        if hit is not None:
-            try:
-                compiled_fn = wrap_cached_result(hit.result, hit.data, hit.header, args, aot_config, fx_config)
-            except FXGraphCacheMiss:
-                raise
-            except Exception as e:
-                # A verified entry that does not load (e.g. it refers to code
-                # that changed) is a miss: the compile saves a replacement.
-                if functorch_config.strict_autograd_cache:
-                    raise
-                log.warning("torch_aotcache: cannot load entry for key %s, compiling: %s", cache_key, e)
-                count("load_failed")
-                hit = None
-            if not decision.after_load(hit is not None):
-                compiled_fn = hit = None
-        if hit is not None:
-            _account_hit(hit, cache_key, cache_info)
+            hit = lookup.wait_for_other_compile(cache_key, local, remote, args, cache_info)
+        if decision.after_lookup(hit is not None) and hit is not None:
+            compiled_fn = _load(hit, cache_key, args, aot_config, fx_config)
+            if not decision.after_load(compiled_fn is not None):
+                compiled_fn = None
+        if compiled_fn is not None:
+            assert hit is not None
+            lookup.account_hit(hit, cache_key, cache_info)
             cache_state = "hit"
         else:
-            log.info("AOTAutograd cache miss for key %s", cache_key)
-            counters["aot_autograd"]["autograd_cache_miss"] += 1
-            after_miss(cache_key, args)
-        event_time = time.time_ns()
+            lookup.account_miss(cache_key, lambda: explain_detail(args))
     except FXGraphCacheMiss as e:
         # The entry refers to Inductor graphs that are gone: a miss, and the
         # compile's save replaces the entry.
         decision.give_up()
         counters["aot_autograd"]["autograd_cache_miss"] += 1
-        cache_state = "miss"
         if functorch_config.strict_autograd_cache or _compat.strict_precompile():
             raise e
     except Exception as e:
@@ -1077,87 +830,15 @@ def try_load_impl(
 
             single_flight.release_unsaved(cache_key)
         cache_key = None
-        counters["aot_autograd"]["autograd_cache_bypass"] += 1
-        log.info("Bypassing autograd cache due to: %s", e)
         cache_state = "bypass"
-        after_bypass(e)
-        event_time = time.time_ns()
-        cache_info["cache_bypass_reason"] = str(e)
-        cache_info["cache_bypass_exception_type"] = type(e).__name__
-        cache_info["cache_bypass_traceback"] = traceback.format_exc().split("\n")
-        cache_info["cache_bypass_hard_exception"] = not isinstance(e, BypassAOTAutogradCache)
+        lookup.account_bypass(e)
+        cache_info.update(_bypass_info(e))
         if functorch_config.strict_autograd_cache or _compat.strict_precompile():
             raise e
-
-    symints = []
-    if compiled_fn is None:
-        symints = upstream.AOTAutogradCache._filter_backed_symints(args)
-    _log_outcome(cache_state, cache_key, cache_info, debug_lines, event_time, local, remote)
+    event_time = time.time_ns()
+    symints = [] if compiled_fn is not None else upstream.AOTAutogradCache._filter_backed_symints(args)
+    lookup.log_outcome(cache_state, cache_key, cache_info, debug_lines, event_time, local, remote)
     return compiled_fn, cache_key if compiled_fn is None else None, symints
-
-
-def _account_hit(hit: CacheHit, cache_key: str, cache_info: dict[str, Any]) -> None:
-    entry = hit.result
-    log.info("AOTAutograd cache hit for key %s", cache_key)
-    after_hit(hit)
-    counters["aot_autograd"]["autograd_cache_hit"] += 1
-    fw = entry.forward_time_taken_ns // 1_000_000
-    bw = entry.backward_time_taken_ns // 1_000_000
-    cache_info.update(forward_time_saved_ms=fw, backward_time_saved_ms=bw, time_saved_ms=fw + bw)
-
-
-def _log_outcome(
-    cache_state: str,
-    cache_key: str | None,
-    cache_info: dict[str, Any],
-    debug_lines: list[str],
-    event_time: int,
-    local: bool,
-    remote: bool,
-) -> None:
-    cache_info.update(key=cache_key, cache_state=cache_state, components=debug_lines)
-    log_cache_event(cache_state, cache_info, event_time, local, remote)
-    torch._logging.trace_structured(
-        "artifact",
-        metadata_fn=lambda: {"name": f"aotautograd_cache_{cache_state}", "encoding": "json"},
-        payload_fn=lambda: json.dumps(cache_info, default=str),
-    )
-
-
-def load_if_stored(
-    mod: Any, args: list[Any], aot_config: Any, fx_config: dict[str, Any], key_args: tuple[Any, ...],
-    remote: bool,
-) -> Callable[..., Any] | None:
-    """The lookup of the front door (Note [Front door] in inductor/front_door.py).
-
-    The compiled function of a verified local entry, its hit recorded as
-    ``try_load`` records one; or None, recording nothing: the compile then
-    takes the normal path, which looks up again and records what it finds
-    (a miss, a bypass, a remote hit, an entry that does not load).
-    """
-    remote = remote_tier_requested(remote)
-    try:
-        cache_key, debug_lines = upstream.autograd_cache_key(mod, args, aot_config, *key_args)
-        inductor_digests.prime_torch_key()
-        cache_info: dict[str, Any] = {}
-        with storage.faults_give_way():
-            hit = find_entry(cache_key, True, _hints(args), cache_info, record=False, give_way=True)
-        if hit is None:
-            return None
-        compiled_fn = wrap_cached_result(hit.result, hit.data, hit.header, args, aot_config, fx_config)
-    except Exception as e:  # noqa: BLE001 - the normal path decides what this is
-        log.debug("torch_aotcache: front door lookup gave way to the normal path: %s", e)
-        return None
-    _record_result(local_hit=True, local_miss=False, remote_hit=False, remote_miss=False)
-    _compat.record_artifact(cache_key, hit.data)
-    if (
-        upstream.should_bundle_autograd_cache()
-        and getattr(aot_config, "precompile_backend_id", None) is not None
-    ):
-        _compat.record_precompile_artifact(aot_config.precompile_backend_id, hit.result)
-    _account_hit(hit, cache_key, cache_info)
-    _log_outcome("hit", cache_key, cache_info, debug_lines, time.time_ns(), True, remote)
-    return compiled_fn
 
 
 # Installed as ``AOTAutogradCache.try_load``, one per release (patching.PATCH_SITES).
@@ -1200,10 +881,10 @@ def encode_for_store(
         guards_expr=getattr(entry, "guards_expr", None),
         mode=mode,
         components=components,
-        extra={"upstream_mode": upstream_mode, **explain_extra(key)},
+        extra={"upstream_mode": upstream_mode, **lookup.explain_extra(key)},
         artifacts=kernels,
     )
-    return header.entry_id, schemas.encode_entry(header, payload, [b for _, b in kernels])
+    return header.entry_id, framing.encode_entry(header, payload, [b for _, b in kernels])
 
 
 def _save(key: str, entry: Any, remote: bool) -> None:
@@ -1229,33 +910,32 @@ def _save(key: str, entry: Any, remote: bool) -> None:
             if cfg is not None and backend_id is not None:
                 _compat.record_precompile_artifact(backend_id, entry)
                 cfg.precompile_backend_id = None
-        path = local_store.put(key, entry_id, data)
+        path = lookup.local_store.put(key, entry_id, data)
         stats.record("save", len(data))
         inductor_digests.remember_torch_key()
         log.info("Writing AOTAutograd cache entry to %s", path)
         counters["aot_autograd"]["autograd_cache_saved"] += 1
-        cache_stats.put(STATS_NAME)
-        if remote_tier_requested(remote):
+        cache_stats.put(lookup.STATS_NAME)
+        if lookup.remote_tier_requested(remote):
             from .tiers import remote as remote_tier
 
             t = remote_tier.tier(True)
             if t is not None:
                 t.put(key, entry_id, data)
     except BypassAOTAutogradCache as e:
-        counters["aot_autograd"]["autograd_cache_bypass"] += 1
-        log.info("Bypassing autograd cache due to: %s", e)
-        after_bypass(e)
+        lookup.account_bypass(e)
         if functorch_config.strict_autograd_cache:
             raise
     except signing.SigningKeyError as e:
         count("save_failed")
-        _warn_once("signing-key", "torch_aotcache: entries are not saved: %s", e)
+        if _once.first_time("signing-key"):
+            log.warning("torch_aotcache: entries are not saved: %s", e)
         if functorch_config.strict_autograd_cache:
             raise
     except OSError as e:
         # Counted, and warned about once per errno together with read
         # faults: see Note [Disk faults] in store/local.py.
-        local_store.report_fault("write", e)
+        lookup.local_store.report_fault("write", e)
         if functorch_config.strict_autograd_cache:
             raise
     except Exception as e:
@@ -1296,13 +976,13 @@ def clear_fx_graph_cache(original: Callable[[], None]) -> None:
     if config.store_dir:
         return
     removed = 0
-    for path in local_store.iter_paths():
+    for path in lookup.local_store.iter_paths():
         try:
-            header = schemas.read_header(path)
+            header = framing.read_header(path)
         except (OSError, schemas.EntryFormatError):
             continue  # not ours to judge here: a lookup verifies and quarantines
         if header.extra.get("upstream_mode") == "fxgraphcache":
-            local_store.remove(path)
+            lookup.local_store.remove(path)
             removed += 1
     if removed:
         log.debug("torch_aotcache: FxGraphCache.clear() removed %d entries", removed)
@@ -1345,7 +1025,7 @@ def _bundle_entries() -> bool:
     loaded from without that dir)."""
     if config.self_contained or upstream.should_bundle_autograd_cache():
         return True
-    if config.bundle_for_remote and remote_tier_requested(upstream.should_use_remote_autograd_cache()):
+    if config.bundle_for_remote and lookup.remote_tier_requested(upstream.should_use_remote_autograd_cache()):
         return True
     if not config.bundle_when_signing:
         return False
@@ -1361,43 +1041,6 @@ def is_bundled_result(entry: Any) -> bool:
     from torch._functorch._aot_autograd import aot_autograd_result as results
 
     return isinstance(entry, results.BundledAOTAutogradResult)
-
-
-# ---------------------------------------------------------------------------
-# Compile events (tlparse / chromium traces); best effort
-# ---------------------------------------------------------------------------
-
-
-def increment_compile_event(name: str) -> None:
-    try:
-        from torch._dynamo.utils import CompileEventLogger
-
-        CompileEventLogger.try_(CompileEventLogger.increment_toplevel, name)
-    except Exception:  # noqa: BLE001 - metrics are best effort
-        pass
-
-
-def log_cache_event(
-    state: str, info: dict[str, Any], event_time: int, local: bool, remote: bool
-) -> None:
-    try:
-        from torch._dynamo.utils import chromium_event_log_active, CompileEventLogger
-
-        if not chromium_event_log_active():
-            return
-        CompileEventLogger.instant(f"autograd_cache_{state}", metadata=info, time_ns=event_time)
-        CompileEventLogger.try_add_pt2_compile(
-            "backend_compile",
-            cache_state=state,
-            cache_event_time=event_time,
-            key=info.get("key"),
-            components=info.get("components"),
-            cache_bypass_reason=info.get("cache_bypass_reason"),
-            remote_cache_enabled=remote,
-            local_cache_enabled=local,
-        )
-    except Exception:  # noqa: BLE001
-        pass
 
 
 # ---------------------------------------------------------------------------
@@ -1430,7 +1073,7 @@ class AOTAutogradCache:
     ) -> tuple[Any, bytes] | None:
         """Installed as ``AOTAutogradCache._lookup``: (result, entry bytes) or
         None, as upstream's returns (standalone compile calls it)."""
-        hit = lookup_hit(key, local, remote, args, cache_info, aot_config)
+        hit = lookup.lookup_hit(key, local, remote, args, cache_info, aot_config)
         return None if hit is None else (hit.result, hit.data)
 
     @staticmethod
@@ -1495,7 +1138,7 @@ class AOTAutogradCache:
     @staticmethod
     def clear() -> None:
         """Installed as ``AOTAutogradCache.clear``: removes every local entry."""
-        local_store.clear()
+        lookup.local_store.clear()
 
     @staticmethod
     def _write_to_local_cache(original: Callable[[str, bytes], None], key: str, content: bytes) -> None:
@@ -1506,18 +1149,15 @@ class AOTAutogradCache:
         entry and goes to upstream's own folder, where we never read it.
         """
         try:
-            header, _ = schemas.verify_entry(content, key=key, torch_version=torch.__version__)
+            header = framing.verify_entry(content, key=key, torch_version=torch.__version__).header
         except schemas.EntryFormatError as e:
             if content[: len(schemas.MAGIC) - 2] == schemas.MAGIC[:-2]:
-                log.warning("torch_aotcache: refusing cache artifact for key %s: %s", key, e)
-                count("entry_rejected")
-                # Counted as in reject_entry, so a forged artifact shows up the same way.
-                if isinstance(e, schemas.EntrySignatureError):
-                    count("signature_rejected")
+                # Rejected as a lookup rejects, so a forged artifact shows up the same way.
+                lookup.reject(lookup.ArtifactSource(), key, lookup.Candidate(content, ""), e)
                 return
             original(key, content)
             return
         try:
-            local_store.put(key, header.entry_id, content)
+            lookup.local_store.put(key, header.entry_id, content)
         except OSError as e:
-            local_store.report_fault("write", e)
+            lookup.local_store.report_fault("write", e)

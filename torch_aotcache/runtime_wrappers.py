@@ -22,41 +22,45 @@ from typing import Any
 from torch._dynamo.utils import counters
 from torch._functorch._aot_autograd.runtime_wrappers import SerializableCompiledFunction
 
-from .inductor import artifacts
 from . import schemas
+from .inductor import artifacts, light_runtime
 from .counters import count
 
 
+def load_result(entry: schemas.VerifiedEntry) -> Any:
+    """AOTAutograd's result, unpickled from a verified entry's payload (the
+    only payload ever unpickled).  See Note [Light runtime imports] in
+    inductor/light_runtime.py for the stand-ins it may load."""
+    return light_runtime.loads(entry.payload)
+
+
 def wrap_cached_result(
-    entry: Any,
-    entry_bytes: bytes,
-    header: schemas.EntryHeader,
+    result: Any,
+    entry: schemas.VerifiedEntry,
     args: list[Any],
     aot_config: Any,
     fx_config: dict[str, Any],
 ) -> Callable[..., Any]:
-    """Re-apply AOTAutograd's post-compile wrappers to a loaded entry.
-
-    ``entry_bytes`` is the verified entry ``entry`` was unpickled from, and
-    ``header`` its header; the generated code and the kernels it carries load
-    from it alone (Note [Self-contained entries] in inductor/artifacts.py).
+    """Re-apply AOTAutograd's post-compile wrappers to ``result``, loaded
+    from ``entry``: the generated code and the kernels it carries load from
+    the entry alone (Note [Self-contained entries] in inductor/artifacts.py).
     """
     start = time.perf_counter_ns()
-    body = schemas.entry_body(entry_bytes)
-    with artifacts.sealed_load(schemas.split_artifacts(header, body)):
-        compiled_fn = entry.wrap_post_compile(args, aot_config, fx_config)
+    with artifacts.sealed_load(entry.kernels()):
+        compiled_fn = result.wrap_post_compile(args, aot_config, fx_config)
     count("post_compile_ns", time.perf_counter_ns() - start)
+    header = entry.header
     if header.mode == "bundled" and header.extra.get("upstream_mode") == "fxgraphcache":
         # Upstream would have loaded each graph from Inductor's FX graph
         # cache: count it as such.  See Note [Entries that stand for
         # Inductor's FX graph cache] in autograd_cache.py.
         graphs = sum(
-            getattr(entry, part, None) is not None for part in ("compiled_fw", "compiled_bw")
+            getattr(result, part, None) is not None for part in ("compiled_fw", "compiled_bw")
         )
         counters["inductor"]["fxgraph_cache_hit"] += graphs
         counters["inductor"]["fxgraph_lookup_write_file"] += graphs
 
     def serialize() -> Any:
-        return schemas.load_payload(schemas.entry_body(entry_bytes)[: header.payload_size])
+        return load_result(entry)
 
     return SerializableCompiledFunction(compiled_fn, serialize)

@@ -99,16 +99,16 @@ class CacheTimers:
         ac.AOTAutogradCache.try_load = staticmethod(timed_try_load)  # type: ignore[method-assign]
         if "torch_aotcache" in sys.modules:
             # A hit through torch_aotcache's front door looks up here instead
-            # of try_load (Note [Front door] in front_door.py).
-            from torch_aotcache import autograd_cache as ours
+            # of try_load (Note [Front door] in inductor/front_door.py).
+            from torch_aotcache.inductor import front_door
 
-            orig_front = ours.load_if_stored
+            orig_front = front_door.load_if_stored
 
             def timed_front(*args: Any, **kwargs: Any) -> Any:
                 return timed_lookup(orig_front, *args, **kwargs)
 
             timed_front.__wrapped__ = orig_front  # type: ignore[attr-defined]
-            ours.load_if_stored = timed_front
+            front_door.load_if_stored = timed_front
         for name in ("make_entry", "save"):
             raw = vars(ac.AOTAutogradCache).get(name)
             if isinstance(raw, staticmethod):
@@ -333,8 +333,10 @@ def worker_lookup(spec: dict[str, Any]) -> dict[str, Any]:
 
     import torch_aotcache  # noqa: F401  (installs itself)
     from torch_aotcache import autograd_cache, schemas
+    from torch_aotcache.entry import framing
     from torch_aotcache.key import fingerprint
     from torch_aotcache.store import local as storage
+    from torch_aotcache.tiers import lookup
 
     # The fingerprint thread started by the import persists its result under
     # the cache dir current when it finishes: let it finish before the dirs
@@ -357,12 +359,12 @@ def worker_lookup(spec: dict[str, Any]) -> dict[str, Any]:
             created_ns=time.time_ns(), forward_cost_ns=0, backward_cost_ns=0,
             guards_expr=None, mode="bundled", components={},
         )
-        store.put(real_key, header.entry_id, schemas.encode_entry(header, payload))
+        store.put(real_key, header.entry_id, framing.encode_entry(header, payload))
         populate_s = time.perf_counter() - t
         times = []
         for _ in range(spec["reps"]):
             t = time.perf_counter()
-            found = autograd_cache.find_entry(real_key, True, [], {})
+            found = lookup.find_entry(real_key, True, [], {})
             times.append(time.perf_counter() - t)
             if found is None:
                 raise RuntimeError("the real entry was not found")

@@ -30,6 +30,7 @@ from typing import Any
 
 from ..store import explain, housekeeping, layout, records, stats, local as storage
 from .. import schemas
+from ..entry import framing
 
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         size_s = _human_bytes(size) if size is not None else "?"
         name = os.path.basename(path)
         try:
-            h = schemas.read_header(path)
+            h = framing.read_header(path)
         except (OSError, schemas.EntryFormatError) as e:
             rows.append((_key_of_path(path), name, size_s, "?", "?", "?", "?", f"unreadable: {e}"))
             continue
@@ -235,7 +236,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         try:
             with open(path, "rb") as f:
                 data = f.read()
-            header, _ = schemas.verify_entry(data, key=None, torch_version=torch_version)
+            header = framing.verify_entry(data, key=None, torch_version=torch_version).header
             # The folder names the key the cache will look the entry up under.
             if header.key != _key_of_path(path):
                 raise schemas.EntryFormatError(
@@ -261,7 +262,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     found: list[tuple[str, str, int]] = []
     for f in housekeeping.scan(root)[0]:
         try:
-            h = schemas.read_header(f.path)
+            h = framing.read_header(f.path)
         except OSError:
             continue  # not ours to judge (permissions); verify reports it
         except schemas.EntryFormatError as e:
@@ -349,7 +350,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 try:
                     with open(path, "rb") as f:
                         data = f.read()
-                    header, _ = schemas.verify_entry(data, key=key, torch_version=torch_version)
+                    header = framing.verify_entry(data, key=key, torch_version=torch_version).header
                 except (OSError, schemas.EntryFormatError) as e:
                     bad += 1
                     print(f"skipped {path}: {e}", file=sys.stderr)
@@ -408,7 +409,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                 if f is None:
                     raise schemas.EntryFormatError("not a regular file")
                 data = f.read()
-                header, _ = schemas.verify_entry(data, key=None, torch_version=torch_version)
+                header = framing.verify_entry(data, key=None, torch_version=torch_version).header
                 store.put(header.key, header.entry_id, data)
             except (schemas.EntryFormatError, tarfile.TarError, OSError) as e:
                 bad += 1

@@ -33,7 +33,7 @@ upstream functions, under the same config patches and contexts:
    inputs and ``AOTConfig`` as the normal path (no decomposition table: a
    hit never traces, and the table is not a key component).
 4. Compute the key with the same key function and look in the local store
-   (``autograd_cache.load_if_stored``).  A verified entry is loaded as the
+   (:func:`load_if_stored`).  A verified entry is loaded as the
    normal path loads it and counted as a hit; anything else (no entry, a
    bypass, an entry that does not load, an error of ours) records nothing
    and gives way, and the normal path then looks up again, records what it
@@ -253,7 +253,6 @@ def _load(gm: torch.fx.GraphModule, example_inputs: Sequence[Any],
     from torch._functorch import aot_autograd as aot_module, config as functorch_config
     from torch._functorch._aot_autograd import autograd_cache as upstream
 
-    from .. import autograd_cache
 
     # A compiled graph reads torch._inductor.debug's switches at every call
     # (compile_fx imports that module on the normal path).
@@ -281,7 +280,7 @@ def _load(gm: torch.fx.GraphModule, example_inputs: Sequence[Any],
             extra = _CompilerConfigExtra()
             fx_config = _compat.fx_config_from(extra)
             fx_config["compile_region_name"] = region_name
-            compiled_fn = autograd_cache.load_if_stored(
+            compiled_fn = load_if_stored(
                 gm, fake_flat_args, aot_config, fx_config, _compat.front_door_key_args(extra, prepared),
                 upstream.should_use_remote_autograd_cache(),
             )
@@ -294,6 +293,46 @@ def _load(gm: torch.fx.GraphModule, example_inputs: Sequence[Any],
         return None
     count("front_door_hits")
     return _as_backend_result(gm, compiled_fn, params_buffers_flat)
+
+
+def load_if_stored(
+    mod: Any, args: list[Any], aot_config: Any, fx_config: dict[str, Any], key_args: tuple[Any, ...],
+    remote: bool,
+) -> Callable[..., Any] | None:
+    """The lookup of the front door.
+
+    The compiled function of a verified local entry, its hit recorded as
+    ``try_load`` records one; or None, recording nothing: the compile then
+    takes the normal path, which looks up again and records what it finds
+    (a miss, a bypass, a remote hit, an entry that does not load).
+    """
+    import time
+
+    from torch._functorch._aot_autograd import autograd_cache as upstream
+
+    from ..runtime_wrappers import wrap_cached_result
+    from ..store import local as storage
+    from ..tiers import lookup
+    from .digests import prime_torch_key
+
+    remote = lookup.remote_tier_requested(remote)
+    try:
+        cache_key, debug_lines = upstream.autograd_cache_key(mod, args, aot_config, *key_args)
+        prime_torch_key()
+        cache_info: dict[str, Any] = {}
+        with storage.faults_give_way():
+            hit = lookup.find_entry(cache_key, True, lookup.hints_of(args), cache_info, record=False, give_way=True)
+        if hit is None:
+            return None
+        compiled_fn = wrap_cached_result(hit.result, hit.entry, args, aot_config, fx_config)
+    except Exception as e:  # noqa: BLE001 - the normal path decides what this is
+        log.debug("torch_aotcache: front door lookup gave way to the normal path: %s", e)
+        return None
+    lookup.record_result(local_hit=True, local_miss=False, remote_hit=False, remote_miss=False)
+    lookup.record_artifacts(cache_key, hit, aot_config)
+    lookup.account_hit(hit, cache_key, cache_info)
+    lookup.log_outcome("hit", cache_key, cache_info, debug_lines, time.time_ns(), True, remote)
+    return compiled_fn
 
 
 def _as_backend_result(gm: torch.fx.GraphModule, compiled_fn: Callable[..., Any],

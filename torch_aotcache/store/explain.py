@@ -48,6 +48,7 @@ from typing import Any
 
 from . import layout, stats
 from .. import schemas
+from ..entry import framing
 
 
 log = logging.getLogger(__name__)
@@ -196,7 +197,7 @@ def store_headers(limit: int | None = None) -> list[schemas.EntryHeader]:
     headers = []
     for f in entries:
         try:
-            headers.append(schemas.read_header(f.path))
+            headers.append(framing.read_header(f.path))
         except (OSError, schemas.EntryFormatError):
             continue
     return headers

@@ -24,7 +24,7 @@ modification time kept): one system call, the entry is never rewritten, no
 file is added (inode quotas), and the modification time that orders a key's
 entries newest first (store/local.py) does not move.  The access time is set
 explicitly, so ``noatime`` mounts make no difference; tools and housekeeping
-read headers with ``O_NOATIME`` (schemas.open_without_atime) so that reading
+read headers with ``O_NOATIME`` (framing.open_without_atime) so that reading
 is not mistaken for a hit.  An entry whose header cannot be read has value 0.
 The entry just written is kept unless it alone is over the bound.
 
@@ -79,6 +79,7 @@ from contextlib import contextmanager
 
 from . import layout, stats
 from .. import schemas
+from ..entry import framing
 from ..counters import count
 
 
@@ -166,7 +167,7 @@ def entry_value(cost_ns: int, size: int, idle_s: float) -> float:
 
 def _cost_of(path: str) -> int:
     try:
-        return schemas.read_header(path).compile_cost_ns
+        return framing.read_header(path).compile_cost_ns
     except (OSError, schemas.EntryFormatError):
         return 0
 
