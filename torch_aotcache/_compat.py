@@ -543,18 +543,6 @@ def process_group_size() -> int:
     return 1
 
 
-def cross_rank_knobs_on() -> bool:
-    """Whether a torch knob makes ranks take compile decisions together:
-    2.15's ``_sync_cache_decision_cross_ranks`` (the cache's hit or miss) or
-    2.13+'s ``_sync_decision_cross_ranks`` (the partitioner's, whose process
-    group 2.15's cache decision builds on every rank)."""
-    from torch._functorch import config as functorch_config
-
-    options: Any = functorch_config
-    names = ("_sync_cache_decision_cross_ranks", "_sync_decision_cross_ranks")
-    return any(name in options._config and getattr(options, name) for name in names)
-
-
 _SYNC_DECISION: dict[str, Callable[[bool], bool]] = {}
 # [release 2.15]
 
@@ -577,6 +565,23 @@ def sync_cache_decision(local_hit: bool) -> bool:
     elsewhere this rank's own decision."""
     sync = _SYNC_DECISION.get(torch_release() or "")
     return local_hit if sync is None else sync(local_hit)
+
+
+def ranks_meet_in_lookup() -> bool:
+    """Whether this release's lookup is a point where ranks meet: 2.15's
+    ``sync_cache_decision_cross_ranks`` runs in ``try_load`` on every rank
+    when ``_sync_cache_decision_cross_ranks`` (the cache's hit or miss) or
+    ``_sync_decision_cross_ranks`` (the partitioner's, whose process group it
+    builds there on every rank) is on.  In 2.13 and 2.14
+    ``_sync_decision_cross_ranks`` acts in the partitioner only, on the graphs
+    that issue collectives: the lookup has no such point."""
+    if torch_release() not in _SYNC_DECISION:
+        return False
+    from torch._functorch import config as functorch_config
+
+    options: Any = functorch_config
+    names = ("_sync_cache_decision_cross_ranks", "_sync_decision_cross_ranks")
+    return any(name in options._config and getattr(options, name) for name in names)
 
 
 def read_config(module: Any, name: str) -> Any:

@@ -22,9 +22,18 @@ waits for rank 1's entry while rank 1's compile waits for rank 0 in a
 collective.  So in a process group of two or more ranks single flight is
 off: each rank that misses compiles, as with stock torch, and the ranks that
 share a cache dir still share the entries that result (the first save wins;
-later ones write the same bytes).  Where the ranks decide together (a knob
-on), the front door (Note [Front door]) gives way, so that every rank's
-lookup reaches the points where the ranks meet.
+later ones write the same bytes).  Where the ranks decide together (2.15,
+a knob on), the front door (Note [Front door]) gives way, so that every
+rank's lookup reaches the points where the ranks meet.
+
+In 2.13 and 2.14 the lookup has no such point: ``_sync_decision_cross_ranks``
+acts in the partitioner only, which no hit reaches on either path.  There the
+front door takes its hits as in a job of one rank (giving way would only make
+a warm rank import Inductor's compiler for nothing).  As with stock torch's
+cache on those releases, a rank that hits while a peer compiles a graph with
+collectives leaves that peer waiting in the partitioner's collective; 2.15's
+``_sync_cache_decision_cross_ranks`` is upstream's answer to that, and the
+one we follow.
 """
 
 from __future__ import annotations
@@ -38,10 +47,11 @@ def must_agree() -> bool:
 
 
 def decide_together() -> bool:
-    """Whether this rank's hit or miss is taken with its peers (a knob of
-    torch's is on in a job of two or more ranks): then every lookup goes
-    through ``try_load``, where the ranks meet (the front door gives way)."""
-    return must_agree() and _compat.cross_rank_knobs_on()
+    """Whether this rank's lookup is a point where it meets its peers (a job
+    of two or more ranks, a release that has such a point, a knob of torch's
+    on): then every lookup goes through ``try_load`` (the front door gives
+    way)."""
+    return must_agree() and _compat.ranks_meet_in_lookup()
 
 
 class Decision:
