@@ -42,7 +42,10 @@ from ..store import explain, stats
 from ..store.local import LocalStore
 
 
-log = logging.getLogger(__name__)
+# What a lookup found (hit, miss, bypass, a refused entry) is logged on the
+# cache's own logger, as upstream logs it from its autograd_cache module:
+# users and tests follow ``torch_aotcache.autograd_cache``.
+log = logging.getLogger(__name__.rpartition(".tiers.")[0] + ".autograd_cache")
 
 # The name upstream's cache statistics are kept under.
 STATS_NAME = "LocalAOTAutogradCache"
