@@ -25,7 +25,7 @@ from torch.testing._internal.common_utils import instantiate_parametrized_tests,
 
 import torch_aotcache
 from torch_aotcache import autograd_cache as ours
-from torch_aotcache import _compat
+from torch_aotcache import _compat, runtime_wrappers
 from torch_aotcache.entry import framing
 from torch_aotcache.store.layout import entries_root
 from torch_aotcache.store.local import LocalStore
@@ -410,7 +410,7 @@ class TestAutogradCache(CacheTestCase):
         x = torch.randn(4)
         torch.compile(f)(x)
         clear_in_memory_state()
-        with unittest.mock.patch.object(ours, "wrap_cached_result", side_effect=RuntimeError("stale")):
+        with unittest.mock.patch.object(runtime_wrappers, "wrap_cached_result", side_effect=RuntimeError("stale")):
             torch.testing.assert_close(torch.compile(f)(x), f(x))
         self.assertEqual(aot_counts(), {"autograd_cache_miss": 1, "autograd_cache_saved": 1})
         self.assertEqual(counters["torch_aotcache"]["load_failed"], 1)

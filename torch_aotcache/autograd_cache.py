@@ -56,7 +56,7 @@ from .entry import framing, signing
 from .inductor import artifacts, digests as inductor_digests
 from .key import fingerprint
 from .key.graph_hashing import digest, encode_inputs, encode_value, GraphEncoder, Unkeyable
-from .runtime_wrappers import wrap_cached_result
+from . import runtime_wrappers
 from .store import stats
 from .tiers import lookup, ranks
 
@@ -755,7 +755,7 @@ def _load(
     not load (e.g. it refers to code that changed) is a miss, and the
     compile saves a replacement."""
     try:
-        return wrap_cached_result(hit.result, hit.entry, args, aot_config, fx_config)
+        return runtime_wrappers.wrap_cached_result(hit.result, hit.entry, args, aot_config, fx_config)
     except FXGraphCacheMiss:
         raise
     except Exception as e:

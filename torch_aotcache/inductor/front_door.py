@@ -310,7 +310,7 @@ def load_if_stored(
 
     from torch._functorch._aot_autograd import autograd_cache as upstream
 
-    from ..runtime_wrappers import wrap_cached_result
+    from .. import runtime_wrappers
     from ..store import local as storage
     from ..tiers import lookup
     from .digests import prime_torch_key
@@ -324,7 +324,7 @@ def load_if_stored(
             hit = lookup.find_entry(cache_key, True, lookup.hints_of(args), cache_info, record=False, give_way=True)
         if hit is None:
             return None
-        compiled_fn = wrap_cached_result(hit.result, hit.entry, args, aot_config, fx_config)
+        compiled_fn = runtime_wrappers.wrap_cached_result(hit.result, hit.entry, args, aot_config, fx_config)
     except Exception as e:  # noqa: BLE001 - the normal path decides what this is
         log.debug("torch_aotcache: front door lookup gave way to the normal path: %s", e)
         return None

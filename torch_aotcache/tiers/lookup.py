@@ -76,8 +76,6 @@ class Candidate:
 
 class Tier(Protocol):
     name: str
-    # The counter of candidates that fail verification here.
-    rejected_counter: str
 
     def candidates(self, key: str) -> Iterable[Candidate]: ...
 
@@ -90,7 +88,6 @@ class Tier(Protocol):
 
 class LocalTier:
     name = "local"
-    rejected_counter = "entry_rejected"
 
     def candidates(self, key: str) -> Iterable[Candidate]:
         for stored in local_store.candidates(key):
@@ -110,7 +107,6 @@ class LocalTier:
 
 class RemoteTier:
     name = "remote"
-    rejected_counter = "remote_rejected"
 
     def candidates(self, key: str) -> Iterable[Candidate]:
         from . import remote
@@ -130,7 +126,6 @@ class ArtifactSource:
     they reach the local store."""
 
     name = "artifact"
-    rejected_counter = "entry_rejected"
 
     def candidates(self, key: str) -> Iterable[Candidate]:
         return ()
@@ -153,7 +148,7 @@ def tiers(local: bool, remote: bool) -> list[Tier]:
 
 def reject(tier: Tier, key: str, candidate: Candidate, error: schemas.EntryFormatError) -> None:
     """A candidate that failed verification: counted, logged once, set aside."""
-    count(tier.rejected_counter)
+    count("remote_rejected" if tier.name == "remote" else "entry_rejected")
     if isinstance(error, schemas.EntrySignatureError):
         count("signature_rejected")
     moved = tier.set_aside(candidate)
