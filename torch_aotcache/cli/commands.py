@@ -322,12 +322,6 @@ def _add_member(tar: Any, name: str, data: bytes, mtime: int) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def cmd_export(args: argparse.Namespace) -> int:
     """Write chosen entries (all by default) into one tar file; only entries
     that verify are exported (see Note [Entry layout] in schemas.py).  The
@@ -340,7 +334,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     exported: list[tuple[str, int]] = []
     bad = 0
     try:
-        with records.atomic_output(args.archive, mode=0o666 & ~_umask()) as out, tarfile.open(
+        with records.atomic_output(args.archive, mode=records.SHARED_FILE_MODE) as out, tarfile.open(
             fileobj=out, mode="w"
         ) as tar:
             for path in _entry_paths():

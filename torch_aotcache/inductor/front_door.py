@@ -87,6 +87,7 @@ import contextlib
 import itertools
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -306,8 +307,6 @@ def load_if_stored(
     takes the normal path, which looks up again and records what it finds
     (a miss, a bypass, a remote hit, an entry that does not load).
     """
-    import time
-
     from torch._functorch._aot_autograd import autograd_cache as upstream
 
     from .. import runtime_wrappers

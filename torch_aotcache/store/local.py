@@ -53,22 +53,11 @@ from dataclasses import dataclass
 
 from .. import _once
 from . import housekeeping, layout
-from .records import write_atomically
+from .records import SHARED_FILE_MODE, write_atomically
 from ..counters import count
 
 
 log = logging.getLogger(__name__)
-
-
-
-def _current_umask() -> int:
-    # Read once, at import; os.umask can only be read by setting it.
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
 
 
 @dataclass(frozen=True)
@@ -185,7 +174,7 @@ class LocalStore:
                     # The permissions any other file written here would get
                     # (mkstemp's are owner-only), so users sharing a cache dir
                     # can read each other's entries as they read Inductor's.
-                    write_atomically(path, data, mode=0o666 & ~_UMASK)
+                    write_atomically(path, data, mode=SHARED_FILE_MODE)
                     return
                 except FileNotFoundError:
                     # Eviction removed the key's folder once it was empty,

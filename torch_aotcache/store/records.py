@@ -43,6 +43,18 @@ from . import layout
 log = logging.getLogger(__name__)
 
 
+def _current_umask() -> int:
+    # Read once, at import; os.umask can only be read by setting it.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# The mode ``open()`` would give a new file: for files others sharing the
+# folder may read (mkstemp's default is owner-only).
+SHARED_FILE_MODE = 0o666 & ~_current_umask()
+
+
 @contextlib.contextmanager
 def atomic_output(path: str, mode: int | None = None) -> Iterator[BinaryIO]:
     """A binary file to write ``path``'s new content into: a hidden temporary
