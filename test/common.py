@@ -1,4 +1,13 @@
-"""Helpers shared by torch_aotcache's tests."""
+"""Helpers shared by torch_aotcache's tests.
+
+- ``CacheTestCase``: the base of every test that compiles in this process (a
+  fresh cache dir, the caches on, in-memory and warn-once state cleared before
+  and after).
+- ``child_env`` / ``run_child`` / ``spawn_child`` / ``run_python``: the one
+  way a test starts another Python process.
+- ``tools/fault_injection.py`` (shared with ``tools/soak.py``): disk faults
+  and the spy on unverified unpickling.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +15,26 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+import unittest
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
+import pytest
 import torch
 import torch._dynamo
 import torch._inductor.codecache
 from torch._dynamo.utils import counters
+from torch._inductor.utils import fresh_cache
 
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOLS = os.path.join(REPO_ROOT, "tools")
+
+# Tags a test (or a whole TestCase class) for the full suite only: it starts
+# other processes or compiles many programs.  `pytest -m "not slow"` is the
+# fast tier (CONTRIBUTING.md).
+slow = pytest.mark.slow
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -43,18 +62,80 @@ def aot_counts() -> dict[str, int]:
     return {k: v for k, v in counters["aot_autograd"].items() if k.startswith("autograd_cache")}
 
 
+def child_env(
+    extra: Mapping[str, str] | None = None, *, path: Sequence[str] = (REPO_ROOT,), clean: bool = False
+) -> dict[str, str]:
+    """The environment of a child Python process.
+
+    ``path`` goes first on ``PYTHONPATH`` (by default this checkout, so the
+    child imports the package under test whichever copy pip installed; a
+    patched torch tree or a copied one goes there too).  The child runs with
+    the cache on: ``TORCH_AOTCACHE_DISABLE`` is dropped.  With ``clean``,
+    nothing of the parent's set-up leaks in: every ``TORCH_AOTCACHE_*``
+    variable is dropped and ``PYTHONPATH`` is ``path`` alone.  ``extra`` is
+    applied last.
+    """
+    env = {
+        k: v for k, v in os.environ.items()
+        if not (k == "TORCH_AOTCACHE_DISABLE" or (clean and k.startswith("TORCH_AOTCACHE")))
+    }
+    inherited = "" if clean else env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (*path, inherited) if p)
+    env.update(extra or {})
+    return env
+
+
+def run_child(
+    argv: Sequence[str], env: Mapping[str, str] | None = None, *, timeout: float = 600,
+    cwd: str | os.PathLike[str] = REPO_ROOT, **kwargs: Any,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python *argv`` to the end, output captured as text, in ``env``
+    (``child_env()`` unless given)."""
+    return subprocess.run(
+        [sys.executable, *argv], env=child_env() if env is None else dict(env), cwd=cwd,
+        capture_output=True, text=True, timeout=timeout, **kwargs,
+    )
+
+
+def spawn_child(
+    argv: Sequence[str], env: Mapping[str, str] | None = None, *, cwd: str | os.PathLike[str] = REPO_ROOT,
+    **kwargs: Any,
+) -> subprocess.Popen[str]:
+    """Start ``python *argv`` and return at once; output piped as text unless
+    ``stdout``/``stderr`` say otherwise.  ``env`` as for ``run_child``."""
+    full = child_env() if env is None else dict(env)
+    kwargs.setdefault("stdout", subprocess.PIPE)
+    kwargs.setdefault("stderr", subprocess.PIPE)
+    return subprocess.Popen([sys.executable, *argv], env=full, cwd=cwd, text=True, **kwargs)
+
+
 def run_python(code: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter with the repo importable."""
-    full_env = dict(os.environ)
-    full_env.pop("TORCH_AOTCACHE_DISABLE", None)
-    full_env["PYTHONPATH"] = REPO_ROOT + os.pathsep + full_env.get("PYTHONPATH", "")
-    if env:
-        full_env.update(env)
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=(env or {}).get("_CWD", REPO_ROOT),
-    )
+    extra = dict(env or {})
+    cwd = extra.pop("_CWD", REPO_ROOT)
+    return run_child(["-c", textwrap.dedent(code)], child_env(extra), timeout=timeout, cwd=cwd)
+
+
+class CacheTestCase(unittest.TestCase):
+    """A test that compiles in this process: a fresh Inductor/torch_aotcache
+    cache dir, the AOTAutograd and FX graph caches on, and this process's
+    in-memory state (Dynamo, loaded code, counters, warn-once) cleared before
+    and after, so each test starts as a new process would.  Subclasses add
+    their own contexts with ``self.enterContext``."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        import torch_aotcache
+        from torch_aotcache import _once
+
+        self.assertTrue(torch_aotcache.is_installed())
+        self.addCleanup(clear_in_memory_state)
+        self.enterContext(fresh_cache())
+        self.enterContext(cache_enabled())
+        _once.reset()
+        clear_in_memory_state()
+
+    def entry_files(self) -> list[str]:
+        from torch_aotcache.store.local import LocalStore
+
+        return list(LocalStore().iter_paths())

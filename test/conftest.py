@@ -8,8 +8,12 @@ failure reproduces from the printed blob and never depends on a previous run.
 ``dev`` draws ten times more examples and remembers failing ones in
 ``.hypothesis/``.  Pick one with ``HYPOTHESIS_PROFILE=dev``.
 
-Cache directories are left alone here: a test that compiles wraps itself in
-``torch._inductor.utils.fresh_cache()``.
+Cache directories are left alone here: a test that compiles derives from
+``common.CacheTestCase``, which gives it a fresh one.
+
+The ``slow`` marker (``common.slow``) tags the tests that start other
+processes or compile many programs; ``python -m pytest test/ -m "not slow"``
+is the fast tier (CONTRIBUTING.md says when to run which).
 """
 
 from __future__ import annotations
@@ -47,3 +51,10 @@ settings.register_profile(
     suppress_health_check=_SLOW_OK,
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_configure(config: object) -> None:
+    config.addinivalue_line(  # type: ignore[attr-defined]
+        "markers",
+        "slow: starts other processes or compiles many programs; the fast tier (-m 'not slow') leaves it out",
+    )

@@ -20,7 +20,7 @@ import torch_aotcache
 from torch_aotcache import _compat
 from torch_aotcache.installer import patching
 
-from common import run_python
+from common import run_python, slow
 
 
 def _raw_attrs() -> dict[str, object]:
@@ -151,6 +151,7 @@ class TestPatchTable(unittest.TestCase):
         torch_aotcache.uninstall()
 
 
+@slow
 class TestImportOrder(unittest.TestCase):
     PROBE = """
         import json, sys

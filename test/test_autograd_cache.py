@@ -30,7 +30,10 @@ from torch_aotcache.entry import framing
 from torch_aotcache.store.layout import entries_root
 from torch_aotcache.store.local import LocalStore
 
-from common import aot_counts, cache_enabled, clear_in_memory_state, DEVICES
+from common import aot_counts, cache_enabled, CacheTestCase, clear_in_memory_state, DEVICES, slow
+
+# Every test here starts other processes or compiles many programs (CONTRIBUTING.md, "Tests").
+pytestmark = slow
 
 
 def mlp_step(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -46,25 +49,6 @@ def make_mlp(device: str) -> torch.nn.Module:
 
 def grads(model: torch.nn.Module) -> list[torch.Tensor]:
     return [p.grad.detach().clone() for p in model.parameters()]
-
-
-class CacheTestCase(unittest.TestCase):
-    def setUp(self) -> None:
-        super().setUp()
-        self.assertTrue(torch_aotcache.is_installed())
-        self._stack = [fresh_cache(), cache_enabled()]
-        for cm in self._stack:
-            cm.__enter__()
-        clear_in_memory_state()
-
-    def tearDown(self) -> None:
-        for cm in reversed(self._stack):
-            cm.__exit__(None, None, None)
-        clear_in_memory_state()
-        super().tearDown()
-
-    def entry_files(self) -> list[str]:
-        return list(LocalStore().iter_paths())
 
 
 @instantiate_parametrized_tests
@@ -318,7 +302,6 @@ class TestAutogradCache(CacheTestCase):
         self.assertTrue(any("Forward graph (from cache)" in m for m in logs.output))
 
     def test_public_key_api_matches_pipeline_and_leaves_graph(self) -> None:
-        from torch._functorch import aot_autograd
 
         import torch._inductor.compile_fx as compile_fx
 

@@ -11,11 +11,13 @@ one file: a change to it is a change to the report.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
+import tempfile
+import unittest
 from pathlib import Path
 from typing import Any
+
+from common import child_env, run_child
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -138,48 +140,44 @@ def synthetic_run() -> dict[str, Any]:
     }
 
 
-def test_modules_import_without_torch() -> None:
-    code = (
-        f"import sys; sys.path.insert(0, {str(TOOLS)!r})\n"
-        + "".join(f"import {name}\n" for name in MODULES)
-        + "loaded = [m for m in ('torch', 'torch_aotcache', 'matplotlib') if m in sys.modules]\n"
-        + "assert not loaded, loaded\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+class TestBenchReport(unittest.TestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.tmp = Path(self.enterContext(tempfile.TemporaryDirectory()))
 
+    def test_modules_import_without_torch(self) -> None:
+        code = (
+            f"import sys; sys.path.insert(0, {str(TOOLS)!r})\n"
+            + "".join(f"import {name}\n" for name in MODULES)
+            + "loaded = [m for m in ('torch', 'torch_aotcache', 'matplotlib') if m in sys.modules]\n"
+            + "assert not loaded, loaded\n"
+        )
+        proc = run_child(["-c", code], child_env(), timeout=120)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
 
-def test_report_of_a_fixed_run() -> None:
-    data = synthetic_run()
-    summary.add_summaries(data)
-    assert report.render_markdown(data) == EXPECTED_REPORT
+    def test_report_of_a_fixed_run(self) -> None:
+        data = synthetic_run()
+        summary.add_summaries(data)
+        self.assertEqual(report.render_markdown(data), EXPECTED_REPORT)
 
-
-def test_render_from_another_directory(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    out.mkdir()
-    with open(out / "results.json", "w", encoding="utf-8") as f:
-        json.dump(synthetic_run(), f)
-    proc = subprocess.run(
-        [sys.executable, str(TOOL), "--render", "--out", "out"],
-        cwd=tmp_path,
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    text = (out / "results.md").read_text(encoding="utf-8")
-    assert proc.stdout == text + "\n"
-    with open(out / "results.json", encoding="utf-8") as f:
-        data = json.load(f)
-    for key in ("models", "keys", "lookup", "remote", "targets"):
-        assert key in data, sorted(data)
-    # Without matplotlib the report also notes each chart it skipped.
-    for note in data["notes"]:
-        if ".png" in note:
-            text = text.replace(f"\nNote: {note}\n", "", 1)
-    assert text == EXPECTED_REPORT
+    def test_render_from_another_directory(self) -> None:
+        out = self.tmp / "out"
+        out.mkdir()
+        with open(out / "results.json", "w", encoding="utf-8") as f:
+            json.dump(synthetic_run(), f)
+        proc = run_child([str(TOOL), "--render", "--out", "out"], child_env(), cwd=self.tmp, timeout=120)
+        self.assertEqual(proc.returncode, 0, proc.stdout[-4000:] + proc.stderr[-4000:])
+        text = (out / "results.md").read_text(encoding="utf-8")
+        self.assertEqual(proc.stdout, text + "\n")
+        with open(out / "results.json", encoding="utf-8") as f:
+            data = json.load(f)
+        for key in ("models", "keys", "lookup", "remote", "targets"):
+            self.assertIn(key, data, sorted(data))
+        # Without matplotlib the report also notes each chart it skipped.
+        for note in data["notes"]:
+            if ".png" in note:
+                text = text.replace(f"\nNote: {note}\n", "", 1)
+        self.assertEqual(text, EXPECTED_REPORT)
 
 
 EXPECTED_REPORT = """\
@@ -314,3 +312,7 @@ Remote run of conv failed: ConnectionError: synthetic refusal
 
 **3 worker process(es) failed; see logs/ under the output folder.**
 """  # noqa: E501
+
+
+if __name__ == "__main__":
+    unittest.main()

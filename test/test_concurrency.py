@@ -23,10 +23,7 @@ import json
 import os
 import pickle
 import signal
-import subprocess
-import sys
 import tempfile
-import textwrap
 import time
 import unittest
 import unittest.mock
@@ -39,7 +36,10 @@ from torch_aotcache.entry import framing
 from torch_aotcache.store.layout import entries_root, key_dir
 from torch_aotcache.store.local import LocalStore
 
-from common import REPO_ROOT
+from common import child_env, slow, spawn_child
+
+# Every test here starts other processes or compiles many programs (CONTRIBUTING.md, "Tests").
+pytestmark = slow
 
 
 NPROCS = 8
@@ -124,13 +124,8 @@ print(json.dumps({
 """
 
 
-def child_env(cache: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("TORCH_AOTCACHE_DISABLE", None)
-    env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    env["TORCHINDUCTOR_CACHE_DIR"] = cache
-    env["TORCHINDUCTOR_COMPILE_THREADS"] = "1"
-    return env
+def worker_env(cache: str) -> dict[str, str]:
+    return child_env({"TORCHINDUCTOR_CACHE_DIR": cache, "TORCHINDUCTOR_COMPILE_THREADS": "1"})
 
 
 class TestConcurrency(unittest.TestCase):
@@ -138,16 +133,9 @@ class TestConcurrency(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             cache = os.path.join(tmp, "cache")
             start = os.path.join(tmp, "go")
-            env = child_env(cache)
+            env = worker_env(cache)
             procs = [
-                subprocess.Popen(
-                    [sys.executable, "-c", WORKER, str(i), start],
-                    env=env,
-                    cwd=tmp,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
+                spawn_child(["-c", WORKER, str(i), start], env, cwd=tmp)
                 for i in range(NPROCS)
             ]
             try:
@@ -253,10 +241,7 @@ class TestKilledWriter(unittest.TestCase):
             src = os.path.join(tmp, "entry.bin")
             with open(src, "wb") as f:
                 f.write(data)
-            proc = subprocess.Popen(
-                [sys.executable, "-c", KILLED_WRITER, key, header.entry_id, src],
-                env=child_env(cache), cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            )
+            proc = spawn_child(["-c", KILLED_WRITER, key, header.entry_id, src], worker_env(cache), cwd=tmp)
             try:
                 line = proc.stdout.readline()
                 self.assertEqual(line.strip(), "writing", proc.stderr.read() if not line else "")

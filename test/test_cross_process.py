@@ -12,7 +12,10 @@ import shutil
 import tempfile
 import unittest
 
-from common import run_python
+from common import run_python, slow
+
+# Every test here starts other processes or compiles many programs (CONTRIBUTING.md, "Tests").
+pytestmark = slow
 
 
 WORKER = """

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import textwrap
 import unittest
@@ -24,7 +23,7 @@ from typing import Any
 
 import torch
 
-from common import REPO_ROOT
+from common import child_env, REPO_ROOT, run_child, slow
 from torch_aotcache import _compat
 from torch_aotcache.installer import drift
 
@@ -75,6 +74,7 @@ def _edit_compile_fx_main(source: str) -> str:
     raise AssertionError("_compile_fx_main not found")
 
 
+@slow
 @unittest.skipUnless(_compat.front_door_release(), "no mirrored parts run on this torch release")
 class TestEditedTorchTree(unittest.TestCase):
     @classmethod
@@ -98,13 +98,10 @@ class TestEditedTorchTree(unittest.TestCase):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def run_worker(self, tree: str | None, cache_dir: str) -> dict[str, Any]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TORCH_AOTCACHE")}
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (tree, REPO_ROOT) if p)
-        env["TORCHINDUCTOR_CACHE_DIR"] = cache_dir
-        proc = subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(WORKER)],
-            env=env, cwd=self.tmp, capture_output=True, text=True, timeout=900,
+        env = child_env(
+            {"TORCHINDUCTOR_CACHE_DIR": cache_dir}, path=[p for p in (tree, REPO_ROOT) if p], clean=True
         )
+        proc = run_child(["-c", textwrap.dedent(WORKER)], env, cwd=self.tmp, timeout=900)
         self.assertEqual(proc.returncode, 0, proc.stderr[-4000:])
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         if tree is not None:

@@ -1,13 +1,11 @@
 """
 Disk faults under the local store (issue "Entries you can trust", item 4).
 
-Each fault is injected, not hoped for: the file-system calls the store makes
-(``os.scandir``, ``open``, ``os.makedirs``, ``tempfile.mkstemp``,
-``os.replace``, ``os.unlink``) are patched so that they fail, for paths under
-the store only, the way a real disk would (``EROFS``, ``EACCES``, ``ENOSPC``
-via ``/dev/full``, folders deleted under the writer, files that vanish
-between listing and reading).  Tests run as root in CI, where ``chmod``
-restricts nothing, so permissions are faked the same way.
+Each fault is injected, not hoped for, by ``tools/fault_injection.py`` (which
+``tools/soak.py`` shares): the file-system calls the store makes are patched so
+that they fail, for paths under the store only, the way a real disk would
+(``EROFS``, ``EACCES``, ``ENOSPC`` via ``/dev/full``, folders deleted under the
+writer, files that vanish between listing and reading).
 
 For every kind: the compile succeeds with the eager result; the counters in
 ``counters["torch_aotcache"]`` say what happened; a fault that repeats logs
@@ -25,13 +23,13 @@ import builtins
 import errno
 import logging
 import os
-import pickle
 import shutil
+import sys
 import tempfile
 import unittest
 import unittest.mock
 from collections.abc import Iterator
-from contextlib import contextmanager, ExitStack
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -39,17 +37,16 @@ import torch._dynamo
 import torch._inductor.codecache
 from torch._dynamo.utils import counters
 from torch._inductor.runtime.runtime_utils import cache_dir
-from torch._inductor.utils import fresh_cache
 from torch.testing._internal.common_utils import instantiate_parametrized_tests, parametrize
 
-import torch_aotcache
 from torch_aotcache.tiers import lookup
-from torch_aotcache import _once
-from torch_aotcache.entry import framing
 from torch_aotcache.store import layout
 from torch_aotcache.store.local import LocalStore
 
-from common import aot_counts, cache_enabled, clear_in_memory_state
+from common import aot_counts, CacheTestCase, clear_in_memory_state, TOOLS
+
+sys.path.insert(0, TOOLS)
+from fault_injection import _err, disk_fault, spy_unverified_unpickling  # noqa: E402
 
 
 def f(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -92,139 +89,6 @@ def capture_warnings() -> Iterator[LogCapture]:
             lg.removeHandler(handler)
 
 
-# ---------------------------------------------------------------------------
-# Fault injection, for paths under the store only
-# ---------------------------------------------------------------------------
-
-
-def _err(code: int, path: Any) -> OSError:
-    cls = PermissionError if code == errno.EACCES else OSError
-    return cls(code, os.strerror(code), os.fspath(path) if path is not None else None)
-
-
-@contextmanager
-def disk_fault(kind: str) -> Iterator[None]:
-    """Make the store's file-system calls fail the way ``kind`` would.
-
-    ``readonly``        writes fail with EROFS (mkstemp, mkdir of new folders,
-                        replace, unlink); reads work
-    ``eacces``          every read and write under the store fails with EACCES
-    ``enospc``          the entry's bytes go to /dev/full: the write fails with ENOSPC
-    ``deleted_mid_write`` the key folder is removed between mkstemp and replace
-    ``vanish``          an entry file is deleted between listing and reading
-    ``eio_read``        reading an entry file fails with EIO
-    """
-    root = os.path.abspath(layout.store_root())
-
-    def under(p: Any) -> bool:
-        if p is None or isinstance(p, int):
-            return False
-        p = os.fspath(p)
-        if isinstance(p, bytes):
-            p = p.decode(errors="replace")
-        p = os.path.abspath(p)
-        return p == root or p.startswith(root + os.sep)
-
-    real_mkstemp = tempfile.mkstemp
-    real_makedirs = os.makedirs
-    real_replace = os.replace
-    real_unlink = os.unlink
-    real_scandir = os.scandir
-    real_open = builtins.open
-
-    def mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
-        folder = kwargs.get("dir")
-        if under(folder):
-            if kind == "readonly":
-                raise _err(errno.EROFS, folder)
-            if kind == "eacces":
-                raise _err(errno.EACCES, folder)
-            if kind == "enospc":
-                fd, name = real_mkstemp(*args, **kwargs)
-                os.close(fd)
-                return os.open("/dev/full", os.O_WRONLY), name
-        return real_mkstemp(*args, **kwargs)
-
-    def makedirs(name: Any, *args: Any, **kwargs: Any) -> None:
-        if under(name) and kind in ("readonly", "eacces") and not os.path.isdir(name):
-            raise _err(errno.EROFS if kind == "readonly" else errno.EACCES, name)
-        real_makedirs(name, *args, **kwargs)
-
-    def replace(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
-        if under(src) or under(dst):
-            if kind in ("readonly", "eacces"):
-                raise _err(errno.EROFS if kind == "readonly" else errno.EACCES, dst)
-            if kind == "deleted_mid_write" and os.path.basename(os.fspath(src)).startswith(".tmp-"):
-                shutil.rmtree(os.path.dirname(os.fspath(src)))
-        real_replace(src, dst, *args, **kwargs)
-
-    def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
-        if under(path) and kind in ("readonly", "eacces"):
-            raise _err(errno.EROFS if kind == "readonly" else errno.EACCES, path)
-        real_unlink(path, *args, **kwargs)
-
-    def scandir(path: Any = ".") -> Any:
-        if under(path) and kind == "eacces":
-            raise _err(errno.EACCES, path)
-        return real_scandir(path)
-
-    def open_(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        if under(file):
-            name = os.fspath(file)
-            if kind == "eacces":
-                raise _err(errno.EACCES, file)
-            if name.endswith(layout.ENTRY_SUFFIX) and "r" in mode:
-                if kind == "vanish":
-                    real_unlink(name)  # the real open below finds nothing
-                elif kind == "eio_read":
-                    raise _err(errno.EIO, file)
-        return real_open(file, mode, *args, **kwargs)
-
-    with ExitStack() as stack:
-        for target, fake in (
-            ("tempfile.mkstemp", mkstemp),
-            ("os.makedirs", makedirs),
-            ("os.replace", replace),
-            ("os.unlink", unlink),
-            ("os.scandir", scandir),
-            ("builtins.open", open_),
-        ):
-            stack.enter_context(unittest.mock.patch(target, fake))
-        yield
-
-
-@contextmanager
-def spy_unverified_unpickling() -> Iterator[list[bytes]]:
-    """Collects bytes read from the store that reach pickle.loads unverified."""
-    verified: set[bytes] = set()
-    read: list[bytes] = []
-    unverified: list[bytes] = []
-    real_verify, real_loads, real_candidates = framing.verify_entry, pickle.loads, LocalStore.candidates
-
-    def verify_entry(data: bytes, **kwargs: Any) -> Any:
-        entry = real_verify(data, **kwargs)
-        verified.add(bytes(entry.payload))
-        return entry
-
-    def candidates(self: LocalStore, key: str) -> Iterator[Any]:
-        for stored in real_candidates(self, key):
-            read.append(stored.data)
-            yield stored
-
-    def loads(data: Any, *args: Any, **kwargs: Any) -> Any:
-        b = bytes(data)
-        if b not in verified and any(b in d for d in read):
-            unverified.append(b)
-        return real_loads(data, *args, **kwargs)
-
-    with (
-        unittest.mock.patch.object(framing, "verify_entry", verify_entry),
-        unittest.mock.patch.object(pickle, "loads", loads),
-        unittest.mock.patch.object(LocalStore, "candidates", candidates),
-    ):
-        yield unverified
-
-
 def hidden_files() -> list[str]:
     found = []
     for dirpath, _dirs, files in os.walk(layout.entries_root()):
@@ -251,22 +115,10 @@ EXPECTED: dict[str, tuple[dict[str, int], int, bool]] = {
 }
 
 
-class FaultTestCase(unittest.TestCase):
+class FaultTestCase(CacheTestCase):
     def setUp(self) -> None:
         super().setUp()
-        self.assertTrue(torch_aotcache.is_installed())
-        self._stack = ExitStack()
-        self._stack.enter_context(fresh_cache())
-        self._stack.enter_context(cache_enabled())
-        # Warn-once state is per process; each test starts as a new process would.
-        _once.reset()
-        self.unverified = self._stack.enter_context(spy_unverified_unpickling())
-        clear_in_memory_state()
-
-    def tearDown(self) -> None:
-        self._stack.close()
-        clear_in_memory_state()
-        super().tearDown()
+        self.unverified = self.enterContext(spy_unverified_unpickling())
 
     def compile_and_check(self) -> None:
         x, w = inputs()

@@ -34,7 +34,7 @@ from torch_aotcache import _compat
 from torch_aotcache.inductor import front_door, light_runtime
 from torch_aotcache import config as our_config
 
-from common import cache_enabled, run_python
+from common import cache_enabled, run_python, slow
 
 
 HEAVY = (
@@ -112,6 +112,7 @@ ON_THIS_RELEASE = unittest.skipUnless(
 )
 
 
+@slow
 @ON_THIS_RELEASE
 class TestFrontDoorProcesses(unittest.TestCase):
     """One store shared by fresh processes, in order."""

@@ -26,27 +26,25 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import pickle
 import shutil
 import struct
-import time
 import unittest
 import unittest.mock
-from contextlib import ExitStack
 from typing import Any
 
 import torch
 from hypothesis import assume, event, given, settings, strategies as st
 from hypothesis.control import currently_in_test_context
-from torch._inductor.utils import fresh_cache
 
 from torch_aotcache import autograd_cache as ours
 from torch_aotcache.tiers import lookup
-from torch_aotcache import _once, config, schemas
+from torch_aotcache import config, schemas
 from torch_aotcache.entry import framing
 from torch_aotcache.store.layout import key_dir
 from torch_aotcache.store.local import LocalStore
+
+from common import CacheTestCase
 
 
 KEY = "tac" + "5e" * 20
@@ -203,18 +201,11 @@ def mutation(draw: st.DrawFn, originals: list[Original]) -> bytes:
     return data
 
 
-class FuzzTestCase(unittest.TestCase):
+class FuzzTestCase(CacheTestCase):
     def setUp(self) -> None:
         super().setUp()
-        self._stack = ExitStack()
-        self._stack.enter_context(fresh_cache())
         # Refused entries are logged once per path; keep the test output quiet.
-        _once.reset()  # warn-once state is per process
-        self._stack.enter_context(unittest.mock.patch.object(lookup.log, "warning"))
-
-    def tearDown(self) -> None:
-        self._stack.close()
-        super().tearDown()
+        self.enterContext(unittest.mock.patch.object(lookup.log, "warning"))
 
     def originals(self, objs: list[Any], second_key: str, second_guards: str) -> list[Original]:
         a = build(objs[0], KEY)

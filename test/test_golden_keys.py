@@ -67,7 +67,8 @@ def reference_cases() -> list[tuple[str, torch.fx.GraphModule, list]]:
     add("getitem_max", lambda x: operator.getitem(torch.max(x, 0), 1), t(5, 3))
     add("float64_input", lambda x: torch.exp(x) * 2.5, t(4, dtype=torch.float64))
     add("noncontiguous", lambda x: torch.tanh(x), t(4, 3).t())
-    add("gelu_linear", lambda x, w: torch.nn.functional.gelu(torch.nn.functional.linear(x, w)), t(2, 4, grad=True), t(3, 4, grad=True))
+    add("gelu_linear", lambda x, w: torch.nn.functional.gelu(torch.nn.functional.linear(x, w)),
+        t(2, 4, grad=True), t(3, 4, grad=True))
     buffered = torch.fx.symbolic_trace(_Linear())
     cases.append(("buffer_constant", buffered, [t(3, 2)]))
     return cases
@@ -156,6 +157,6 @@ forward_device=None""",
 
 
 if __name__ == "__main__":
-    from torch.testing._internal.common_utils import run_tests
+    import unittest
 
-    run_tests()
+    unittest.main()

@@ -21,23 +21,24 @@ import dataclasses
 import json
 import operator
 import os
-import subprocess
-import sys
+import tempfile
+import unittest
+from pathlib import Path
 from unittest import mock
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import pytest
 import torch
 import torch.fx
 from hypothesis import assume, event, given, note, settings, strategies as st
 from torch._dynamo.utils import counters
+from torch.testing._internal.common_utils import instantiate_parametrized_tests, parametrize, subtest
 
 import torch_aotcache
 from torch_aotcache.store import layout
 
 import fx_strategies
-from common import REPO_ROOT
+from common import child_env, slow, spawn_child
 from fx_strategies import (
     aot_config,
     fx_config,
@@ -55,8 +56,8 @@ KEY_EXAMPLES = max(1, settings.default.max_examples // 2)
 
 HAS_CUDA = torch.cuda.is_available()
 DEVICES = [
-    pytest.param("cpu", id="cpu"),
-    pytest.param("cuda", id="cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")),
+    subtest("cpu", name="cpu"),
+    subtest("cuda", name="cuda", decorators=[unittest.skipIf(not HAS_CUDA, "needs a CUDA device")]),
 ]
 
 
@@ -94,22 +95,23 @@ def _tensors(result: RunResult) -> list[torch.Tensor]:
     return result.outputs + [g for g in result.grads or [] if g is not None]
 
 
-def _assert_same(actual: RunResult, expected: RunResult, exact: bool = False) -> None:
-    assert len(actual.outputs) == len(expected.outputs)
-    pairs = list(zip(actual.outputs, expected.outputs))
-    if expected.grads is None:
-        assert actual.grads is None
-    else:
-        assert actual.grads is not None
-        assert [g is None for g in actual.grads] == [g is None for g in expected.grads]
-        pairs += [(a, e) for a, e in zip(actual.grads, expected.grads) if e is not None]
-    for a, e in pairs:
-        if exact or not e.is_floating_point():
-            torch.testing.assert_close(a, e, rtol=0, atol=0, equal_nan=True)
-        elif e.dtype == torch.float64:
-            torch.testing.assert_close(a, e, rtol=1e-7, atol=1e-7)
+class SameResultsTestCase(unittest.TestCase):
+    def assert_same(self, actual: RunResult, expected: RunResult, exact: bool = False) -> None:
+        self.assertEqual(len(actual.outputs), len(expected.outputs))
+        pairs = list(zip(actual.outputs, expected.outputs))
+        if expected.grads is None:
+            self.assertIsNone(actual.grads)
         else:
-            torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4)
+            self.assertIsNotNone(actual.grads)
+            self.assertEqual([g is None for g in actual.grads], [g is None for g in expected.grads])
+            pairs += [(a, e) for a, e in zip(actual.grads, expected.grads) if e is not None]
+        for a, e in pairs:
+            if exact or not e.is_floating_point():
+                torch.testing.assert_close(a, e, rtol=0, atol=0, equal_nan=True)
+            elif e.dtype == torch.float64:
+                torch.testing.assert_close(a, e, rtol=1e-7, atol=1e-7)
+            else:
+                torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4)
 
 
 @contextlib.contextmanager
@@ -158,55 +160,58 @@ def _compile_without_caches(fn: Callable[..., Any], inputs: list[torch.Tensor]) 
             _clear_in_memory_state()
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@settings(max_examples=COMPILE_EXAMPLES)
-@given(program=fx_programs())
-def test_eager_equals_cold_compile_equals_warm_load(device: str, program: Program) -> None:
-    assert torch_aotcache.is_installed()
-    note(program.describe())
-    fn, make_inputs = program.callable(device)
-    eager = _run(fn, make_inputs())
-    # Overflow (exp of exp of ...) makes nan gradients whose comparison says nothing.
-    assume(all(bool(torch.isfinite(t).all()) for t in _tensors(eager) if t.is_floating_point()))
+@slow
+@instantiate_parametrized_tests
+class TestEagerColdWarm(SameResultsTestCase):
+    @parametrize("device", DEVICES)
+    @settings(max_examples=COMPILE_EXAMPLES)
+    @given(program=fx_programs())
+    def test_eager_equals_cold_compile_equals_warm_load(self, device: str, program: Program) -> None:
+        self.assertTrue(torch_aotcache.is_installed())
+        note(program.describe())
+        fn, make_inputs = program.callable(device)
+        eager = _run(fn, make_inputs())
+        # Overflow (exp of exp of ...) makes nan gradients whose comparison says nothing.
+        assume(all(bool(torch.isfinite(t).all()) for t in _tensors(eager) if t.is_floating_point()))
 
-    with torch._inductor.utils.fresh_cache(), _caches_on():
-        _clear_in_memory_state()
-        with _upstream_save_decisions() as decisions:
-            cold = _run(torch.compile(fn, backend="inductor", fullgraph=True), make_inputs())
-        stats = dict(counters["aot_autograd"])
-        assert stats.get("autograd_cache_bypass", 0) == 0, stats
-        assert stats.get("autograd_cache_miss", 0) >= 1, stats
-        assert stats.get("autograd_cache_hit", 0) == 0, stats
-        # Upstream offers an entry to the cache only when Inductor compiled every
-        # graph through its FX graph cache (a program that returns an input, or
-        # whose backward just passes the gradient through, has nothing to save).
-        expected = stats["autograd_cache_miss"] if decisions is None else sum(decisions)
-        assert stats.get("autograd_cache_saved", 0) == expected, (stats, decisions)
-        if expected:
-            assert _stored_entries(), "no entry in torch_aotcache's store after a cold compile"
-        else:
-            event("nothing to save")
-        saved = stats.get("autograd_cache_saved", 0)
-        missed = stats["autograd_cache_miss"]
+        with torch._inductor.utils.fresh_cache(), _caches_on():
+            _clear_in_memory_state()
+            with _upstream_save_decisions() as decisions:
+                cold = _run(torch.compile(fn, backend="inductor", fullgraph=True), make_inputs())
+            stats = dict(counters["aot_autograd"])
+            self.assertEqual(stats.get("autograd_cache_bypass", 0), 0, stats)
+            self.assertGreaterEqual(stats.get("autograd_cache_miss", 0), 1, stats)
+            self.assertEqual(stats.get("autograd_cache_hit", 0), 0, stats)
+            # Upstream offers an entry to the cache only when Inductor compiled every
+            # graph through its FX graph cache (a program that returns an input, or
+            # whose backward just passes the gradient through, has nothing to save).
+            expected = stats["autograd_cache_miss"] if decisions is None else sum(decisions)
+            self.assertEqual(stats.get("autograd_cache_saved", 0), expected, (stats, decisions))
+            if expected:
+                self.assertTrue(_stored_entries(), "no entry in torch_aotcache's store after a cold compile")
+            else:
+                event("nothing to save")
+            saved = stats.get("autograd_cache_saved", 0)
+            missed = stats["autograd_cache_miss"]
 
-        _clear_in_memory_state()
-        warm = _run(torch.compile(fn, backend="inductor", fullgraph=True), make_inputs())
-        stats = dict(counters["aot_autograd"])
-        assert stats.get("autograd_cache_hit", 0) == saved, stats
-        assert stats.get("autograd_cache_miss", 0) == missed - saved, stats
-        assert stats.get("autograd_cache_bypass", 0) == 0, stats
-        _clear_in_memory_state()
+            _clear_in_memory_state()
+            warm = _run(torch.compile(fn, backend="inductor", fullgraph=True), make_inputs())
+            stats = dict(counters["aot_autograd"])
+            self.assertEqual(stats.get("autograd_cache_hit", 0), saved, stats)
+            self.assertEqual(stats.get("autograd_cache_miss", 0), missed - saved, stats)
+            self.assertEqual(stats.get("autograd_cache_bypass", 0), 0, stats)
+            _clear_in_memory_state()
 
-    # A warm load runs the very kernels the cold compile built.
-    _assert_same(warm, cold, exact=True)
-    try:
-        _assert_same(cold, eager)
-    except AssertionError:
-        # Inductor itself may differ from eager (e.g. amax's backward recomputes
-        # its input and misses the maximum).  Not the cache's doing if a compile
-        # with every cache off gives the very same numbers.
-        _assert_same(cold, _compile_without_caches(fn, make_inputs()), exact=True)
-        event("Inductor differs from eager, with or without caches")
+        # A warm load runs the very kernels the cold compile built.
+        self.assert_same(warm, cold, exact=True)
+        try:
+            self.assert_same(cold, eager)
+        except AssertionError:
+            # Inductor itself may differ from eager (e.g. amax's backward recomputes
+            # its input and misses the maximum).  Not the cache's doing if a compile
+            # with every cache off gives the very same numbers.
+            self.assert_same(cold, _compile_without_caches(fn, make_inputs()), exact=True)
+            event("Inductor differs from eager, with or without caches")
 
 
 # ---------------------------------------------------------------------------
@@ -217,61 +222,54 @@ def test_eager_equals_cold_compile_equals_warm_load(device: str, program: Progra
 CROSS_PROCESS_SEEDS = [(i * 2654435761) % 2**32 for i in range(40)]
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_key_is_the_same_in_another_process(device: str, tmp_path: Any) -> None:
-    request = json.dumps({"seeds": CROSS_PROCESS_SEEDS, "device": device})
-    procs = []
-    for hash_seed in ("0", "4242"):
-        cwd = tmp_path / f"cwd-{hash_seed}"
-        cache = tmp_path / f"cache-{hash_seed}"
-        cwd.mkdir()
-        cache.mkdir()
-        env = dict(
-            os.environ,
-            PYTHONHASHSEED=hash_seed,
-            TORCHINDUCTOR_CACHE_DIR=str(cache),
-            # This checkout's package, installed or not.
-            PYTHONPATH=os.pathsep.join(filter(None, (REPO_ROOT, os.environ.get("PYTHONPATH")))),
-        )
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, os.path.abspath(fx_strategies.__file__), request],
-                cwd=cwd,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-    # This process (whatever its own hash seed) meanwhile computes the same keys.
-    here = keys_for_seeds(CROSS_PROCESS_SEEDS, device)
-    results = {"this process": here}
-    for hash_seed, proc in zip(("0", "4242"), procs):
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err
-        results[f"PYTHONHASHSEED={hash_seed}"] = json.loads(out)
+@slow
+@instantiate_parametrized_tests
+class TestKeyInAnotherProcess(unittest.TestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.tmp = Path(self.enterContext(tempfile.TemporaryDirectory()))
 
-    mismatches = []
-    for seed in map(str, CROSS_PROCESS_SEEDS):
-        for where, keys in results.items():
-            if keys[seed]["key"] != here[seed]["key"]:
-                differ = sorted(
-                    name
-                    for name, value in keys[seed]["components"].items()
-                    if here[seed]["components"].get(name) != value
-                )
-                mismatches.append(
-                    f"seed {seed}: {where} differs in {differ}\n"
-                    + fx_strategies.build_program(int(seed)).describe()
-                )
-    assert not mismatches, "\n\n".join(mismatches)
+    @parametrize("device", DEVICES)
+    def test_key_is_the_same_in_another_process(self, device: str) -> None:
+        request = json.dumps({"seeds": CROSS_PROCESS_SEEDS, "device": device})
+        procs = []
+        for hash_seed in ("0", "4242"):
+            cwd = self.tmp / f"cwd-{hash_seed}"
+            cache = self.tmp / f"cache-{hash_seed}"
+            cwd.mkdir()
+            cache.mkdir()
+            # child_env: this checkout's package first on PYTHONPATH, installed or not.
+            env = child_env({"PYTHONHASHSEED": hash_seed, "TORCHINDUCTOR_CACHE_DIR": str(cache)})
+            procs.append(spawn_child([os.path.abspath(fx_strategies.__file__), request], env, cwd=cwd))
+        # This process (whatever its own hash seed) meanwhile computes the same keys.
+        here = keys_for_seeds(CROSS_PROCESS_SEEDS, device)
+        results = {"this process": here}
+        for hash_seed, proc in zip(("0", "4242"), procs):
+            out, err = proc.communicate(timeout=300)
+            self.assertEqual(proc.returncode, 0, err)
+            results[f"PYTHONHASHSEED={hash_seed}"] = json.loads(out)
 
-    # And no false equality: different programs, different keys.
-    programs: dict[str, str] = {}
-    for seed in map(str, CROSS_PROCESS_SEEDS):
-        text = fx_strategies.build_program(int(seed)).describe().split("\n", 1)[1]
-        other = programs.setdefault(here[seed]["key"], text)
-        assert other == text, f"two programs share key {here[seed]['key']}:\n{other}\n\n{text}"
+        mismatches = []
+        for seed in map(str, CROSS_PROCESS_SEEDS):
+            for where, keys in results.items():
+                if keys[seed]["key"] != here[seed]["key"]:
+                    differ = sorted(
+                        name
+                        for name, value in keys[seed]["components"].items()
+                        if here[seed]["components"].get(name) != value
+                    )
+                    mismatches.append(
+                        f"seed {seed}: {where} differs in {differ}\n"
+                        + fx_strategies.build_program(int(seed)).describe()
+                    )
+        self.assertFalse(mismatches, "\n\n".join(mismatches))
+
+        # And no false equality: different programs, different keys.
+        programs: dict[str, str] = {}
+        for seed in map(str, CROSS_PROCESS_SEEDS):
+            text = fx_strategies.build_program(int(seed)).describe().split("\n", 1)[1]
+            other = programs.setdefault(here[seed]["key"], text)
+            self.assertEqual(other, text, f"two programs share key {here[seed]['key']}:\n{other}\n\n{text}")
 
 
 # ---------------------------------------------------------------------------
@@ -527,49 +525,48 @@ MUTATIONS: tuple[Mutation, ...] = (
 )
 
 
-def _check_mutations(case: Case, mutations: Sequence[Mutation]) -> None:
-    base = case.key()
-    assert case.key().key == base.key, "the same graph and inputs gave two keys"
-    failures = []
-    for mutation in mutations:
-        result = mutation.changed(case)
-        if result is None:
-            continue
-        before, after = result if isinstance(result, tuple) else (base, result)
-        changed = {n for n, v in after.components.items() if before.components.get(n) != v}
-        if after.key == before.key or changed != mutation.expected:
-            failures.append(
-                f"{mutation.name}: key {'unchanged' if after.key == before.key else 'changed'}, "
-                f"components changed {sorted(changed)}, expected {sorted(mutation.expected)}"
-            )
-    assert not failures, "\n".join(failures) + "\n" + case.program.describe()
+@instantiate_parametrized_tests
+class TestOneFactorOneComponent(unittest.TestCase):
+    def check_mutations(self, case: Case, mutations: Sequence[Mutation]) -> None:
+        base = case.key()
+        self.assertEqual(case.key().key, base.key, "the same graph and inputs gave two keys")
+        failures = []
+        for mutation in mutations:
+            result = mutation.changed(case)
+            if result is None:
+                continue
+            before, after = result if isinstance(result, tuple) else (base, result)
+            changed = {n for n, v in after.components.items() if before.components.get(n) != v}
+            if after.key == before.key or changed != mutation.expected:
+                failures.append(
+                    f"{mutation.name}: key {'unchanged' if after.key == before.key else 'changed'}, "
+                    f"components changed {sorted(changed)}, expected {sorted(mutation.expected)}"
+                )
+        self.assertFalse(failures, "\n".join(failures) + "\n" + case.program.describe())
 
+    @parametrize("device", DEVICES)
+    @settings(max_examples=KEY_EXAMPLES)
+    @given(program=fx_programs(), data=st.data())
+    def test_one_factor_changes_its_component(self, device: str, program: Program, data: Any) -> None:
+        self.check_mutations(Case.of(program, device, data), MUTATIONS)
 
-@pytest.mark.parametrize("device", DEVICES)
-@settings(max_examples=KEY_EXAMPLES)
-@given(program=fx_programs(), data=st.data())
-def test_one_factor_changes_its_component(device: str, program: Program, data: Any) -> None:
-    _check_mutations(Case.of(program, device, data), MUTATIONS)
+    @parametrize("device", DEVICES)
+    @settings(max_examples=KEY_EXAMPLES)
+    @given(first=fx_programs(), second=fx_programs())
+    def test_different_programs_have_different_keys(self, device: str, first: Program, second: Program) -> None:
+        # Same text and inputs is the same program; anything else must not share a key.
+        assume((first.inputs, first.source()) != (second.inputs, second.source()))
+        a, b = Case.of(first, device).key(), Case.of(second, device).key()
+        self.assertNotEqual(a.key, b.key, f"one key for two programs:\n{first.describe()}\n{second.describe()}")
 
-
-@pytest.mark.parametrize("device", DEVICES)
-@settings(max_examples=KEY_EXAMPLES)
-@given(first=fx_programs(), second=fx_programs())
-def test_different_programs_have_different_keys(device: str, first: Program, second: Program) -> None:
-    # Same text and inputs is the same program; anything else must not share a key.
-    assume((first.inputs, first.source()) != (second.inputs, second.source()))
-    a, b = Case.of(first, device).key(), Case.of(second, device).key()
-    assert a.key != b.key, f"one key for two programs:\n{first.describe()}\n{second.describe()}"
-
-
-@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
-@settings(max_examples=max(1, KEY_EXAMPLES // 5))
-@given(program=fx_programs())
-def test_device_changes_key(program: Program) -> None:
-    case = Case.of(program, "cpu")
-    moved = [x.detach().to("cuda").requires_grad_(x.requires_grad) for x in case.inputs]
-    mutation = Mutation("device", frozenset({"inputs", "hardware"}), lambda c: c.key(inputs=moved))
-    _check_mutations(case, [mutation])
+    @unittest.skipIf(not HAS_CUDA, "needs a CUDA device")
+    @settings(max_examples=max(1, KEY_EXAMPLES // 5))
+    @given(program=fx_programs())
+    def test_device_changes_key(self, program: Program) -> None:
+        case = Case.of(program, "cpu")
+        moved = [x.detach().to("cuda").requires_grad_(x.requires_grad) for x in case.inputs]
+        mutation = Mutation("device", frozenset({"inputs", "hardware"}), lambda c: c.key(inputs=moved))
+        self.check_mutations(case, [mutation])
 
 
 # ---------------------------------------------------------------------------
@@ -599,35 +596,37 @@ def _snapshot(gm: torch.fx.GraphModule) -> tuple[str, str, list[tuple[str, list[
     return gm.code, str(gm.graph), [(n.name, sorted(n.meta)) for n in gm.graph.nodes]
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@settings(max_examples=KEY_EXAMPLES)
-@given(program=fx_programs())
-def test_renamed_graph_keeps_its_key(device: str, program: Program) -> None:
-    case = Case.of(program, device)
-    renamed = _renamed(case.gm)
-    assert renamed.code != case.gm.code
-    assert [n.name for n in renamed.graph.nodes][:-1] != [n.name for n in case.gm.graph.nodes][:-1]
-    # Isomorphic: same results on the same inputs.
-    _assert_same(
-        RunResult(list(renamed(*program.make_inputs(device))), None),
-        RunResult(list(case.gm(*program.make_inputs(device))), None),
-        exact=True,
-    )
+@slow
+@instantiate_parametrized_tests
+class TestNamesDoNotMatter(SameResultsTestCase):
+    @parametrize("device", DEVICES)
+    @settings(max_examples=KEY_EXAMPLES)
+    @given(program=fx_programs())
+    def test_renamed_graph_keeps_its_key(self, device: str, program: Program) -> None:
+        case = Case.of(program, device)
+        renamed = _renamed(case.gm)
+        self.assertNotEqual(renamed.code, case.gm.code)
+        self.assertNotEqual([n.name for n in renamed.graph.nodes][:-1], [n.name for n in case.gm.graph.nodes][:-1])
+        # Isomorphic: same results on the same inputs.
+        self.assert_same(
+            RunResult(list(renamed(*program.make_inputs(device))), None),
+            RunResult(list(case.gm(*program.make_inputs(device))), None),
+            exact=True,
+        )
 
-    before = _snapshot(case.gm), _snapshot(renamed)
-    key, renamed_key = case.key(), case.key(gm=renamed)
-    assert (_snapshot(case.gm), _snapshot(renamed)) == before, "computing a key changed the graph"
-    changed = sorted(n for n, v in renamed_key.components.items() if key.components[n] != v)
-    assert renamed_key.key == key.key, f"renaming changed {changed}\n{case.gm.code}\n{renamed.code}"
+        before = _snapshot(case.gm), _snapshot(renamed)
+        key, renamed_key = case.key(), case.key(gm=renamed)
+        self.assertEqual((_snapshot(case.gm), _snapshot(renamed)), before, "computing a key changed the graph")
+        changed = sorted(n for n, v in renamed_key.components.items() if key.components[n] != v)
+        self.assertEqual(renamed_key.key, key.key, f"renaming changed {changed}\n{case.gm.code}\n{renamed.code}")
 
+    @parametrize("device", DEVICES)
+    @settings(max_examples=KEY_EXAMPLES)
+    @given(program=seeded_programs())
+    def test_fake_inputs_give_the_key_of_real_inputs(self, device: str, program: Program) -> None:
+        from torch._subclasses.fake_tensor import FakeTensorMode
 
-@pytest.mark.parametrize("device", DEVICES)
-@settings(max_examples=KEY_EXAMPLES)
-@given(program=seeded_programs())
-def test_fake_inputs_give_the_key_of_real_inputs(device: str, program: Program) -> None:
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    case = Case.of(program, device)
-    mode = FakeTensorMode()
-    fakes = [mode.from_tensor(x) for x in case.inputs]
-    assert case.key(inputs=fakes).key == case.key().key
+        case = Case.of(program, device)
+        mode = FakeTensorMode()
+        fakes = [mode.from_tensor(x) for x in case.inputs]
+        self.assertEqual(case.key(inputs=fakes).key, case.key().key)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import os
+import unittest
 
 import torch_aotcache
 
@@ -102,38 +103,40 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_the_scan_sees_imports() -> None:
-    graph = import_graph()
-    assert "_compat" in graph["autograd_cache"]
-    assert "inductor.artifacts" in graph["runtime_wrappers"]
-    assert "store.layout" in graph["store.local"]
-    assert "config" in graph["inductor.front_door"]
+class TestImportGraph(unittest.TestCase):
+    def test_the_scan_sees_imports(self) -> None:
+        graph = import_graph()
+        self.assertIn("_compat", graph["autograd_cache"])
+        self.assertIn("inductor.artifacts", graph["runtime_wrappers"])
+        self.assertIn("store.layout", graph["store.local"])
+        self.assertIn("config", graph["inductor.front_door"])
+
+    def test_no_import_circle(self) -> None:
+        cycle = find_cycle(import_graph())
+        self.assertIsNone(cycle, " -> ".join(cycle or []))
+
+    def test_compat_is_a_leaf(self) -> None:
+        self.assertEqual(import_graph()["_compat"], set())
+
+    def test_nothing_imports_patching_back(self) -> None:
+        importers = {m for m, deps in import_graph().items() if "installer.patching" in deps}
+        self.assertLessEqual(importers, {"__init__"}, importers)
+
+    def test_groups_are_docstrings_only(self) -> None:
+        # Importing one module of a group runs the group's __init__: it must
+        # import nothing (the command line reads the store without torch).
+        for module, path in _module_names().items():
+            if path.endswith("__init__.py") and module != "__init__":
+                with open(path, encoding="utf-8") as f:
+                    tree = ast.parse(f.read())
+                self.assertTrue(len(tree.body) == 1 and isinstance(tree.body[0], ast.Expr), module)
 
 
-def test_no_import_circle() -> None:
-    cycle = find_cycle(import_graph())
-    assert cycle is None, " -> ".join(cycle or [])
+class TestCycleFinder(unittest.TestCase):
+    def test_cycle_finder_finds_a_cycle(self) -> None:
+        self.assertEqual(find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}), ["a", "b", "c", "a"])
+        self.assertIsNone(find_cycle({"a": {"b"}, "b": set()}))
 
 
-def test_compat_is_a_leaf() -> None:
-    assert import_graph()["_compat"] == set()
-
-
-def test_nothing_imports_patching_back() -> None:
-    importers = {m for m, deps in import_graph().items() if "installer.patching" in deps}
-    assert importers <= {"__init__"}, importers
-
-
-def test_groups_are_docstrings_only() -> None:
-    # Importing one module of a group runs the group's __init__: it must
-    # import nothing (the command line reads the store without torch).
-    for module, path in _module_names().items():
-        if path.endswith("__init__.py") and module != "__init__":
-            with open(path, encoding="utf-8") as f:
-                tree = ast.parse(f.read())
-            assert len(tree.body) == 1 and isinstance(tree.body[0], ast.Expr), module
-
-
-def test_cycle_finder_finds_a_cycle() -> None:
-    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
-    assert find_cycle({"a": {"b"}, "b": set()}) is None
+if __name__ == "__main__":
+    unittest.main()

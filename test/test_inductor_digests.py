@@ -16,7 +16,7 @@ from torch._inductor.utils import fresh_cache
 from torch_aotcache.key import fingerprint
 from torch_aotcache.inductor import digests as inductor_digests
 
-from common import run_python
+from common import run_python, slow
 
 
 settable = unittest.skipUnless(
@@ -81,6 +81,7 @@ class TestTorchKeyRecord(unittest.TestCase):
         self.assertEqual(codecache.torch_key(), real)
 
 
+@slow
 @settable
 class TestAcrossProcesses(unittest.TestCase):
     def test_warm_process_does_not_hash_torch(self) -> None:

@@ -12,12 +12,17 @@ from __future__ import annotations
 import ast
 import json
 import os
-import runpy
 import subprocess
-import sys
+import tempfile
 import textwrap
+import unittest
 
-import pytest
+try:
+    import torch
+except ImportError:
+    raise unittest.SkipTest("torch is not installed") from None
+
+from common import child_env, run_child, slow
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO_ROOT, "tools", "port_check.py")
@@ -29,7 +34,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
         "import sys; sys.modules['torch'] = None; "
         f"sys.argv = [{TOOL!r}, *sys.argv[1:]]; import runpy; runpy.run_path({TOOL!r}, run_name='__main__')"
     )
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600)
+    return run_child(["-c", code, *args], child_env(), timeout=600)
 
 
 def _write(root: str, rel: str, text: str) -> None:
@@ -113,109 +118,118 @@ def _function_digest_source() -> str:
     return ast.get_source_segment(source, node) or ""
 
 
-@pytest.fixture
-def trees(tmp_path):
-    old, new, pkg = str(tmp_path / "old"), str(tmp_path / "new"), str(tmp_path / "pkg")
-    for root, cache in ((old, OLD_CACHE), (new, NEW_CACHE)):
-        _write(root, "torch/__init__.py", "")
-        _write(root, "torch/_x/__init__.py", "")
-        _write(root, "torch/_x/base.py", BASE)
-        _write(root, "torch/_x/cache.py", cache)
-        _write(root, "torch/version.py", "__version__ = '9.9.0'\n")
-    _write(pkg, "installer/patching.py", """
-        _OWNER_MODULE = "torch._x.cache"
-        PATCH_SITES = (
-            PatchSite("Cache", "save", "staticmethod", "x:save", {}),
-            PatchSite(None, "same_fn", "function", "x:same", {}, module="torch._x.cache"),
+class TestPortCheckSyntheticTrees(unittest.TestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.tmp = self.enterContext(tempfile.TemporaryDirectory())
+
+    def make_trees(self) -> tuple[str, str, str]:
+        old, new, pkg = (os.path.join(self.tmp, name) for name in ("old", "new", "pkg"))
+        for root, cache in ((old, OLD_CACHE), (new, NEW_CACHE)):
+            _write(root, "torch/__init__.py", "")
+            _write(root, "torch/_x/__init__.py", "")
+            _write(root, "torch/_x/base.py", BASE)
+            _write(root, "torch/_x/cache.py", cache)
+            _write(root, "torch/version.py", "__version__ = '9.9.0'\n")
+        _write(pkg, "installer/patching.py", """
+            _OWNER_MODULE = "torch._x.cache"
+            PATCH_SITES = (
+                PatchSite("Cache", "save", "staticmethod", "x:save", {}),
+                PatchSite(None, "same_fn", "function", "x:same", {}, module="torch._x.cache"),
+            )
+        """)
+        _write(pkg, "installer/drift.py",
+               "import ast\nimport hashlib\n\nMIRRORS = {\"part\": (\"torch._x.cache:body_fn\",)}\n\n\n"
+               + _function_digest_source() + "\n")
+        _write(pkg, "user.py", """
+            import torch
+            from torch._x.cache import sig_fn, Cache
+            from torch._x import cache as xc
+
+
+            def use():
+                torch._x.cache.gone_fn()
+                xc.added_fn()
+                Cache.shared(None)
+                Cache.load(None, 1).upper()
+                return sig_fn(1)
+        """)
+        return old, new, pkg
+
+    def test_synthetic_trees(self) -> None:
+        old, new, pkg = self.make_trees()
+        proc = _run("--old", old, "--new", new, "--package", pkg, "--json")
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        result = json.loads(proc.stdout)
+        status = {(r["group"], r["name"]): r["status"] for r in result["rows"]}
+        self.assertEqual(status, {
+            ("patched", "torch._x.cache:Cache.save"): "signature changed",
+            ("patched", "torch._x.cache:same_fn"): "same",
+            ("mirrored", "torch._x.cache:body_fn"): "source changed",
+            ("called", "torch._x.cache:sig_fn"): "signature changed",
+            ("called", "torch._x.cache:Cache"): "source changed",  # same names, another method body
+            ("called", "torch._x.cache:Cache.shared"): "same",  # inherited from Base
+            ("called", "torch._x.cache:Cache.load"): "same",  # cut where the call begins
+            ("called", "torch._x.cache:gone_fn"): "missing in new",
+            ("called", "torch._x.cache:added_fn"): "new only",
+        })
+        self.assertEqual(result["counts"]["called"]["missing in new"], 1)
+        table = _run("--old", old, "--new", new, "--package", pkg)
+        self.assertEqual(table.returncode, 0, table.stderr)
+        self.assertIn("patched (2: 1 same, 1 signature changed)", table.stdout)
+        self.assertIn("(a, *, flag=False) -> (a, *, flag=True)", table.stdout)
+
+    def test_digests_of_a_synthetic_tree(self) -> None:
+        old, new, pkg = self.make_trees()
+        proc = _run("--digests", new, "--package", pkg)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertTrue(
+            proc.stdout.startswith('MIRROR_DIGESTS["9.9"] = {\n    "torch._x.cache:body_fn": "'), proc.stdout
         )
-    """)
-    _write(pkg, "installer/drift.py", "import ast\nimport hashlib\n\nMIRRORS = {\"part\": (\"torch._x.cache:body_fn\",)}\n\n\n"
-           + _function_digest_source() + "\n")
-    _write(pkg, "user.py", """
-        import torch
-        from torch._x.cache import sig_fn, Cache
-        from torch._x import cache as xc
+        literal = ast.literal_eval(proc.stdout.split("=", 1)[1])
+        self.assertNotEqual(
+            literal, ast.literal_eval(_run("--digests", old, "--package", pkg).stdout.split("=", 1)[1])
+        )
+
+    def test_unreadable_table_is_an_error(self) -> None:
+        old, new, pkg = self.make_trees()
+        _write(pkg, "installer/patching.py", "PATCH_SITES = tuple(make_sites())\n")
+        proc = _run("--old", old, "--new", new, "--package", pkg)
+        self.assertEqual(proc.returncode, 2)
+        self.assertIn("PATCH_SITES is not a tuple literal", proc.stderr)
+
+    def test_not_a_torch_tree(self) -> None:
+        proc = _run("--old", self.tmp, "--new", self.tmp)
+        self.assertEqual(proc.returncode, 2)
+        self.assertIn("no torch/__init__.py", proc.stderr)
 
 
-        def use():
-            torch._x.cache.gone_fn()
-            xc.added_fn()
-            Cache.shared(None)
-            Cache.load(None, 1).upper()
-            return sig_fn(1)
-    """)
-    return old, new, pkg
-
-
-def test_synthetic_trees(trees):
-    old, new, pkg = trees
-    proc = _run("--old", old, "--new", new, "--package", pkg, "--json")
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
-    status = {(r["group"], r["name"]): r["status"] for r in result["rows"]}
-    assert status == {
-        ("patched", "torch._x.cache:Cache.save"): "signature changed",
-        ("patched", "torch._x.cache:same_fn"): "same",
-        ("mirrored", "torch._x.cache:body_fn"): "source changed",
-        ("called", "torch._x.cache:sig_fn"): "signature changed",
-        ("called", "torch._x.cache:Cache"): "source changed",  # same names, another method body
-        ("called", "torch._x.cache:Cache.shared"): "same",  # inherited from Base
-        ("called", "torch._x.cache:Cache.load"): "same",  # cut where the call begins
-        ("called", "torch._x.cache:gone_fn"): "missing in new",
-        ("called", "torch._x.cache:added_fn"): "new only",
-    }
-    assert result["counts"]["called"]["missing in new"] == 1
-    table = _run("--old", old, "--new", new, "--package", pkg)
-    assert table.returncode == 0, table.stderr
-    assert "patched (2: 1 same, 1 signature changed)" in table.stdout
-    assert "(a, *, flag=False) -> (a, *, flag=True)" in table.stdout
-
-
-def test_digests_of_a_synthetic_tree(trees):
-    old, new, pkg = trees
-    proc = _run("--digests", new, "--package", pkg)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith('MIRROR_DIGESTS["9.9"] = {\n    "torch._x.cache:body_fn": "')
-    literal = ast.literal_eval(proc.stdout.split("=", 1)[1])
-    assert literal != ast.literal_eval(_run("--digests", old, "--package", pkg).stdout.split("=", 1)[1])
-
-
-def test_unreadable_table_is_an_error(trees):
-    old, new, pkg = trees
-    _write(pkg, "installer/patching.py", "PATCH_SITES = tuple(make_sites())\n")
-    proc = _run("--old", old, "--new", new, "--package", pkg)
-    assert proc.returncode == 2
-    assert "PATCH_SITES is not a tuple literal" in proc.stderr
-
-
-def test_not_a_torch_tree(tmp_path):
-    proc = _run("--old", str(tmp_path), "--new", str(tmp_path))
-    assert proc.returncode == 2
-    assert "no torch/__init__.py" in proc.stderr
-
-
-torch = pytest.importorskip("torch")
 SITE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(torch.__file__)))
 
 
-def test_installed_torch_against_itself():
-    proc = _run("--old", SITE_ROOT, "--new", SITE_ROOT, "--json")
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
-    # Names only another release has (used in its release block) are in neither tree.
-    assert {r["status"] for r in result["rows"]} <= {"same", "not found"}
-    assert {r["status"] for r in result["rows"] if r["group"] != "called"} == {"same"}
-    groups = {r["group"] for r in result["rows"]}
-    assert groups == {"patched", "mirrored", "called"}
-    patched = [r["name"] for r in result["rows"] if r["group"] == "patched"]
-    assert "torch._functorch._aot_autograd.autograd_cache:AOTAutogradCache.try_load" in patched
+@slow
+class TestPortCheckInstalledTorch(unittest.TestCase):
+    def test_installed_torch_against_itself(self) -> None:
+        proc = _run("--old", SITE_ROOT, "--new", SITE_ROOT, "--json")
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        result = json.loads(proc.stdout)
+        # Names only another release has (used in its release block) are in neither tree.
+        self.assertLessEqual({r["status"] for r in result["rows"]}, {"same", "not found"})
+        self.assertEqual({r["status"] for r in result["rows"] if r["group"] != "called"}, {"same"})
+        groups = {r["group"] for r in result["rows"]}
+        self.assertEqual(groups, {"patched", "mirrored", "called"})
+        patched = [r["name"] for r in result["rows"] if r["group"] == "patched"]
+        self.assertIn("torch._functorch._aot_autograd.autograd_cache:AOTAutogradCache.try_load", patched)
+
+    def test_digests_agree_with_the_package(self) -> None:
+        from torch_aotcache.installer import drift
+
+        proc = _run("--digests", SITE_ROOT, "--json")
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        printed = json.loads(proc.stdout)["digests"]
+        names = sorted({n for ns in drift.MIRRORS.values() for n in ns})
+        self.assertEqual(printed, drift.current_digests(names)[0])
 
 
-def test_digests_agree_with_the_package():
-    from torch_aotcache.installer import drift
-
-    proc = _run("--digests", SITE_ROOT, "--json")
-    assert proc.returncode == 0, proc.stderr
-    printed = json.loads(proc.stdout)["digests"]
-    names = sorted({n for ns in drift.MIRRORS.values() for n in ns})
-    assert printed == drift.current_digests(names)[0]
+if __name__ == "__main__":
+    unittest.main()

@@ -13,7 +13,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import unittest
@@ -21,7 +20,10 @@ from typing import Any
 
 import torch
 
-from common import REPO_ROOT
+from common import child_env, slow, spawn_child
+
+# Every test here starts other processes or compiles many programs (CONTRIBUTING.md, "Tests").
+pytestmark = slow
 from torch_aotcache import _compat
 
 
@@ -40,19 +42,14 @@ def _free_port() -> int:
 def run_job(cache_dirs: list[str], knobs: str) -> list[dict]:
     """Run the two ranks (rank i with cache_dirs[i]); their JSON lines."""
     port = str(_free_port())
-    env = dict(os.environ)
-    env.pop("TORCH_AOTCACHE_DISABLE", None)
-    env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    env["OMP_NUM_THREADS"] = "1"
+    env = child_env({"OMP_NUM_THREADS": "1"})
     # Output goes to files: a rank blocked on a full pipe while its peer
     # waits for it in a collective would look like a hang of the job.
     outs = [tempfile.TemporaryFile("w+") for _ in range(WORLD)]
     errs = [tempfile.TemporaryFile("w+") for _ in range(WORLD)]
     procs = [
-        subprocess.Popen(
-            [sys.executable, JOB, str(rank), str(WORLD), port, cache_dirs[rank], knobs],
-            env=env, stdout=outs[rank], stderr=errs[rank], text=True, cwd=REPO_ROOT,
-        )
+        spawn_child([JOB, str(rank), str(WORLD), port, cache_dirs[rank], knobs], env,
+                    stdout=outs[rank], stderr=errs[rank])
         for rank in range(WORLD)
     ]
     deadline = time.monotonic() + TIMEOUT_S

@@ -16,14 +16,16 @@ import torch
 from torch._dynamo.utils import counters
 from torch._inductor.utils import fresh_cache
 
-import torch_aotcache
 from torch_aotcache import config as tac_config
 from torch_aotcache.tiers import remote
 from torch_aotcache import schemas
 from torch_aotcache.entry import framing
 from torch_aotcache.store.local import LocalStore
 
-from common import aot_counts, cache_enabled, clear_in_memory_state, run_python
+from common import aot_counts, CacheTestCase, clear_in_memory_state, run_python, slow
+
+# Every test here starts other processes or compiles many programs (CONTRIBUTING.md, "Tests").
+pytestmark = slow
 from redis_server import RedisServer, redis_missing, unused_url
 
 
@@ -46,7 +48,7 @@ def train_step(model, x):
 
 
 @unittest.skipUnless(HAVE_REDIS, SKIP_REASON or "")
-class RemoteTestCase(unittest.TestCase):
+class RemoteTestCase(CacheTestCase):
     server_args: tuple[str, ...] = ()
 
     @classmethod
@@ -58,24 +60,15 @@ class RemoteTestCase(unittest.TestCase):
         cls.server.close()
 
     def setUp(self) -> None:
-        self.assertTrue(torch_aotcache.is_installed())
+        super().setUp()
         if self.server.proc is None:
             self.server.start()
         self.server.client().flushall()
         remote.reset()
-        self._patch = tac_config.patch(
-            redis_url=self.server.url, signing_key="fleet-secret", remote_sync_writes=True
+        self.addCleanup(remote.reset)
+        self.enterContext(
+            tac_config.patch(redis_url=self.server.url, signing_key="fleet-secret", remote_sync_writes=True)
         )
-        self._patch.__enter__()
-        self._caches = cache_enabled()
-        self._caches.__enter__()
-        clear_in_memory_state()
-
-    def tearDown(self) -> None:
-        self._caches.__exit__(None, None, None)
-        self._patch.__exit__(None, None, None)
-        remote.reset()
-        clear_in_memory_state()
 
     def compile_step(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
         model, x = model_and_input()

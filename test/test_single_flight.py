@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -25,8 +24,7 @@ from torch._inductor.utils import fresh_cache
 from torch_aotcache import config as tac_config
 from torch_aotcache.tiers import remote, single_flight
 
-from common import REPO_ROOT, aot_counts, run_python
-from test_autograd_cache import CacheTestCase
+from common import aot_counts, CacheTestCase, child_env, run_python, slow, spawn_child
 from redis_server import RedisServer, redis_missing
 
 REDIS_MISSING = redis_missing()
@@ -51,15 +49,10 @@ print(json.dumps({"aot": dict(counters["aot_autograd"]), "tac": dict(counters["t
 
 
 def spawn(code: str, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    full = dict(os.environ)
-    full.pop("TORCH_AOTCACHE_DISABLE", None)
-    full["PYTHONPATH"] = REPO_ROOT + os.pathsep + full.get("PYTHONPATH", "")
-    full.update(env)
-    return subprocess.Popen(
-        [sys.executable, "-c", code, *args], env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    return spawn_child(["-c", code, *args], child_env(env), cwd=os.getcwd())
 
 
+@slow
 class TestConcurrentColdProcesses(unittest.TestCase):
     def test_eight_processes_compile_once(self) -> None:
         with tempfile.TemporaryDirectory() as d:
@@ -90,6 +83,7 @@ time.sleep(600)
 """
 
 
+@slow
 class TestLocalLock(unittest.TestCase):
     def setUp(self) -> None:
         self._fresh = fresh_cache()
@@ -224,6 +218,7 @@ class TestRedisLock(unittest.TestCase):
         self.assertEqual(self.server.client().get(lock_name), b"someone-else")
 
 
+@slow
 @unittest.skipIf(REDIS_MISSING is not None, REDIS_MISSING or "")
 class TestFleetCompilesOnce(unittest.TestCase):
     def test_four_machines_compile_once(self) -> None:
@@ -316,6 +311,7 @@ print(json.dumps({"waited": waited, "wall": wall, "same": torch.allclose(out, m(
 """
 
 
+@slow
 class TestReleaseWithoutSave(unittest.TestCase):
     def test_failed_compile_in_a_live_process_does_not_hold_others(self) -> None:
         with tempfile.TemporaryDirectory() as d:
@@ -337,14 +333,17 @@ class TestReleaseWithoutSave(unittest.TestCase):
                 holder.communicate(timeout=120)
         r = json.loads(second.stdout.strip().splitlines()[-1])
         self.assertTrue(r["same"])
-        # It took the lock at once: no wait, no timeout (a held lock costs 60 s).
+        # It took the lock at once: no wait, no timeout (a held lock costs the
+        # whole single_flight_wait_s, 60 s).  The wall time only has to stay
+        # under that limit: the compile itself may be slow on a loaded machine.
         self.assertEqual(len(r["waited"]), 1, r)
         self.assertLess(r["waited"][0], 5, r)
-        self.assertLess(r["wall"], 30, r)
+        self.assertLess(r["wall"], 60, r)
         self.assertEqual(r["tac"].get("single_flight_timeout", 0), 0, r)
         self.assertEqual(r["aot"].get("autograd_cache_saved"), 1, r)
 
 
+@slow
 class TestReleaseWithoutSaveInProcess(CacheTestCase):
     """The key's lock is free again (another descriptor can take it at once)
     after a compile that did not save."""

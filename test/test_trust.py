@@ -34,12 +34,10 @@ import io
 import os
 import pickle
 import subprocess
-import sys
 import tempfile
 import unittest
 import unittest.mock
 from collections.abc import Iterator
-from contextlib import ExitStack
 from typing import Any
 
 import torch
@@ -48,16 +46,15 @@ from torch._inductor.runtime.runtime_utils import cache_dir
 from torch._inductor.utils import fresh_cache
 from torch.testing._internal.common_utils import instantiate_parametrized_tests, parametrize
 
-import torch_aotcache
 from torch_aotcache import autograd_cache as ours
-from torch_aotcache import _once, config, schemas
+from torch_aotcache import config, schemas
 from torch_aotcache.entry import framing
 from torch_aotcache.inductor import artifacts
 from torch_aotcache.cli import commands as cli
 from torch_aotcache.entry import signing
 from torch_aotcache.store.local import LocalStore
 
-from common import aot_counts, cache_enabled, clear_in_memory_state, REPO_ROOT
+from common import aot_counts, CacheTestCase, child_env, clear_in_memory_state, run_child, slow
 
 
 def f(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -137,24 +134,12 @@ def spy_unpickling() -> Iterator[list[bytes]]:
         yield seen
 
 
-class TrustTestCase(unittest.TestCase):
+class TrustTestCase(CacheTestCase):
     def setUp(self) -> None:
         super().setUp()
-        self.assertTrue(torch_aotcache.is_installed())
-        self._stack = ExitStack()
-        self._stack.enter_context(fresh_cache())
-        self._stack.enter_context(cache_enabled())
-        self._stack.enter_context(config.patch(**NO_KEYS))
-        _once.reset()  # warn-once state is per process
-        tmp = self._stack.enter_context(tempfile.TemporaryDirectory())
-        self.tmp = tmp
-        self.marker = os.path.join(tmp, "PWNED")
-        clear_in_memory_state()
-
-    def tearDown(self) -> None:
-        self._stack.close()
-        clear_in_memory_state()
-        super().tearDown()
+        self.enterContext(config.patch(**NO_KEYS))
+        self.tmp = self.enterContext(tempfile.TemporaryDirectory())
+        self.marker = os.path.join(self.tmp, "PWNED")
 
     def compile_and_check(self) -> None:
         x, w = inputs()
@@ -262,12 +247,9 @@ class TestPlantedEntries(TrustTestCase):
             self.assertFalse(os.path.exists(self.marker))
         # The real entry point, with the key from the environment: the
         # signature is what verify refuses.
-        env = dict(os.environ, TORCH_AOTCACHE_SIGNING_KEY="secret")
-        env.pop("TORCH_AOTCACHE_DISABLE", None)
-        env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
-        proc = subprocess.run(
-            [sys.executable, "-m", "torch_aotcache", "--cache-dir", cache, "verify"],
-            env=env, capture_output=True, text=True, timeout=300, cwd=self.tmp,
+        proc = run_child(
+            ["-m", "torch_aotcache", "--cache-dir", cache, "verify"],
+            child_env({"TORCH_AOTCACHE_SIGNING_KEY": "secret"}), timeout=300, cwd=self.tmp,
         )
         self.assertEqual(proc.returncode, 1, proc.stderr[-2000:])
         self.assertIn("BAD", proc.stdout)
@@ -335,6 +317,7 @@ __attribute__((constructor)) static void plant(void) {
 """
 
 
+@slow
 @instantiate_parametrized_tests
 class TestPlantedInductorFiles(TrustTestCase):
     """A hit loads its generated module and C++ kernels from the verified entry

@@ -37,9 +37,8 @@ from torch_aotcache.installer import patching
 from torch_aotcache import autograd_cache as ours
 from torch_aotcache import config as tac_config
 
-from common import aot_counts, cache_enabled, clear_in_memory_state
+from common import aot_counts, cache_enabled, CacheTestCase, clear_in_memory_state, slow
 from fx_strategies import aot_config, fx_config
-from test_autograd_cache import CacheTestCase
 
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(torch_aotcache.__file__))
@@ -112,6 +111,7 @@ def _region(x, y):
     return torch.sigmoid(torch.matmul(torch.matmul(x, y), y)) * y
 
 
+@slow
 class TestSelectiveCheckpointing(CacheTestCase):
     def run_step(self, context_fn) -> None:
         def fn(x, y):
@@ -261,6 +261,7 @@ def _training_step(x, w):
     return (x @ w).tanh().sum()
 
 
+@slow
 class TestFxGraphCacheObservations(CacheTestCase):
     def compile_step(self) -> None:
         torch.manual_seed(0)

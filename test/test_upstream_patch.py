@@ -31,8 +31,12 @@ from typing import Any
 
 import torch
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO_ROOT, "tools"))
+from common import child_env, run_child, slow, TOOLS
+
+# Every test here starts other processes or compiles many programs (CONTRIBUTING.md, "Tests").
+pytestmark = slow
+
+sys.path.insert(0, TOOLS)
 
 import upstream_patch  # noqa: E402
 
@@ -168,17 +172,11 @@ class TestPatchedTorch(unittest.TestCase):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def run_patched(self, body: str, cache_dir: str, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("TORCH_AOTCACHE")}
-        full_env["PYTHONPATH"] = self.root
-        full_env["TORCHINDUCTOR_CACHE_DIR"] = cache_dir
-        full_env.update(env or {})
-        proc = subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(PRELUDE) + textwrap.dedent(body), *args],
-            env=full_env,
+        full_env = child_env({"TORCHINDUCTOR_CACHE_DIR": cache_dir, **(env or {})}, path=[self.root], clean=True)
+        proc = run_child(
+            ["-c", textwrap.dedent(PRELUDE) + textwrap.dedent(body), *args],
+            full_env,
             cwd=self.tmp,  # not the repo: nothing of torch_aotcache on sys.path
-            capture_output=True,
-            text=True,
-            timeout=600,
         )
         self.assertEqual(proc.returncode, 0, proc.stderr[-4000:])
         result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -267,10 +265,10 @@ class TestPatchedTorch(unittest.TestCase):
     )
     def test_upstream_test_file_on_the_patched_torch(self) -> None:
         out = os.path.join(self.tmp, "upstream.json")
-        proc = subprocess.run(
-            [sys.executable, os.path.join(REPO_ROOT, "tools", "upstream_tests.py"),
+        proc = run_child(
+            [os.path.join(TOOLS, "upstream_tests.py"),
              os.environ["UPSTREAM_TEST_FILE"], "--modes", "patched", "--torch-root", self.root, "--json", out],
-            capture_output=True, text=True, timeout=3600,
+            timeout=3600,
         )
         print(proc.stdout)
         self.assertEqual(proc.returncode, 0, proc.stdout[-4000:] + proc.stderr[-4000:])
@@ -283,10 +281,7 @@ class TestPatchedTorch(unittest.TestCase):
 
 
 def _run_tool(root: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, os.path.join(REPO_ROOT, "tools", "upstream_patch.py"), "--root", root, *args],
-        capture_output=True, text=True, timeout=300,
-    )
+    return run_child([os.path.join(TOOLS, "upstream_patch.py"), "--root", root, *args], timeout=300)
 
 
 @unittest.skipIf(shutil.which("git") is None, "git is needed to check the patch")

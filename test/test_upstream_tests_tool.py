@@ -8,15 +8,19 @@ ship; CONTRIBUTING.md says how to run the tool on it.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
+import tempfile
 import textwrap
+import unittest
 from pathlib import Path
 
+from common import child_env, REPO_ROOT, run_child, slow
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TOOL = REPO_ROOT / "tools" / "upstream_tests.py"
+# Every test here starts other processes or compiles many programs (CONTRIBUTING.md, "Tests").
+pytestmark = slow
+
+
+TOOL = Path(REPO_ROOT) / "tools" / "upstream_tests.py"
 
 STAND_IN = '''
 import sys
@@ -48,45 +52,40 @@ class StockTests(unittest.TestCase):
 '''
 
 
-def run_tool(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
-    test_file = tmp_path / "test_stand_in.py"
-    test_file.write_text(textwrap.dedent(STAND_IN))
-    out = tmp_path / "results.json"
-    env = dict(os.environ)
-    env.pop("TORCH_AOTCACHE_DISABLE", None)
-    proc = subprocess.run(
-        [sys.executable, str(TOOL), str(test_file), "--json", str(out), *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.exists(), proc.stdout + proc.stderr
-    return proc, json.loads(out.read_text())
+class TestUpstreamTestsTool(unittest.TestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.tmp = Path(self.enterContext(tempfile.TemporaryDirectory()))
 
+    def run_tool(self, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+        test_file = self.tmp / "test_stand_in.py"
+        test_file.write_text(textwrap.dedent(STAND_IN))
+        out = self.tmp / "results.json"
+        # The tool puts its own paths on the runs' PYTHONPATH: none added here.
+        proc = run_child([str(TOOL), str(test_file), "--json", str(out), *args], child_env(path=()), cwd=self.tmp)
+        self.assertTrue(out.exists(), proc.stdout + proc.stderr)
+        return proc, json.loads(out.read_text())
 
-def test_both_modes_per_class(tmp_path: Path) -> None:
-    proc, data = run_tool(tmp_path)
-    runs = data["runs"]
-    assert runs["ours"]["classes"] == {
-        "CacheActiveTests": {"passed": 2, "failed": 0, "skipped": 1},
-        "StockTests": {"passed": 0, "failed": 1, "skipped": 0},
-    }
-    assert runs["stock"]["classes"] == {
-        "CacheActiveTests": {"passed": 1, "failed": 1, "skipped": 1},
-        "StockTests": {"passed": 1, "failed": 0, "skipped": 0},
-    }
-    assert runs["ours"]["failures"] == ["StockTests::test_stock"]
-    assert runs["stock"]["failures"] == ["CacheActiveTests::test_active"]
-    # The ours run failed a test: the tool says so.
-    assert proc.returncode == 1
-    assert "FAILED StockTests::test_stock" in proc.stdout
-    assert "| total" in proc.stdout
+    def test_both_modes_per_class(self) -> None:
+        proc, data = self.run_tool()
+        runs = data["runs"]
+        self.assertEqual(runs["ours"]["classes"], {
+            "CacheActiveTests": {"passed": 2, "failed": 0, "skipped": 1},
+            "StockTests": {"passed": 0, "failed": 1, "skipped": 0},
+        })
+        self.assertEqual(runs["stock"]["classes"], {
+            "CacheActiveTests": {"passed": 1, "failed": 1, "skipped": 1},
+            "StockTests": {"passed": 1, "failed": 0, "skipped": 0},
+        })
+        self.assertEqual(runs["ours"]["failures"], ["StockTests::test_stock"])
+        self.assertEqual(runs["stock"]["failures"], ["CacheActiveTests::test_active"])
+        # The ours run failed a test: the tool says so.
+        self.assertEqual(proc.returncode, 1)
+        self.assertIn("FAILED StockTests::test_stock", proc.stdout)
+        self.assertIn("| total", proc.stdout)
 
-
-def test_exit_status_follows_ours(tmp_path: Path) -> None:
-    proc, data = run_tool(tmp_path, "--modes", "ours", "-k", "CacheActiveTests")
-    assert list(data["runs"]) == ["ours"]
-    assert data["runs"]["ours"]["failures"] == []
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    def test_exit_status_follows_ours(self) -> None:
+        proc, data = self.run_tool("--modes", "ours", "-k", "CacheActiveTests")
+        self.assertEqual(list(data["runs"]), ["ours"])
+        self.assertEqual(data["runs"]["ours"]["failures"], [])
+        self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)

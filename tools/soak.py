@@ -63,112 +63,20 @@ ALL_FAULTS = ("none",) + WORKER_FAULTS + PARENT_FAULTS
 # ---------------------------------------------------------------------------
 
 
-def install_fault(kind: str, probability: float, rng: random.Random) -> None:
-    """Patch the file-system calls the store makes to fail like ``kind`` does."""
-    import builtins
-    import errno
-    import tempfile as tempfile_
-
-    from torch_aotcache.store import layout
-
-    def under(p: Any) -> bool:
-        if p is None or isinstance(p, int):
-            return False
-        p = os.fspath(p)
-        if isinstance(p, bytes):
-            p = p.decode(errors="replace")
-        root = os.path.abspath(layout.store_root())
-        p = os.path.abspath(p)
-        return p == root or p.startswith(root + os.sep)
-
-    def hit(p: Any) -> bool:
-        return under(p) and rng.random() < probability
-
-    def err(code: int, path: Any) -> OSError:
-        cls = PermissionError if code == errno.EACCES else OSError
-        return cls(code, os.strerror(code), os.fspath(path))
-
-    real_mkstemp, real_replace, real_scandir = tempfile_.mkstemp, os.replace, os.scandir
-    real_open, real_unlink = builtins.open, os.unlink
-
-    def mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
-        folder = kwargs.get("dir")
-        if hit(folder):
-            if kind == "readonly":
-                raise err(errno.EROFS, folder)
-            if kind == "eacces":
-                raise err(errno.EACCES, folder)
-            if kind == "enospc":
-                fd, name = real_mkstemp(*args, **kwargs)
-                os.close(fd)
-                return os.open("/dev/full", os.O_WRONLY), name
-        return real_mkstemp(*args, **kwargs)
-
-    def replace(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
-        if kind in ("readonly", "eacces") and hit(dst):
-            raise err(errno.EROFS if kind == "readonly" else errno.EACCES, dst)
-        real_replace(src, dst, *args, **kwargs)
-
-    def scandir(path: Any = ".") -> Any:
-        if kind == "eacces" and hit(path):
-            raise err(errno.EACCES, path)
-        return real_scandir(path)
-
-    def open_(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        if under(file) and "r" in mode and os.fspath(file).endswith(layout.ENTRY_SUFFIX):
-            if kind == "eacces" and hit(file):
-                raise err(errno.EACCES, file)
-            if kind == "vanish" and hit(file):
-                try:
-                    real_unlink(file)
-                except FileNotFoundError:
-                    pass
-        return real_open(file, mode, *args, **kwargs)
-
-    tempfile_.mkstemp = mkstemp
-    os.replace = replace
-    os.scandir = scandir
-    builtins.open = open_
-
-
 def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
-    import hashlib
-    import pickle
-
     import torch
     import torch_aotcache  # noqa: F401 - installs the cache
     from torch._dynamo.utils import counters
-    from torch_aotcache.entry import framing
-    from torch_aotcache.store.local import LocalStore
+
+    # Shared with test/test_faults.py; this file's folder is on sys.path.
+    from fault_injection import disk_fault, spy_unverified_unpickling
 
     rng = random.Random(spec["seed"])
     if spec["fault"] in WORKER_FAULTS:
-        install_fault(spec["fault"], spec["probability"], rng)
-
-    # Payloads this process verified, and entries it read from the store.
-    verified: set[str] = set()
-    read: list[bytes] = []
-    unverified = 0
-    real_verify, real_loads, real_candidates = framing.verify_entry, pickle.loads, LocalStore.candidates
-
-    def verify_entry(data: bytes, **kwargs: Any) -> Any:
-        entry = real_verify(data, **kwargs)
-        verified.add(hashlib.sha256(entry.payload).hexdigest())
-        return entry
-
-    def candidates(self: Any, key: str) -> Any:
-        for stored in real_candidates(self, key):
-            read.append(stored.data)
-            yield stored
-
-    def loads(data: Any, *args: Any, **kwargs: Any) -> Any:
-        nonlocal unverified
-        b = bytes(data)
-        if any(b in d for d in read) and hashlib.sha256(b).hexdigest() not in verified:
-            unverified += 1
-        return real_loads(data, *args, **kwargs)
-
-    framing.verify_entry, pickle.loads, LocalStore.candidates = verify_entry, loads, candidates
+        # Stays on for the life of this worker process.
+        disk_fault(spec["fault"], spec["probability"], rng).__enter__()
+    # Payloads read from the store that reached pickle.loads unverified.
+    unverified_payloads = spy_unverified_unpickling().__enter__()
 
     def chain(depth: int) -> Any:
         def fn(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -215,7 +123,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
         "compiles": compiles,
         "failed": failed,
         "wrong": wrong,
-        "unverified": unverified,
+        "unverified": len(unverified_payloads),
         "errors": errors[:3],
         "counters": {k: v for k, v in counters["torch_aotcache"].items() if k != "post_compile_ns"},
         "aot": {k: v for k, v in counters["aot_autograd"].items() if k.startswith("autograd_cache")},
