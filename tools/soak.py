@@ -39,6 +39,7 @@ compiles and for wrong results is 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -63,6 +64,9 @@ ALL_FAULTS = ("none",) + WORKER_FAULTS + PARENT_FAULTS
 # ---------------------------------------------------------------------------
 
 
+_WORKER_CONTEXTS = contextlib.ExitStack()
+
+
 def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
     import torch_aotcache  # noqa: F401 - installs the cache
@@ -72,11 +76,13 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     from fault_injection import disk_fault, spy_unverified_unpickling
 
     rng = random.Random(spec["seed"])
+    # Both stay on for the life of this worker: the stack is kept (a context
+    # manager dropped after __enter__ would be collected, undoing its patches).
+    stack = _WORKER_CONTEXTS
     if spec["fault"] in WORKER_FAULTS:
-        # Stays on for the life of this worker process.
-        disk_fault(spec["fault"], spec["probability"], rng).__enter__()
+        stack.enter_context(disk_fault(spec["fault"], spec["probability"], rng))
     # Payloads read from the store that reached pickle.loads unverified.
-    unverified_payloads = spy_unverified_unpickling().__enter__()
+    unverified_payloads = stack.enter_context(spy_unverified_unpickling())
 
     def chain(depth: int) -> Any:
         def fn(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -100,7 +106,11 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     errors: list[str] = []
     for name, fn, x in plan:
         torch._dynamo.reset()
-        torch._inductor.codecache.PyCodeCache.cache_clear(purge=False)
+        # Loaded modules are forgotten too, where Inductor's code cache was
+        # imported at all (a front-door hit does not import it).
+        codecache = sys.modules.get("torch._inductor.codecache")
+        if codecache is not None:
+            codecache.PyCodeCache.cache_clear(purge=False)
         compiles += 1
         try:
             if name == "train":
