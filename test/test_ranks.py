@@ -8,6 +8,7 @@ peer has nothing cached drops its own hit (upstream's count).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -16,15 +17,17 @@ import subprocess
 import tempfile
 import time
 import unittest
+import unittest.mock
 from typing import Any
 
 import torch
+from torch._functorch import config as functorch_config
+from torch._functorch._aot_autograd.autograd_cache import BypassAOTAutogradCache
 
-from common import child_env, slow, spawn_child
+from torch_aotcache import _compat, autograd_cache as ours
+from torch_aotcache.tiers import ranks
 
-# Every test here starts other processes or compiles many programs (CONTRIBUTING.md, "Tests").
-pytestmark = slow
-from torch_aotcache import _compat
+from common import cache_enabled, child_env, slow, spawn_child
 
 
 JOB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rank_job.py")
@@ -84,6 +87,7 @@ def _tail(f: Any) -> str:
 HAS_CROSS_RANK_KNOB = "_sync_cache_decision_cross_ranks" in torch._functorch.config._config
 
 
+@slow
 class TestTwoRanks(unittest.TestCase):
     def setUp(self) -> None:
         self.tmp = tempfile.mkdtemp(prefix="aotcache-ranks-")
@@ -142,3 +146,52 @@ class TestTwoRanks(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+@unittest.skipUnless(torch.distributed.is_available(), "torch.distributed is not available")
+class TestLoneHitWouldHang(unittest.TestCase):
+    """2.13/2.14 (Note [Ranks decide together]): a graph that holds collectives
+    is bypassed in a job of 2+ ranks when the partitioner syncs across ranks
+    and the lookup is no meeting point; nothing else is."""
+
+    @staticmethod
+    def graph(collective: bool) -> torch.fx.GraphModule:
+        g = torch.fx.Graph()
+        y = g.call_function(torch.ops.aten.mul.Tensor, (g.placeholder("x"), 2))
+        if collective:
+            y = g.call_function(torch.ops._c10d_functional.all_reduce.default, (y, "sum", "0"))
+        g.output(y)
+        return torch.fx.GraphModule(torch.nn.Module(), g)
+
+    def situation(self, world: int, meet: bool, sync: bool) -> Any:
+        stack = contextlib.ExitStack()
+        stack.enter_context(unittest.mock.patch.object(_compat, "process_group_size", return_value=world))
+        stack.enter_context(unittest.mock.patch.object(_compat, "ranks_meet_in_lookup", return_value=meet))
+        stack.enter_context(functorch_config.patch(_sync_decision_cross_ranks=sync))
+        stack.enter_context(cache_enabled())
+        return stack
+
+    def test_bypassed_where_a_lone_hit_could_hang(self) -> None:
+        with self.situation(world=2, meet=False, sync=True):
+            self.assertTrue(ranks.lone_hit_would_hang(self.graph(True)))
+            with self.assertRaisesRegex(BypassAOTAutogradCache, "holds collectives in a job of 2 ranks"):
+                ours.check_cacheable(self.graph(True))
+            self.assertFalse(ranks.lone_hit_would_hang(self.graph(False)))
+            ours.check_cacheable(self.graph(False))
+
+    def test_cached_everywhere_else(self) -> None:
+        for world, meet, sync in ((1, False, True), (2, True, True), (2, False, False)):
+            with self.subTest(world=world, meet=meet, sync=sync), self.situation(world, meet, sync):
+                self.assertFalse(ranks.lone_hit_would_hang(self.graph(True)))
+                ours.check_cacheable(self.graph(True))
+
+    def test_collectives_found_in_sub_graphs(self) -> None:
+        outer = torch.fx.Graph()
+        x = outer.placeholder("x")
+        outer.get_attr("inner")
+        outer.output(x)
+        root = torch.nn.Module()
+        root.inner = self.graph(True)
+        self.assertTrue(ranks.holds_collectives(torch.fx.GraphModule(root, outer)))
+        root.inner = self.graph(False)
+        self.assertFalse(ranks.holds_collectives(torch.fx.GraphModule(root, outer)))

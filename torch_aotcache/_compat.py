@@ -567,6 +567,17 @@ def sync_cache_decision(local_hit: bool) -> bool:
     return local_hit if sync is None else sync(local_hit)
 
 
+def partitioner_syncs_across_ranks() -> bool:
+    """Whether the partitioner all-gathers its decision across ranks
+    (``torch._functorch.config._sync_decision_cross_ranks``, a knob of every
+    supported release that has it) for graphs that hold collectives."""
+    from torch._functorch import config as functorch_config
+
+    options: Any = functorch_config
+    name = "_sync_decision_cross_ranks"
+    return name in options._config and bool(getattr(options, name))
+
+
 def ranks_meet_in_lookup() -> bool:
     """Whether this release's lookup is a point where ranks meet: 2.15's
     ``sync_cache_decision_cross_ranks`` runs in ``try_load`` on every rank

@@ -286,6 +286,12 @@ def check_cacheable(gm: torch.fx.GraphModule) -> None:
         sub = getattr(gm, name, None)
         if isinstance(sub, torch.fx.GraphModule):
             check_cacheable_subgraph(sub)
+    if ranks.lone_hit_would_hang(gm):
+        raise BypassAOTAutogradCache(
+            f"Won't cache a graph that holds collectives in a job of {_compat.process_group_size()} ranks "
+            f"on torch {_compat.torch_release()} with torch._functorch.config._sync_decision_cross_ranks on: "
+            "a rank that hit would leave a compiling peer waiting in the partitioner's collective"
+        )
 
 
 def check_cacheable_subgraph(gm: torch.fx.GraphModule) -> None:

@@ -29,14 +29,20 @@ rank's lookup reaches the points where the ranks meet.
 In 2.13 and 2.14 the lookup has no such point: ``_sync_decision_cross_ranks``
 acts in the partitioner only, which no hit reaches on either path.  There the
 front door takes its hits as in a job of one rank (giving way would only make
-a warm rank import Inductor's compiler for nothing).  As with stock torch's
-cache on those releases, a rank that hits while a peer compiles a graph with
-collectives leaves that peer waiting in the partitioner's collective; 2.15's
-``_sync_cache_decision_cross_ranks`` is upstream's answer to that, and the
-one we follow.
+a warm rank import Inductor's compiler for nothing).  One case would hang: with
+``_sync_decision_cross_ranks`` on, the partitioner all-gathers across ranks
+for a graph that holds collectives, so a rank that hits such a graph while a
+peer compiles it leaves the peer waiting in that all-gather, and itself waits
+in the graph's first collective for a peer that never gets there.  Stock
+torch's cache does that on those releases; ours bypasses such graphs there
+(``lone_hit_would_hang``): every rank compiles them, as with the cache off, and
+every other graph is cached as usual.  2.15 has the point where ranks meet,
+and the cache is used as upstream uses it.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from .. import _compat
 
@@ -44,6 +50,43 @@ from .. import _compat
 def must_agree() -> bool:
     """Whether this process is one rank of a job of two or more."""
     return _compat.process_group_size() > 1
+
+
+# Operator namespaces of the collectives a traced graph holds (functional
+# collectives; Dynamo rewrites the in-place c10d calls into them).
+COLLECTIVE_NAMESPACES = frozenset({"_c10d_functional", "c10d_functional"})
+
+
+def holds_collectives(gm: Any) -> bool:
+    """Whether ``gm`` (or a sub-graph it refers to) calls a collective."""
+    import torch
+
+    for node in gm.graph.nodes:
+        if node.op == "call_function":
+            target = node.target
+            if isinstance(target, (torch._ops.OpOverload, torch._ops.OpOverloadPacket)):
+                if target.namespace in COLLECTIVE_NAMESPACES:
+                    return True
+            elif str(getattr(target, "__module__", "")).startswith("torch.distributed"):
+                return True
+        elif node.op == "get_attr":
+            sub = getattr(gm, str(node.target), None)
+            if isinstance(sub, torch.fx.GraphModule) and holds_collectives(sub):
+                return True
+    return False
+
+
+def lone_hit_would_hang(gm: Any) -> bool:
+    """Whether a hit of ``gm`` on this rank alone could hang the job: a job of
+    two or more ranks, on a release whose lookup is no meeting point, with the
+    partitioner's cross-rank sync on, and a graph that holds collectives
+    (Note [Ranks decide together])."""
+    return (
+        must_agree()
+        and not _compat.ranks_meet_in_lookup()
+        and _compat.partitioner_syncs_across_ranks()
+        and holds_collectives(gm)
+    )
 
 
 def decide_together() -> bool:
