@@ -41,7 +41,7 @@ class TestBenchWarmstartTool(unittest.TestCase):
         steps = [r for r in data["runs"] if r["kind"] == "step" and r["model"] == "mlp"]
         by_phase = {(r["mode"], r["phase"]): r for r in steps}
         for mode_phase in [("off", "cold"), ("upstream", "cold"), ("ours", "cold"),
-                           ("upstream", "warm"), ("ours", "warm"), ("floor", "floor")]:
+                           ("upstream", "warm"), ("ours", "warm"), ("floor", "floor"), ("eager", "floor")]:
             self.assertIn(mode_phase, by_phase, sorted(by_phase))
             self.assertIn("step_s", by_phase[mode_phase]["result"], by_phase[mode_phase])
 
@@ -59,6 +59,17 @@ class TestBenchWarmstartTool(unittest.TestCase):
         self.assertTrue(measured.is_relative_to(REPO_ROOT), measured)
         self.assertFalse(by_phase[("upstream", "warm")]["result"]["torch_aotcache_imported"])
         self.assertIn("mlp", data["models"])
+        # The eager floor compiles nothing, and the report sets the warm
+        # processes against it.
+        self.assertFalse(aot_counters("eager", "floor"), aot_counters("eager", "floor"))
+        traced = {mode: by_phase[(mode, "floor")]["result"]["counters"]["stats"].get("unique_graphs", 0)
+                  for mode in ("eager", "floor")}
+        self.assertEqual(traced["eager"], 0, traced)
+        self.assertGreaterEqual(traced["floor"], 1, traced)
+        process = data["models"]["mlp"]["process"]
+        self.assertIsNotNone(process["eager_s"])
+        self.assertAlmostEqual(process["above_eager_ours_s"], process["warm_ours_s"] - process["eager_s"])
+        self.assertIn("above eager", (out / "results.md").read_text(encoding="utf-8"))
 
         if shutil.which("redis-server") is None:
             return

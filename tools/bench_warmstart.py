@@ -22,6 +22,8 @@ process to the warm ones after it.  The modes:
               little below it: compiled kernels run faster than eager ones).
 ``floor_inductor``  the same, after ``import torch._inductor.compile_fx``: the
               floor of a hit that goes through Inductor's compile_fx.
+``eager``     the same program without ``torch.compile``: the eager floor, all
+              that a cache could remove, Dynamo's tracing included.
 
 The headline is the whole process, start to exit, timed from outside the
 worker (``process_wall_s``): what the user waits for, import and exit

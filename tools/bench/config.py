@@ -37,6 +37,9 @@ TARGET_REMOTE_MS = 50.0
 # stretch) seconds.
 TARGET_PROCESS_RATIO = 0.25
 TARGET_PROCESS_ABOVE_FLOOR_S = 0.2
+# Whole warm process above the eager floor (the same program without
+# torch.compile): what is left once Dynamo's tracing is skipped too.
+TARGET_PROCESS_ABOVE_EAGER_S = 0.5
 # Signing key of the remote runs (a throwaway; nothing outside the run trusts it).
 BENCH_SIGNING_KEY = "bench-warmstart-throwaway-key"
 # A run during which other processes kept less than this many cores busy is

@@ -164,13 +164,13 @@ class Driver:
                     d = self.new_cache_dir(f"{model}-{mode}")
                     warm_dirs.setdefault(mode, d)
                     self.step(model, mode, "cold", d, c)
-            warm_modes = ([] if s.only_remote else ["floor", "floor_inductor"]) + list(local_modes)
+            warm_modes = ([] if s.only_remote else ["eager", "floor", "floor_inductor"]) + list(local_modes)
             for r in range(s.repeats):
                 # Each round starts with another mode, so no mode always runs
                 # first (or last) after the machine has settled.
                 shift = r % len(warm_modes)
                 for mode in warm_modes[shift:] + warm_modes[:shift]:
-                    if mode.startswith("floor"):
+                    if mode == "eager" or mode.startswith("floor"):
                         self.step(model, mode, "floor", self.new_cache_dir("floor"), r)
                     else:
                         self.step(model, mode, "warm", warm_dirs[mode], r)

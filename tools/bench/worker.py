@@ -147,7 +147,7 @@ class CacheTimers:
 def _counters() -> dict[str, dict[str, int]]:
     from torch._dynamo.utils import counters
 
-    wanted = ("aot_autograd", "inductor", "torch_aotcache", "graph_break")
+    wanted = ("aot_autograd", "inductor", "torch_aotcache", "graph_break", "stats")
     out: dict[str, dict[str, int]] = {}
     for group in wanted:
         values = dict(counters.get(group, {}))
@@ -170,7 +170,7 @@ def _import_for_mode(mode: str) -> dict[str, Any]:
         # The copy measured: this checkout's (PYTHONPATH), not another editable install.
         info["torch_aotcache_file"] = torch_aotcache.__file__
     info["torch_aotcache_imported"] = "torch_aotcache" in sys.modules
-    if mode in ("upstream", "off", "floor", "floor_inductor") and info["torch_aotcache_imported"]:
+    if mode in ("upstream", "off", "floor", "floor_inductor", "eager") and info["torch_aotcache_imported"]:
         raise RuntimeError(f"torch_aotcache was imported in a {mode!r} worker")
     return info
 
@@ -195,7 +195,11 @@ def worker_step(spec: dict[str, Any]) -> dict[str, Any]:
     info["loadavg_before"] = _loadavg()
     t_setup = time.perf_counter()
     model, inputs = build_model(spec["model"], spec["size"], device)
-    compiled = torch.compile(model, backend="eager" if mode.startswith("floor") else "inductor")
+    if mode == "eager":
+        # The eager floor: the same program without torch.compile.
+        compiled = model
+    else:
+        compiled = torch.compile(model, backend="eager" if mode.startswith("floor") else "inductor")
     _sync(device)
     info["setup_s"] = time.perf_counter() - t_setup
     cpu = _cpu_s()
