@@ -146,7 +146,7 @@ class TestPatchedTorch(unittest.TestCase):
         cls.tmp = tempfile.mkdtemp(prefix="tac-patched-torch-")
         cls.root = os.path.join(cls.tmp, "tree")
         os.makedirs(cls.root)
-        cls.touched = [upstream_patch.AUTOGRAD_CACHE, upstream_patch.FUNCTORCH_CONFIG]
+        cls.touched = [upstream_patch.AUTOGRAD_CACHE, upstream_patch.FUNCTORCH_CONFIG, upstream_patch.AOT_AUTOGRAD]
         cls.before = {p: _sha(os.path.join(SITE_ROOT, p)) for p in cls.touched}
         cls.patch = upstream_patch.make_patch(SITE_ROOT)
         # Hard links for the tree (symbolic ones where the temp dir is on
@@ -171,10 +171,11 @@ class TestPatchedTorch(unittest.TestCase):
     def tearDownClass(cls) -> None:
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
-    def run_patched(self, body: str, cache_dir: str, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    def run_patched(self, body: str, cache_dir: str, *args: str, env: dict[str, str] | None = None,
+                    prelude: str = PRELUDE) -> dict[str, Any]:
         full_env = child_env({"TORCHINDUCTOR_CACHE_DIR": cache_dir, **(env or {})}, path=[self.root], clean=True)
         proc = run_child(
-            ["-c", textwrap.dedent(PRELUDE) + textwrap.dedent(body), *args],
+            ["-c", textwrap.dedent(prelude) + textwrap.dedent(body), *args],
             full_env,
             cwd=self.tmp,  # not the repo: nothing of torch_aotcache on sys.path
         )
@@ -224,6 +225,21 @@ class TestPatchedTorch(unittest.TestCase):
         self.assertEqual(warm["aot"], {"autograd_cache_hit": 1})
         self.assertTrue(warm["grads_match"])
         self.assertGreater(warm["ours"].get("kernels_loaded", 0), 0)
+
+    def test_aot_autograd_imported_first(self) -> None:
+        # aot_autograd.py imports autograd_cache.py before it defines what
+        # the cache patches (functorch.compile, Dynamo's debug backends and
+        # upstream's cross-process tests import it first): the install waits
+        # for the end of aot_autograd.py's import.
+        first = PRELUDE.replace("import torch\n", "import torch\nimport functorch.compile  # noqa: F401\n", 1)
+        self.assertNotEqual(first, PRELUDE)
+        cache = self.new_cache_dir()
+        cold = self.run_patched(TRAIN, cache, prelude=first)
+        self.assertEqual(cold["aot"], {"autograd_cache_miss": 1, "autograd_cache_saved": 1})
+        self.assertTrue(cold["try_load"].startswith("torch._functorch._aot_autograd.aotcache"), cold["try_load"])
+        warm = self.run_patched(TRAIN, cache, prelude=first)
+        self.assertEqual(warm["aot"], {"autograd_cache_hit": 1})
+        self.assertTrue(warm["grads_match"])
 
     def test_guards(self) -> None:
         cache = self.new_cache_dir()

@@ -56,6 +56,7 @@ PACKAGE_DIR = os.path.join(REPO_ROOT, "torch_aotcache")
 
 TARGET_PACKAGE = "torch/_functorch/_aot_autograd/aotcache"
 AUTOGRAD_CACHE = "torch/_functorch/_aot_autograd/autograd_cache.py"
+AOT_AUTOGRAD = "torch/_functorch/aot_autograd.py"
 FUNCTORCH_CONFIG = "torch/_functorch/config.py"
 KNOB_PREFIX = "aotcache_"
 
@@ -116,6 +117,28 @@ from torch._functorch._aot_autograd import aotcache as _aotcache  # noqa: E402
 
 
 if not _aotcache._disabled():
+    import sys as _sys
+
+    _parent = _sys.modules.get("torch._functorch.aot_autograd")
+    if _parent is not None and getattr(getattr(_parent, "__spec__", None), "_initializing", False):
+        # aot_autograd.py imports this module before it defines what the
+        # cache patches: its last lines install it.
+        _aotcache._install_deferred = True
+    else:
+        _aotcache.install()
+'''
+
+# The end of aot_autograd.py: the install that autograd_cache.py deferred
+# while aot_autograd.py was still being imported.
+DEFERRED_ACTIVATION = f'''
+
+{MARKER}: finish the install that
+# _aot_autograd/autograd_cache.py deferred while this module was imported.
+from torch._functorch._aot_autograd import aotcache as _aotcache  # noqa: E402
+
+
+if getattr(_aotcache, "_install_deferred", False):
+    _aotcache._install_deferred = False
     _aotcache.install()
 '''
 
@@ -315,6 +338,12 @@ def patched_autograd_cache(original: str) -> str:
     return original.rstrip("\n") + "\n" + ACTIVATION
 
 
+def patched_aot_autograd(original: str) -> str:
+    if MARKER in original:
+        raise PatchError(f"{AOT_AUTOGRAD} is patched already")
+    return original.rstrip("\n") + "\n" + DEFERRED_ACTIVATION
+
+
 def patched_init(source: str) -> str:
     """The package's ``__init__.py`` inside torch: its own docstring, and no
     install at import (upstream's autograd_cache.py installs it)."""
@@ -376,6 +405,10 @@ def make_patch(root: str, target: Target | None = None) -> str:
     parts.append(file_diff(FUNCTORCH_CONFIG, fc_old, patched_functorch_config(fc_old, package_knobs())))
     ac_old = read(os.path.join(root, AUTOGRAD_CACHE))
     parts.append(file_diff(AUTOGRAD_CACHE, ac_old, patched_autograd_cache(ac_old)))
+    if not os.path.isfile(os.path.join(root, AOT_AUTOGRAD)):
+        raise PatchError(f"no {AOT_AUTOGRAD} under {root}")
+    aa_old = read(os.path.join(root, AOT_AUTOGRAD))
+    parts.append(file_diff(AOT_AUTOGRAD, aa_old, patched_aot_autograd(aa_old)))
     return "".join(parts)
 
 

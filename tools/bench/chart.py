@@ -87,7 +87,8 @@ def render_png(data: dict[str, Any], path: str) -> str | None:
 PROCESS_PARTS = (("startup_s", "interpreter start-up"), ("import_s", "imports"),
                  ("setup_s", "model set-up and torch.compile"), ("step_s", "first step"),
                  ("after_step_s", "after the step (exit)"))
-PROCESS_MODES = (("eager", "eager floor (no torch.compile)"), ("floor", "Dynamo-only floor"), ("floor_inductor", "floor + Inductor import"),
+PROCESS_MODES = (("eager", "eager floor (no torch.compile)"),
+                 ("floor", "Dynamo-only floor"), ("floor_inductor", "floor + Inductor import"),
                  ("upstream", "upstream's cache"), ("ours", "torch_aotcache"))
 
 
