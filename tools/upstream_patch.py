@@ -13,7 +13,7 @@ a pre-release newer than every supported release (PyTorch's main branch,
 stderr says so; any other tree of an unsupported release is refused (exit 2).
 ``--output`` writes the patch only once it is complete (a temporary file in
 the same folder, renamed at the end); without it the patch goes to stdout.
-The patch (git's unified format, ``a/`` and ``b/`` prefixes) makes three
+The patch (git's unified format, ``a/`` and ``b/`` prefixes) makes four
 changes:
 
 * ``torch/_functorch/_aot_autograd/aotcache/``: this package's modules beside
@@ -31,6 +31,10 @@ changes:
 * ``torch/_functorch/_aot_autograd/autograd_cache.py``: at its end, the
   import that installs the cache over this module's ``AOTAutogradCache``
   and ``autograd_cache_key`` (``TORCH_AOTCACHE_DISABLE=1`` keeps upstream's).
+* ``torch/_functorch/aot_autograd.py``: at its end, the same install where
+  ``autograd_cache.py`` deferred it: ``aot_autograd.py`` imports
+  ``autograd_cache.py`` before it defines what the cache patches, so when it
+  is the first of the two imported, the install waits for its last lines.
 
 After it, ``import torch`` compiles with this cache and nothing named
 ``torch_aotcache`` is imported (``test/test_upstream_patch.py`` checks it on a
