@@ -117,9 +117,10 @@ def _cases() -> list[Case]:
              "def fn(x, k=2.0):\n    return torch.sin(x) * k\n" + x,
              "def fn(x, k=3.0):\n    return torch.sin(x) * k\n" + x),
         Case("module_attribute", "an nn.Module attribute",
-             _module_body("2.0"), _module_body("3.0")),
+             _module_body("self.k = 2.0", "self.k"), _module_body("self.k = 3.0", "self.k")),
         Case("module_buffer", "an nn.Module buffer",
-             _buffer_body("2.0"), _buffer_body("3.0")),
+             _module_body('self.register_buffer("b", torch.full((6,), 2.0))', "self.b"),
+             _module_body('self.register_buffer("b", torch.full((6,), 3.0))', "self.b")),
         Case("monkeypatched_torch", "a torch function monkeypatched",
              "def fn(x):\n    return torch.nn.functional.relu(x) + 1\n" + x,
              "torch.nn.functional.relu = torch.nn.functional.gelu\n"
@@ -154,28 +155,15 @@ def _cases() -> list[Case]:
     ]
 
 
-def _module_body(k: str) -> str:
+def _module_body(init: str, use: str) -> str:
+    """An nn.Module whose ``__init__`` runs ``init`` and whose forward scales by ``use``."""
     return textwrap.dedent(f"""
         class M(torch.nn.Module):
             def __init__(self):
                 super().__init__()
-                self.k = {k}
+                {init}
             def forward(self, x):
-                return torch.sin(x) * self.k
-        fn = M()
-        x = torch.randn(4, 6)
-        args = (x,)
-    """)
-
-
-def _buffer_body(k: str) -> str:
-    return textwrap.dedent(f"""
-        class M(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.register_buffer("b", torch.full((6,), {k}))
-            def forward(self, x):
-                return torch.sin(x) * self.b
+                return torch.sin(x) * {use}
         fn = M()
         x = torch.randn(4, 6)
         args = (x,)

@@ -130,6 +130,12 @@ def _mode_summary(runs: list[dict[str, Any]], model: str, mode: str, m: dict[str
     return d
 
 
+# The warm processes a model's process summary reports, each with the
+# phase its records carry: the three floors, then the two caches.
+PROCESS_MODE_PHASES = (("eager", "floor"), ("floor", "floor"), ("floor_inductor", "floor"),
+                       ("upstream", "warm"), ("ours", "warm"))
+
+
 def _process_summary(runs: list[dict[str, Any]], model: str) -> dict[str, Any]:
     """Whole processes, start to exit, timed from outside the worker."""
     def process_med(mode: str, phase: str) -> float | None:
@@ -155,8 +161,7 @@ def _process_summary(runs: list[dict[str, Any]], model: str) -> dict[str, Any]:
     p["past_imports"] = _past_imports(runs, model)
     p["import_s"] = {
         mode: _median([res.get("import_s") for res in _results(runs, model, mode, phase)])
-        for mode, phase in (("eager", "floor"), ("floor", "floor"), ("floor_inductor", "floor"),
-                            ("upstream", "warm"), ("ours", "warm"))
+        for mode, phase in PROCESS_MODE_PHASES
     }
     return p
 
@@ -172,8 +177,7 @@ def _process_parts(runs: list[dict[str, Any]], model: str) -> dict[str, Any]:
 
     return {
         mode: {f: part(mode, phase, f) for f in ("startup_s", "import_s", "setup_s", "step_s", "after_step_s")}
-        for mode, phase in (("eager", "floor"), ("floor", "floor"), ("floor_inductor", "floor"),
-                            ("upstream", "warm"), ("ours", "warm"))
+        for mode, phase in PROCESS_MODE_PHASES
     }
 
 
