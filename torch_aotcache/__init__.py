@@ -24,9 +24,13 @@ def _disabled() -> bool:
 
 def install() -> bool:
     """Install torch_aotcache over torch's AOTAutograd cache now; idempotent."""
+    from .dynamo import install as _frames
     from .installer import patching
 
-    return patching.install()
+    installed = patching.install()
+    if installed:
+        _frames.wrap_compile()
+    return installed
 
 
 def uninstall() -> None:
@@ -34,6 +38,10 @@ def uninstall() -> None:
     from .installer import lazy as _lazy
 
     _lazy.unwatch()
+    if "torch_aotcache.dynamo.install" in sys.modules:
+        from .dynamo import install as _frames
+
+        _frames.unwrap_compile()
     if "torch_aotcache.installer.patching" in sys.modules:
         from .installer import patching
 
@@ -51,10 +59,17 @@ def is_installed() -> bool:
     return patching.is_installed()
 
 
+_TOP = "torch"
+
+
 def _on_watched_import(module_name: str) -> None:
     from .installer import patching
 
     patching.place_trampolines(module_name)
+    if module_name == _TOP:
+        from .dynamo import install as _frames
+
+        _frames.wrap_compile()
 
 
 def _install_at_import() -> None:

@@ -37,6 +37,7 @@ import dataclasses
 import functools
 import logging
 import re
+import sys
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -520,6 +521,10 @@ def record_precompile_artifact(backend_id: Any, entry: Any) -> None:
         PrecompileContext.record_artifact(BundledAOTAutogradCacheArtifact(backend_id, entry))
     except Exception as e:  # noqa: BLE001
         log.debug("torch_aotcache: cannot record precompile artifact: %s", e)
+        return
+    frames = sys.modules.get("torch_aotcache.dynamo.frames")
+    if frames is not None:
+        frames.backend_recorded()
 
 
 def strict_precompile() -> bool:

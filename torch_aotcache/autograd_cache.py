@@ -543,6 +543,13 @@ def _aot_config_component(aot_config: Any) -> str:
         value = getattr(aot_config, name, None)
         if name == "aot_autograd_arg_pos_to_source" and value is not None:
             value = [_source_name(s) for s in value]
+        if name == "precompile_backend_id" and value is not None:
+            # The name Dynamo gives the compiled graph in the frame's globals
+            # (``__compiled_fn_<n>_<uuid>``): new in every process, and not
+            # part of what is compiled (a saved entry clears it; a hit gets the
+            # new name).  Upstream keys on it, so with caching_precompile its
+            # cache never hits across processes; ours keys on its presence.
+            value = "<named>"
         try:
             lines.append(f"{name}={encode_value(value)}")
         except Unkeyable:

@@ -73,6 +73,24 @@ COUNTERS: dict[str, str] = {
     "single_flight_waited": "compiles that waited for another process's entry and loaded it",
     "single_flight_timeout": "waits that ran out and compiled after all",
     "single_flight_released_unsaved": "single-flight locks released by a compile that did not save",
+    # Dynamo's frames (Note [Caching Dynamo's frames] in dynamo/__init__.py).
+    "frame_hit": "stored frame packages loaded and installed in place of tracing",
+    "frame_miss": "torch.compile calls that found no stored frame package",
+    "frame_saved": "frame packages written to the store",
+    "frame_unkeyable": "torch.compile calls whose settings or configs cannot be named (not cached)",
+    "frame_guard_replaced": "identity guards replaced by guards that hold across processes",
+    "frame_guard_kept": "identity guards on unnamed objects kept (their compile is not packaged)",
+    "frame_not_saved_incomplete": "packages whose compiled graphs never completed (not saved at exit)",
+    "frame_not_saved_unknown_guards": "packages holding a guard set not built through us (not saved)",
+    "frame_not_saved_empty": "packages without any compiled code (not saved)",
+    "frame_save_failed": "frame package saves that failed (the compile goes on)",
+    "frame_load_failed": "frame lookups that failed in our code (traced as usual)",
+    "frame_miss_guard_unresolved": "stored frames not used: a replaced guard names nothing, or changed code",
+    "frame_miss_source_changed": "stored frames not used: a source they inlined changed",
+    "frame_miss_system_changed": "stored frames not used: upstream's system check refused them",
+    "frame_miss_incomplete": "stored frames not used: a compiled graph is missing",
+    "frame_miss_load_failed": "stored frames not used: the payload does not load here",
+    "frame_miss_malformed": "stored frames not used: the entry holds something else",
 }
 
 

@@ -114,4 +114,9 @@ KNOBS: dict[str, Knob] = {
     "single_flight_poll_s": Knob(0.05, "float"),
     "single_flight_remote_ttl_s": Knob(60.0, "float"),
     "single_flight_max_hold_s": Knob(3600.0, "float"),
+
+    # Cache Dynamo's compiled frames too (torch 2.15 and later): a warm process
+    # runs a compiled function without tracing it.  See Note [Caching Dynamo's
+    # frames] in dynamo/__init__.py; off by default (README says why).
+    "dynamo": Knob(False, "bool", "TORCH_AOTCACHE_DYNAMO"),
 }

@@ -1,0 +1,403 @@
+"""
+Saving and loading Dynamo's frame packages in our store (Note [Caching
+Dynamo's frames] in dynamo/__init__.py).
+
+Note [Frame keys]
+~~~~~~~~~~~~~~~~~
+Upstream keys a package by the function's qualified name and first line: two
+scripts with a function ``f`` on line 10 share a key, and a package is
+loaded whatever backend or options the ``torch.compile`` call asks for.
+Ours is the SHA-256 of, each also kept in the header for ``explain``:
+
+* ``function``: the module and qualified name of the function Dynamo
+  compiles (for a module, its ``forward``);
+* ``code``: the digest of its bytecode (identity.code_digest), so an edited
+  function never meets the package of its old self (the sources it inlines
+  are checked by upstream's digests of their lines, see :func:`_check`);
+* ``settings``: the arguments of the ``torch.compile`` call that change the
+  program (the backend, named by reference, with Inductor's mode and
+  options; fullgraph, dynamic, the guard filter, the recompile limit);
+* ``dynamo_config``, ``inductor_config``, ``functorch_config``: the
+  portable configs when ``torch.compile`` is called;
+* ``python`` and ``torch`` (the header's torch version is checked as for
+  every entry).
+
+A call whose settings or configs cannot be named by value or by reference (a
+lambda as backend, a config holding a local function) is not cached:
+``frame_unkeyable``.
+
+Note [Saving when the graphs are saved]
+~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+Dynamo records a package when a frame's compile ends, but the compiled graphs
+it calls are complete later: AOTAutograd compiles the backward, and saves
+the graph, at the first backward.  So a recorded package waits (in
+:data:`_pending`) until every graph it calls is recorded, and is saved then;
+each graph recorded, and each package recorded, tries again, and so does the
+end of the process (a package whose graphs never completed is dropped,
+counted ``frame_not_saved_incomplete``).  A package is saved again after a
+recompile adds to it (one entry per key: the latest holds every variant).
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import hashlib
+import importlib
+import json
+import logging
+import pickle
+import sys
+import threading
+import time
+from typing import Any
+
+from .. import schemas
+from ..counters import count
+from ..entry import framing
+from . import guards, identity
+
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "tdf"
+MODE = "dynamo-frame"
+# Bump when what a frame entry holds, or how its key is made, changes.
+FRAME_FORMAT = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What a ``torch.compile`` call contributes to its frames' keys."""
+
+    components: dict[str, str]
+
+
+class Unkeyable(Exception):
+    pass
+
+
+def _named(value: Any, what: str) -> Any:
+    """A JSON-able stand-in for ``value`` that names it by value or by reference."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_named(v, what) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((_named(v, what) for v in value), key=lambda v: json.dumps(v, sort_keys=True))
+    if isinstance(value, dict):
+        return {str(k): _named(v, what) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    described = identity.describe(value)
+    if described is not None:
+        return described
+    raise Unkeyable(f"{what} holds {type(value).__name__} {value!r:.60}, which has no name")
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _backend(backend: Any) -> Any:
+    import torch
+
+    if isinstance(backend, str):
+        return {"name": backend}
+    if isinstance(backend, torch._TorchCompileInductorWrapper):
+        return {"name": "inductor", "config": _named(dict(backend.config), "the Inductor options"),
+                "dynamic": _named(backend.dynamic, "dynamic")}
+    return {"callable": _named(backend, "the backend")}
+
+
+def _config(module: Any, what: str) -> str:
+    try:
+        portable = module.save_config_portable()
+    except Exception as e:  # noqa: BLE001
+        raise Unkeyable(f"cannot read {what}: {e}") from None
+    return _digest(_named(portable, what))
+
+
+def settings_for(arguments: dict[str, Any]) -> Settings:
+    """The settings of an ``_optimize`` call (its bound arguments); raises Unkeyable."""
+    import torch
+
+    described = {}
+    for name, value in sorted(arguments.items()):
+        if name in ("rebuild_ctx", "guard_export_fn", "guard_fail_fn", "package"):
+            continue
+        described[name] = _backend(value) if name == "backend" else _named(value, name)
+    return Settings({
+        "settings": _digest(described),
+        "dynamo_config": _config(torch._dynamo.config, "torch._dynamo.config"),
+        "inductor_config": _config(torch._inductor.config, "torch._inductor.config"),
+        "functorch_config": _config(torch._functorch.config, "torch._functorch.config"),
+    })
+
+
+def key_for(fn: Any, settings: Settings) -> tuple[str, dict[str, str]]:
+    """The key of ``fn``'s frames under ``settings``, and its components
+    (Note [Frame keys])."""
+    import torch
+
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        raise Unkeyable(f"{fn!r:.60} has no code")
+    components = {
+        "format": str(FRAME_FORMAT),
+        "torch": torch.__version__,
+        "python": sys.version,
+        "function": f"{getattr(fn, '__module__', None)}:{getattr(fn, '__qualname__', None)}",
+        "code": identity.code_digest(code),
+        **settings.components,
+    }
+    return KEY_PREFIX + _digest(components)[:40], components
+
+
+# ---------------------------------------------------------------------------
+# Saving: Note [Saving when the graphs are saved]
+# ---------------------------------------------------------------------------
+
+_lock = threading.RLock()
+# id(package) -> package, waiting for its compiled graphs.
+_pending: dict[int, Any] = {}
+# key -> payload digest of the last entry saved by this process under it.
+_saved: dict[str, str] = {}
+
+
+def package_recorded(package: Any) -> None:
+    """Dynamo recorded ``package`` (a frame compile ended)."""
+    with _lock:
+        if getattr(package, "_aotcache_settings", None) is None:
+            count("frame_unkeyable")
+            return
+        _pending[id(package)] = package
+    save_pending()
+
+
+def backend_recorded() -> None:
+    """A compiled graph was recorded (AOTAutograd saved it)."""
+    if _pending:
+        save_pending()
+
+
+def save_pending(final: bool = False) -> None:
+    with _lock:
+        for ident, package in list(_pending.items()):
+            try:
+                done = _save(package)
+            except Exception as e:  # noqa: BLE001 - saving never fails a compile
+                count("frame_save_failed")
+                log.warning("torch_aotcache: cannot save a Dynamo frame package: %s", e, exc_info=log.isEnabledFor(logging.DEBUG))
+                done = True
+            if done:
+                _pending.pop(ident, None)
+            elif final:
+                count("frame_not_saved_incomplete")
+                _pending.pop(ident, None)
+
+
+def _save(package: Any) -> bool:
+    """Save ``package`` if its graphs are all recorded; False: not yet."""
+    import torch
+    from torch._dynamo.package import PrecompileCacheEntry
+    from torch._dynamo.precompile_context import PrecompileContext
+
+    if getattr(package, "_current_entry", None) is not None:
+        return False  # mid-compile; its record_package comes
+    entry = package.cache_entry()
+    backends = {}
+    for backend_id in sorted(entry.backend_ids):
+        artifact = PrecompileContext.serialize_artifact_by_key(backend_id)
+        if artifact is None:
+            return False
+        backends[backend_id] = artifact
+    replacements: dict[str, list[dict[str, Any]]] = {}
+    for code in entry.codes:
+        for guarded in code.guarded_codes:
+            digest = guards.state_digest(guarded.guards_state)
+            found = guards.recorded(digest)
+            if found is None:
+                count("frame_not_saved_unknown_guards")
+                return True
+            if found:
+                replacements[digest] = found
+    if not any(code.guarded_codes for code in entry.codes):
+        count("frame_not_saved_empty")
+        return True
+    key, components = key_for(package._innermost_fn, package._aotcache_settings)
+    payload = pickle.dumps(PrecompileCacheEntry(entry, backends))
+    digest = schemas.payload_digest(payload)
+    if _saved.get(key) == digest:
+        return True
+    cost = sum(
+        int(getattr(getattr(a, "content", None), "forward_time_taken_ns", 0) or 0)
+        + int(getattr(getattr(a, "content", None), "backward_time_taken_ns", 0) or 0)
+        for a in backends.values()
+    )
+    header = schemas.make_header(
+        key=key,
+        payload=payload,
+        torch_version=torch.__version__,
+        created_ns=time.time_ns(),
+        forward_cost_ns=cost,
+        backward_cost_ns=0,
+        guards_expr=None,
+        mode=MODE,
+        components={k: (v if k in ("function", "torch", "format") else _digest(v)[:16]) for k, v in components.items()},
+        extra={
+            "function": components["function"],
+            "replacements": replacements,
+            "codes": len(entry.codes),
+            "guarded_codes": sum(len(c.guarded_codes) for c in entry.codes),
+            "not_packaged_codes": sum(1 for c in entry.codes if c.bypassed),
+        },
+    )
+    data = framing.encode_entry(header, payload)
+    from ..store import stats
+    from ..tiers import lookup
+
+    try:
+        path = lookup.local_store.put(key, header.entry_id, data)
+    except OSError as e:
+        lookup.local_store.report_fault("write", e)
+        return True
+    _saved[key] = digest
+    stats.record("save", len(data))
+    count("frame_saved")
+    log.info("torch_aotcache: saved Dynamo frame package %s (%s) to %s", key, components["function"], path)
+    _remote_put(key, header.entry_id, data)
+    return True
+
+
+def _remote_put(key: str, entry_id: str, data: bytes) -> None:
+    from ..tiers import lookup
+
+    if not lookup.remote_tier_requested(False):
+        return
+    from ..tiers import remote
+
+    t = remote.tier(True)
+    if t is not None:
+        t.put(key, entry_id, data)
+
+
+@atexit.register
+def _at_exit() -> None:
+    if _pending:
+        save_pending(final=True)
+
+
+# ---------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------
+
+
+class Miss(Exception):
+    """A stored package that must not be installed here; its reason is counted."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def load(fn: Any, package: Any) -> Any:
+    """The verified, checked ``PrecompileCacheEntry`` stored for ``fn`` as
+    ``package`` (its ``torch.compile`` call) would compile it, or None."""
+    settings = getattr(package, "_aotcache_settings", None)
+    if settings is None:
+        count("frame_unkeyable")
+        return None
+    try:
+        from torch._dynamo.eval_frame import innermost_fn
+
+        key, _ = key_for(innermost_fn(fn), settings)
+    except Unkeyable as e:
+        count("frame_unkeyable")
+        log.debug("torch_aotcache: frame not cached: %s", e)
+        return None
+    from ..tiers import lookup
+
+    remote = lookup.remote_tier_requested(False)
+    for tier in lookup.tiers(True, remote):
+        for candidate in tier.candidates(key):
+            try:
+                entry = _verified(key, candidate)
+            except schemas.EntryFormatError as e:
+                lookup.reject(tier, key, candidate, e)
+                continue
+            try:
+                result = _check(entry)
+            except Miss as e:
+                count(f"frame_miss_{e.reason}")
+                log.info("torch_aotcache: stored Dynamo frame for %s not used: %s", key, e)
+                return None
+            count("frame_hit")
+            if candidate.path is not None:
+                lookup.local_store.record_hit(candidate.path)
+            elif tier.name != "local":
+                try:
+                    lookup.local_store.put(key, entry.header.entry_id, entry.data)
+                except OSError as e:
+                    lookup.local_store.report_fault("write", e)
+            _saved[key] = entry.header.payload_sha256
+            log.info("torch_aotcache: Dynamo frame hit for %s", key)
+            return result
+    count("frame_miss")
+    return None
+
+
+def _verified(key: str, candidate: Any) -> schemas.VerifiedEntry:
+    import torch
+
+    entry = framing.verify_entry(candidate.data, key=key, torch_version=torch.__version__)
+    if entry.header.mode != MODE:
+        raise schemas.EntryFormatError(f"entry holds {entry.header.mode!r}, not a Dynamo frame")
+    if candidate.entry_id != entry.header.entry_id:
+        raise schemas.EntryFormatError("entry's name does not match its header")
+    return entry
+
+
+def _check(entry: schemas.VerifiedEntry) -> Any:
+    """Everything that must hold before the package is installed; raises Miss."""
+    from torch._dynamo.package import PrecompileCacheEntry, _hash_sourcelines
+    from torch._dynamo.precompile_context import BackendCacheArtifact, PrecompileContext
+
+    replacements = entry.header.extra.get("replacements", {})
+    if not isinstance(replacements, dict):
+        raise Miss("malformed", "replacements are malformed")
+    resolved = {}
+    for digest, items in replacements.items():
+        try:
+            resolved[digest] = (items, guards.resolve_all(items))
+        except identity.Unresolved as e:
+            raise Miss("guard_unresolved", str(e)) from None
+    try:
+        result = pickle.loads(entry.payload)
+    except Exception as e:  # noqa: BLE001 - a verified payload that does not load here
+        raise Miss("load_failed", f"cannot unpickle: {type(e).__name__}: {e}") from None
+    if not isinstance(result, PrecompileCacheEntry):
+        raise Miss("malformed", f"payload is a {type(result).__name__}")
+    try:
+        result.dynamo.check_versions()
+    except Exception as e:  # noqa: BLE001
+        raise Miss("system_changed", str(e)) from None
+    for source in result.dynamo.source_info.inlined_sources:
+        try:
+            module = importlib.import_module(source.module)
+            same = _hash_sourcelines(module, source.firstlineno, source.lastlineno) == source.checksum
+        except Exception as e:  # noqa: BLE001
+            raise Miss("source_changed", f"cannot read {source.module}: {e}") from None
+        if not same:
+            raise Miss("source_changed", f"{source.module} lines {source.firstlineno}-{source.lastlineno} changed")
+    for code in result.dynamo.codes:
+        if code.bypassed:
+            continue
+        for backend_id in code.backend_ids:
+            if not isinstance(result.backends.get(backend_id), BackendCacheArtifact):
+                raise Miss("incomplete", f"compiled graph {backend_id} is missing")
+        for guarded in code.guarded_codes:
+            digest = guards.state_digest(guarded.guards_state)
+            items, objects = resolved.get(digest, ([], []))
+            guards.expect_loaded(digest, items, objects)
+    for artifact in result.backends.values():
+        PrecompileContext.record_artifact(artifact)
+    return result

@@ -1,0 +1,253 @@
+"""
+Switching the frame cache on and off (Note [Caching Dynamo's frames]).
+
+Note [When the frame cache switches]
+~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+Dynamo looks for a stored frame when ``torch.compile`` wraps a function, not
+when it first runs, so the frame cache must be in place before that call.
+``import torch_aotcache`` wraps ``torch.compile`` (at once if torch is
+imported, else when it is; see installer/lazy.py); each call reads
+``config.dynamo`` (``TORCH_AOTCACHE_DYNAMO``) and switches the frame cache
+on or off to match before going on.  On: torch_aotcache is installed, our
+store takes the place of ``torch._dynamo.package.DynamoCache``,
+``caching_precompile`` is set, and four of Dynamo's functions are wrapped
+(``_optimize``, ``CheckFunctionManager.__init__``, ``load_guards_state``,
+``load_guard_manager``).  Off puts back every object exactly.  On a release
+without Dynamo's packages (before 2.15) the knob warns once and nothing
+changes.  Programs that call ``torch._dynamo.optimize`` directly get the
+frame cache once a ``torch.compile`` call (or :func:`enable`) switched it on.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import sys
+import threading
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from .. import _once
+
+
+log = logging.getLogger(__name__)
+
+_lock = threading.RLock()
+# (owner object, attribute) -> original, for everything enable() replaced.
+_saved: dict[tuple[int, str], tuple[Any, str, Any]] = {}
+_enabled = False
+_previous_caching_precompile: bool | None = None
+_compile_wrapper: Callable[..., Any] | None = None
+_original_compile: Any = None
+
+
+def supported() -> bool:
+    """Whether this torch has what the frame cache builds on."""
+    try:
+        from torch._dynamo import package
+
+        return all(hasattr(package, n) for n in ("DynamoCache", "DiskDynamoCache", "load_guard_manager",
+                                                  "load_guards_state", "PrecompileCacheEntry"))
+    except ImportError:
+        return False
+
+
+def is_enabled() -> bool:
+    return _enabled
+
+
+def wanted() -> bool:
+    from .. import config
+
+    return bool(config.dynamo)
+
+
+def sync() -> None:
+    """Match the frame cache to ``config.dynamo``; never raises."""
+    try:
+        if wanted():
+            enable()
+        elif _enabled:
+            disable()
+    except Exception as e:  # noqa: BLE001 - a compile never fails because of us
+        if _once.first_time("frames-sync"):
+            log.warning("torch_aotcache: the Dynamo frame cache stays off: %s: %s", type(e).__name__, e)
+        try:
+            disable()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _replace(owner: Any, attr: str, new: Any) -> None:
+    k = (id(owner), attr)
+    if k not in _saved:
+        _saved[k] = (owner, attr, owner.__dict__[attr] if isinstance(owner, type) else getattr(owner, attr))
+    setattr(owner, attr, new)
+
+
+def enable() -> bool:
+    """Switch the frame cache on; returns whether it is on."""
+    global _enabled, _previous_caching_precompile
+    with _lock:
+        if _enabled:
+            return True
+        if not supported():
+            if _once.first_time("frames-unsupported"):
+                import torch
+
+                warnings.warn(
+                    f"torch_aotcache: the Dynamo frame cache (TORCH_AOTCACHE_DYNAMO) needs torch 2.15 or "
+                    f"later; this is torch {torch.__version__}, so it stays off",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            return False
+        import torch
+        from torch._dynamo import eval_frame, guards as dynamo_guards, package, precompile_context
+
+        from .. import install as install_cache
+        from . import guards
+
+        install_cache()
+        try:
+            store = make_store()
+            _replace(package, "DynamoCache", store)
+            _replace(precompile_context, "DynamoCache", store)
+            _replace(eval_frame, "_optimize", _bind(optimize, eval_frame._optimize))
+            init = dynamo_guards.CheckFunctionManager.__dict__["__init__"]
+            sig = inspect.signature(init)
+
+            @functools.wraps(init)
+            def check_function_manager_init(*args: Any, **kwargs: Any) -> None:
+                guards.check_function_manager_init(init, sig, *args, **kwargs)
+
+            _replace(dynamo_guards.CheckFunctionManager, "__init__", check_function_manager_init)
+            _replace(package, "load_guards_state", _bind(guards.load_guards_state, package.load_guards_state))
+            _replace(package, "load_guard_manager", _bind(guards.load_guard_manager, package.load_guard_manager))
+            _previous_caching_precompile = torch._dynamo.config.caching_precompile
+            torch._dynamo.config.caching_precompile = True
+        except BaseException:
+            _restore()
+            raise
+        _enabled = True
+        log.debug("torch_aotcache: Dynamo frame cache on")
+        return True
+
+
+def disable() -> None:
+    """Switch the frame cache off, restoring every object it replaced."""
+    global _enabled, _previous_caching_precompile
+    with _lock:
+        if _previous_caching_precompile is not None:
+            import torch
+
+            torch._dynamo.config.caching_precompile = _previous_caching_precompile
+            _previous_caching_precompile = None
+        _restore()
+        _enabled = False
+
+
+def _restore() -> None:
+    for owner, attr, original in reversed(list(_saved.values())):
+        setattr(owner, attr, original)
+    _saved.clear()
+
+
+def _bind(ours: Callable[..., Any], original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return ours(original, *args, **kwargs)
+
+    wrapper.__original__ = original  # type: ignore[attr-defined]
+    return wrapper
+
+
+def make_store() -> Any:
+    """Our store, in the shape of upstream's ``DiskDynamoCache``: Dynamo records
+    and loads packages through it; ``write``/``read`` (the explicit
+    ``save_cache_artifacts`` path) stay upstream's."""
+    from torch._dynamo.package import DiskDynamoCache
+
+    from . import frames
+
+    class FrameStore(DiskDynamoCache):
+        def record_package(self, package: Any) -> None:
+            super().record_package(package)
+            try:
+                frames.package_recorded(package)
+            except Exception as e:  # noqa: BLE001
+                log.warning("torch_aotcache: cannot record a Dynamo frame package: %s", e)
+
+        def load(self, fn: Any) -> Any:
+            # Called by _TorchDynamoContext.__call__, whose package names the
+            # torch.compile call's settings (installed by optimize below).
+            caller = sys._getframe(1).f_locals.get("self")
+            try:
+                return frames.load(fn, getattr(caller, "_package", None))
+            except Exception as e:  # noqa: BLE001 - a lookup never fails a compile
+                from ..counters import count
+
+                count("frame_load_failed")
+                log.warning("torch_aotcache: Dynamo frame lookup failed: %s", e, exc_info=log.isEnabledFor(logging.DEBUG))
+                return None
+
+    return FrameStore(DiskDynamoCache().path_prefix())
+
+
+def optimize(original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``torch._dynamo.eval_frame._optimize``: the package it makes learns the
+    call's settings (Note [Frame keys] in frames.py)."""
+    ctx = original(*args, **kwargs)
+    package = getattr(ctx, "_package", None)
+    if package is not None and _enabled and not package.is_initialized():
+        from . import frames
+
+        try:
+            bound = inspect.signature(original).bind(*args, **kwargs)
+            bound.apply_defaults()
+            package._aotcache_settings = frames.settings_for(dict(bound.arguments))
+        except frames.Unkeyable as e:
+            log.debug("torch_aotcache: frames of this torch.compile call are not cached: %s", e)
+        except Exception as e:  # noqa: BLE001
+            log.debug("torch_aotcache: cannot key this torch.compile call: %s", e)
+    return ctx
+
+
+# ---------------------------------------------------------------------------
+# The torch.compile wrapper (Note [When the frame cache switches])
+# ---------------------------------------------------------------------------
+
+
+def wrap_compile() -> None:
+    """Put our wrapper on ``torch.compile`` (torch is imported); idempotent."""
+    global _compile_wrapper, _original_compile
+    torch = sys.modules.get("torch")
+    if torch is None or not hasattr(torch, "compile"):
+        return
+    with _lock:
+        current = torch.compile
+        if _compile_wrapper is not None and current is _compile_wrapper:
+            return
+        original = current
+
+        @functools.wraps(original)
+        def compile(*args: Any, **kwargs: Any) -> Any:
+            sync()
+            return original(*args, **kwargs)
+
+        compile.__original__ = original  # type: ignore[attr-defined]
+        _compile_wrapper, _original_compile = compile, original
+        torch.compile = compile
+
+
+def unwrap_compile() -> None:
+    global _compile_wrapper, _original_compile
+    with _lock:
+        torch = sys.modules.get("torch")
+        if torch is not None and _compile_wrapper is not None and torch.compile is _compile_wrapper:
+            torch.compile = _original_compile
+        _compile_wrapper = _original_compile = None
+    if _enabled:
+        disable()
