@@ -2,7 +2,7 @@
 """
 Second-process soundness of a cache of Dynamo's compiled frames.
 
-    python tools/dynamo_soundness.py [--mode plain|upstream] [--cases a,b,...]
+    python tools/dynamo_soundness.py [--mode plain|upstream|ours] [--cases a,b,...]
         [--json FILE] [--keep DIR]
 
 A cache that skips Dynamo's tracing in a later process may only run a stored
@@ -23,10 +23,16 @@ Modes:
 ``upstream``  torch's own ``torch._dynamo.config.caching_precompile`` with the
               explicit ``torch.compiler.save_cache_artifacts()`` it needs in the
               first process (torch 2.15).
+``ours``      torch_aotcache's frame cache (``TORCH_AOTCACHE_DYNAMO=1``): no call
+              from the program.
+
+The ``unchanged`` case changes nothing: a frame cache must reuse the stored
+frame there (verdict ``reused``), or the other verdicts prove nothing.
 
 A second process whose result differs from eager is ``WRONG``; the goal of a
 frame cache is zero of them.  The exit status is 1 when any case is wrong, 2
-when a case could not run, 0 otherwise.  Nothing is timed.
+when a case could not run, 3 when a caching mode did not reuse the frame of
+the ``unchanged`` case, 0 otherwise.  Nothing is timed.
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ import torch
 PHASE, MODE = sys.argv[1], sys.argv[2]
 if MODE == "upstream":
     torch._dynamo.config.caching_precompile = True
+if MODE == "ours":
+    import torch_aotcache
 import contextlib
 ctx = contextlib.nullcontext
 '''
@@ -74,6 +82,7 @@ print("SOUNDNESS " + json.dumps({
     "equal": same,
     "traced": int(counters["stats"].get("unique_graphs", 0)),
     "frame_cache": {k: int(v) for k, v in counters["dynamo_cache"].items()},
+    "ours": {k: int(v) for k, v in counters["torch_aotcache"].items() if k.startswith("frame_")},
 }))
 '''
 
@@ -96,6 +105,9 @@ class Case:
 def _cases() -> list[Case]:
     x = "x = torch.randn(4, 6)\nargs = (x,)\n"
     return [
+        Case("unchanged", "nothing (the stored frame must be reused)",
+             "import torch.nn.functional as F\ndef fn(x):\n    return F.relu(torch.sin(x)) + 1\n" + x,
+             "import torch.nn.functional as F\ndef fn(x):\n    return F.relu(torch.sin(x)) + 1\n" + x),
         Case("source", "the compiled function's source",
              "def fn(x):\n    return torch.sin(x) + 1\n" + x,
              "def fn(x):\n    return torch.sin(x) + 2\n" + x),
@@ -152,6 +164,10 @@ def _cases() -> list[Case]:
              "def fn(x):\n    n = x.sum().item()\n    return x * n\n" + x),
         Case("inductor_config", "an Inductor config (random numbers as eager draws them)",
              _dropout_body(""), _dropout_body("torch._inductor.config.fallback_random = True\n")),
+        Case("torch_version", "the torch version (the second process reports another)",
+             "def fn(x):\n    return torch.sin(x) + 1\n" + x,
+             "torch.__version__ = torch.__version__ + '.other'\n"
+             "def fn(x):\n    return torch.sin(x) + 1\n" + x),
     ]
 
 
@@ -195,8 +211,12 @@ def _write(folder: str, body: str, helper: str) -> None:
 
 def _run(folder: str, phase: str, mode: str, cache_dir: str, timeout: float) -> dict[str, object]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TORCH_AOTCACHE_", "TORCHINDUCTOR_"))}
-    env.update(TORCHINDUCTOR_CACHE_DIR=cache_dir, PYTHONDONTWRITEBYTECODE="1", TORCH_AOTCACHE_DISABLE="1")
-    env["PYTHONPATH"] = folder
+    env.update(TORCHINDUCTOR_CACHE_DIR=cache_dir, PYTHONDONTWRITEBYTECODE="1")
+    if mode == "ours":
+        env["TORCH_AOTCACHE_DYNAMO"] = "1"
+    else:
+        env["TORCH_AOTCACHE_DISABLE"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join([folder, REPO_ROOT])
     proc = subprocess.run([sys.executable, "prog.py", phase, mode], cwd=folder, env=env,
                           capture_output=True, text=True, timeout=timeout)
     for line in proc.stdout.splitlines():
@@ -221,7 +241,8 @@ def run_case(case: Case, mode: str, root: str, timeout: float = 600) -> dict[str
         out["error"] = str(e)
         return out
     out["read"] = second
-    loaded = second["frame_cache"].get("dynamo_cache_hit", 0) > 0  # type: ignore[union-attr]
+    loaded = (second["frame_cache"].get("dynamo_cache_hit", 0) > 0  # type: ignore[union-attr]
+              or second.get("ours", {}).get("frame_hit", 0) > 0)  # type: ignore[union-attr]
     out["verdict"] = (
         "WRONG" if not second["equal"] else "retraced" if second["traced"] else "reused" if loaded else "no trace"
     )
@@ -230,7 +251,7 @@ def run_case(case: Case, mode: str, root: str, timeout: float = 600) -> dict[str
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mode", choices=("plain", "upstream"), default="upstream")
+    ap.add_argument("--mode", choices=("plain", "upstream", "ours"), default="upstream")
     ap.add_argument("--cases", default="", help="comma-separated case names (default: all)")
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--keep", default=None, help="keep the programs and cache dirs under this folder")
@@ -265,7 +286,13 @@ def main(argv: list[str] | None = None) -> int:
             if r["verdict"] == "ERROR":
                 print(f"--- {r['case']}\n{r['error']}", file=sys.stderr)
         return 2
-    return 1 if "WRONG" in verdicts else 0
+    if "WRONG" in verdicts:
+        return 1
+    unchanged = [r for r in results if r["case"] == "unchanged"]
+    if args.mode != "plain" and unchanged and unchanged[0]["verdict"] != "reused":
+        print("the unchanged case did not reuse the stored frame: the cache did nothing", file=sys.stderr)
+        return 3
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,479 @@
+"""
+The cache of Dynamo's frames (Note [Caching Dynamo's frames] in
+torch_aotcache/dynamo/__init__.py): naming objects across processes, the
+frame key, the knob, and in fresh processes a warm hit without tracing, the
+replaced guards, verification before unpickling, signing, export/import, the
+remote tier, and the adversarial set of ``tools/dynamo_soundness.py`` with
+Hypothesis over edits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import textwrap
+import types
+import unittest
+import warnings
+
+import torch
+import torch.nn.functional as F
+from hypothesis import given, HealthCheck, settings, strategies as st
+
+import torch_aotcache
+from torch_aotcache import config as tac_config
+from torch_aotcache.dynamo import frames, guards, identity
+from torch_aotcache.dynamo import install as frames_install
+
+from common import child_env, REPO_ROOT, run_child, slow, TOOLS
+
+
+SUPPORTED = frames_install.supported()
+needs_frames = unittest.skipUnless(SUPPORTED, "Dynamo's frame packages need torch 2.15 or later")
+
+
+def _local_helper(x: torch.Tensor) -> torch.Tensor:
+    return x + 1
+
+
+class TestIdentity(unittest.TestCase):
+    """identity.py: objects named by reference, found again, or refused."""
+
+    def test_named_objects_resolve_to_themselves(self) -> None:
+        import torch.nn.modules.linear as linear_module
+
+        for value in (torch.sin, F.relu, F.linear, iter, torch.nn.Linear, linear_module, os.path.join):
+            d = identity.describe(value)
+            self.assertIsNotNone(d, value)
+            self.assertEqual(json.loads(json.dumps(d)), d)
+            self.assertIs(identity.resolve(d), value)
+
+    def test_unnamed_objects_are_refused(self) -> None:
+        def local(x: int) -> int:
+            return x
+
+        for value in (lambda x: x, local, torch.nn.Linear(2, 2), object(), [torch.sin], types.ModuleType("ghost")):
+            self.assertIsNone(identity.describe(value), value)
+
+    def test_a_python_function_carries_its_code(self) -> None:
+        d = identity.describe(_local_helper)
+        assert d is not None
+        self.assertEqual(d["code"], identity.code_digest(_local_helper.__code__))
+        changed = dict(d, code="0" * 64)
+        with self.assertRaisesRegex(identity.Unresolved, "changed"):
+            identity.resolve(changed)
+
+    def test_resolving_what_is_gone(self) -> None:
+        with self.assertRaises(identity.Unresolved):
+            identity.resolve({"kind": "object", "module": "torch", "qualname": "no_such_function"})
+        with self.assertRaises(identity.Unresolved):
+            identity.resolve({"kind": "module", "module": "no_such_module_anywhere"})
+        with self.assertRaises(identity.Unresolved):
+            identity.resolve({"kind": "object", "module": 3})
+        with self.assertRaises(identity.Unresolved):
+            identity.resolve({"kind": "surprise"})
+
+    def test_code_digest_follows_what_code_does(self) -> None:
+        def compile_fn(src: str, name: str = "f") -> types.CodeType:
+            ns: dict[str, object] = {}
+            exec(compile(src, "<x>", "exec"), ns)
+            return ns[name].__code__  # type: ignore[attr-defined]
+
+        a = compile_fn("def f(x):\n    return x + 1\n")
+        moved = compile_fn("\n\n\ndef f(x):\n    return x + 1\n")
+        other_const = compile_fn("def f(x):\n    return x + 2\n")
+        other_float = compile_fn("def f(x):\n    return x + 1.0\n")
+        nested = compile_fn("def f(x):\n    def g():\n        return 1\n    return g\n")
+        nested2 = compile_fn("def f(x):\n    def g():\n        return 2\n    return g\n")
+        self.assertEqual(identity.code_digest(a), identity.code_digest(moved))
+        self.assertNotEqual(identity.code_digest(a), identity.code_digest(other_const))
+        self.assertNotEqual(identity.code_digest(a), identity.code_digest(other_float))
+        self.assertNotEqual(identity.code_digest(nested), identity.code_digest(nested2))
+
+
+class TestCollector(unittest.TestCase):
+    """guards.Collector: which identity guards are replaced, which kept."""
+
+    @staticmethod
+    def entry(guard_type: str, name: str, value: object, derived: tuple[str, ...] = ()) -> types.SimpleNamespace:
+        return types.SimpleNamespace(guard_type=guard_type, derived_guard_types=derived, name=name,
+                                     value=value, has_value=True)
+
+    def test_named_objects_are_replaced_and_unnamed_kept(self) -> None:
+        entries = [
+            self.entry("BUILTIN_MATCH", "G['act']", torch.sin, ("ID_MATCH",)),
+            self.entry("CLOSURE_MATCH", "G['F'].relu", F.relu),
+            self.entry("MODULE_MATCH", "G['F']", F, ("ID_MATCH",)),
+            self.entry("ID_MATCH", "L['fn']", lambda x: x),
+            self.entry("DICT_VERSION", "G['d']", {}),
+            self.entry("TENSOR_MATCH", "L['x']", torch.ones(1)),
+            self.entry("ID_MATCH", "___weird", torch.sin),
+        ]
+        c = guards.Collector(None)
+        keep = c(entries)
+        self.assertEqual(keep, [False, False, False, True, True, True, True])
+        self.assertEqual([r["source"] for r in c.replacements], ["G['act']", "G['F'].relu", "G['F']"])
+        self.assertEqual(c.objects, [torch.sin, F.relu, F])
+        self.assertEqual(len(c.kept), 3)
+        self.assertIs(guards.resolve_all(json.loads(json.dumps(c.replacements)))[0], torch.sin)
+
+    def test_the_programs_filter_comes_first(self) -> None:
+        entries = [self.entry("BUILTIN_MATCH", "G['act']", torch.sin), self.entry("TENSOR_MATCH", "L['x']", 1)]
+        c = guards.Collector(lambda es: [False, True])
+        self.assertEqual(c(entries), [False, True])
+        self.assertEqual(c.replacements, [])
+
+    def test_malformed_replacements_are_refused(self) -> None:
+        for bad in ("x", [3], [{"source": "G['a']"}], [{"source": "os.system('x')", "object": {}}]):
+            with self.assertRaises(identity.Unresolved):
+                guards.resolve_all(bad)  # type: ignore[arg-type]
+
+
+@needs_frames
+class TestFrameKey(unittest.TestCase):
+    def settings(self, **arguments: object) -> frames.Settings:
+        base: dict[str, object] = {"backend": torch._TorchCompileInductorWrapper(None, None, None),
+                                   "nopython": False, "dynamic": None}
+        base.update(arguments)
+        return frames.settings_for(base)
+
+    def test_settings_that_change_the_program_change_the_key(self) -> None:
+        fn = _local_helper
+        base = frames.key_for(fn, self.settings())[0]
+        self.assertEqual(base, frames.key_for(fn, self.settings())[0])
+        self.assertTrue(base.startswith(frames.KEY_PREFIX))
+        others = [
+            self.settings(nopython=True),
+            self.settings(dynamic=True),
+            self.settings(backend="eager"),
+            self.settings(backend=torch._TorchCompileInductorWrapper("max-autotune-no-cudagraphs", None, None)),
+            self.settings(backend=torch._TorchCompileInductorWrapper(None, {"epilogue_fusion": False}, None)),
+        ]
+        with torch._inductor.config.patch(fallback_random=True):
+            others.append(self.settings())
+        with torch._dynamo.config.patch(capture_scalar_outputs=True):
+            others.append(self.settings())
+        with torch._functorch.config.patch(activation_memory_budget=0.5):
+            others.append(self.settings())
+        keys = {frames.key_for(fn, s)[0] for s in others}
+        self.assertEqual(len(keys), len(others))
+        self.assertNotIn(base, keys)
+
+    def test_the_functions_code_is_in_the_key(self) -> None:
+        def f(x: torch.Tensor) -> torch.Tensor:
+            return x + 1
+
+        def g(x: torch.Tensor) -> torch.Tensor:
+            return x + 2
+
+        g.__qualname__ = f.__qualname__
+        s = self.settings()
+        self.assertNotEqual(frames.key_for(f, s)[0], frames.key_for(g, s)[0])
+
+    def test_unnamed_settings_are_unkeyable(self) -> None:
+        with self.assertRaises(frames.Unkeyable):
+            self.settings(backend=lambda gm, inputs: gm)
+        with self.assertRaises(frames.Unkeyable):
+            self.settings(guard_filter_fn=lambda entries: [True] * len(entries))
+
+
+class TestKnob(unittest.TestCase):
+    def test_off_by_default_and_torch_untouched(self) -> None:
+        self.assertFalse(tac_config.dynamo)
+        before = torch._dynamo.config.caching_precompile
+        torch.compile(lambda x: x + 1)
+        self.assertFalse(frames_install.is_enabled())
+        self.assertEqual(torch._dynamo.config.caching_precompile, before)
+
+    @needs_frames
+    def test_on_and_off_restore_every_object(self) -> None:
+        from torch._dynamo import eval_frame, guards as dynamo_guards, package, precompile_context
+
+        before = (package.DynamoCache, precompile_context.DynamoCache, eval_frame._optimize,
+                  dynamo_guards.CheckFunctionManager.__dict__["__init__"], package.load_guards_state,
+                  package.load_guard_manager, torch._dynamo.config.caching_precompile)
+        try:
+            with tac_config.patch(dynamo=True):
+                torch.compile(lambda x: x + 1)
+                self.assertTrue(frames_install.is_enabled())
+                self.assertTrue(torch._dynamo.config.caching_precompile)
+                self.assertIsNot(package.DynamoCache, before[0])
+            torch.compile(lambda x: x + 1)
+            self.assertFalse(frames_install.is_enabled())
+        finally:
+            frames_install.disable()
+        after = (package.DynamoCache, precompile_context.DynamoCache, eval_frame._optimize,
+                 dynamo_guards.CheckFunctionManager.__dict__["__init__"], package.load_guards_state,
+                 package.load_guard_manager, torch._dynamo.config.caching_precompile)
+        for a, b in zip(before, after):
+            self.assertIs(a, b)
+
+    def test_uninstall_puts_torch_compile_back(self) -> None:
+        wrapped = torch.compile
+        self.assertTrue(hasattr(wrapped, "__original__"))
+        torch_aotcache.uninstall()
+        try:
+            self.assertIs(torch.compile, wrapped.__original__)  # type: ignore[attr-defined]
+        finally:
+            torch_aotcache.install()
+        self.assertTrue(hasattr(torch.compile, "__original__"))
+
+    @unittest.skipIf(SUPPORTED, "this torch has Dynamo's frame packages")
+    def test_older_release_warns_and_changes_nothing(self) -> None:
+        from torch_aotcache import _once
+
+        _once.reset()
+        with tac_config.patch(dynamo=True), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            compiled = torch.compile(lambda x: x * 2)
+            self.assertEqual(compiled(torch.ones(2)).tolist(), [2.0, 2.0])
+        self.assertFalse(frames_install.is_enabled())
+        self.assertTrue(any("needs torch 2.15" in str(w.message) for w in caught))
+
+
+# A program for the process tests: a small training model built in a module
+# of its own (so its source can be edited), compiled, one step; prints the
+# counters and whether the result equals eager.
+PROGRAM = '''
+import json, sys
+import torch
+import torch_aotcache
+import model
+torch.manual_seed(0)
+m = model.build()
+x = torch.randn(8, 16)
+compiled = torch.compile(m)
+out = compiled(x)
+out.sum().backward()
+grads = [p.grad.clone() for p in m.parameters()]
+for p in m.parameters():
+    p.grad = None
+ref = m(x)
+ref.sum().backward()
+same = bool(torch.allclose(out, ref, atol=1e-5)) and all(
+    torch.allclose(g, p.grad, atol=1e-5) for g, p in zip(grads, m.parameters()))
+extra = {}
+if len(sys.argv) > 1 and sys.argv[1] == "rebind":
+    model.act = torch.tanh
+    out2 = compiled(x)
+    extra["rebound_equal"] = bool(torch.allclose(out2, m(x), atol=1e-5))
+from torch._dynamo.utils import counters
+print("RESULT " + json.dumps({"equal": same, "traced": int(counters["stats"].get("unique_graphs", 0)),
+    "ours": dict(counters["torch_aotcache"]), "aot": dict(counters["aot_autograd"]), **extra}))
+'''
+
+MODEL = '''
+import torch
+import torch.nn.functional as F
+act = torch.sin
+class M(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Linear(16, 32)
+        self.b = torch.nn.Linear(32, 4)
+    def forward(self, x):
+        return self.b(F.relu(act(self.a(x))))
+def build():
+    return M()
+'''
+
+
+@needs_frames
+@slow
+class TestFramesAcrossProcesses(unittest.TestCase):
+    """Fresh processes against one cache dir, the frame cache on."""
+
+    def setUp(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="frames-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.cache = os.path.join(self.dir, "cache")
+        self.write(MODEL)
+        with open(os.path.join(self.dir, "prog.py"), "w") as f:
+            f.write(PROGRAM)
+
+    def write(self, model: str) -> None:
+        with open(os.path.join(self.dir, "model.py"), "w") as f:
+            f.write(model)
+
+    def run_program(self, *args: str, **env: str) -> dict[str, object]:
+        e = child_env({"TORCHINDUCTOR_CACHE_DIR": self.cache, "TORCH_AOTCACHE_DYNAMO": "1",
+                       "PYTHONDONTWRITEBYTECODE": "1", **env}, path=(REPO_ROOT, self.dir))
+        proc = run_child(["prog.py", *args], e, cwd=self.dir)
+        for line in proc.stdout.splitlines():
+            if line.startswith("RESULT "):
+                result: dict[str, object] = json.loads(line[len("RESULT "):])
+                return result
+        self.fail(f"program failed (rc={proc.returncode}):\n{proc.stderr[-3000:]}")
+
+    def frame_entries(self) -> list[str]:
+        found = []
+        for dirpath, _dirs, files in os.walk(os.path.join(self.cache, "torch_aotcache", "entries")):
+            found += [os.path.join(dirpath, n) for n in files
+                      if n.endswith(".entry") and os.path.basename(dirpath).startswith(frames.KEY_PREFIX)]
+        return found
+
+    def test_warm_process_runs_the_stored_frame_without_tracing(self) -> None:
+        cold = self.run_program()
+        self.assertTrue(cold["equal"])
+        self.assertGreater(cold["traced"], 0)
+        self.assertEqual(cold["ours"].get("frame_saved"), 1, cold)  # type: ignore[union-attr]
+        self.assertGreaterEqual(cold["ours"].get("frame_guard_replaced", 0), 1, cold)  # type: ignore[union-attr]
+        self.assertEqual(len(self.frame_entries()), 1)
+        warm = self.run_program()
+        self.assertTrue(warm["equal"])
+        self.assertEqual(warm["traced"], 0, warm)
+        self.assertEqual(warm["ours"].get("frame_hit"), 1, warm)  # type: ignore[union-attr]
+        # The command line reads the frame's header like any other entry.
+        ls = run_child(["-m", "torch_aotcache", "ls"], child_env({"TORCHINDUCTOR_CACHE_DIR": self.cache}))
+        self.assertEqual(ls.returncode, 0, ls.stderr)
+        self.assertIn(frames.MODE, ls.stdout)
+
+    def test_a_rebound_global_retraces_in_a_later_process_and_in_the_same(self) -> None:
+        self.run_program()
+        self.write(MODEL.replace("act = torch.sin", "act = torch.cos"))
+        warm = self.run_program()
+        self.assertTrue(warm["equal"], warm)
+        self.assertGreater(warm["traced"], 0, warm)
+        # Unchanged again: the stored frame now holds both variants.
+        self.write(MODEL)
+        again = self.run_program("rebind")
+        self.assertTrue(again["equal"], again)
+        self.assertEqual(again["ours"].get("frame_hit"), 1, again)  # type: ignore[union-attr]
+        self.assertTrue(again["rebound_equal"], again)
+        self.assertGreater(again["traced"], 0, again)  # the rebinding after the load retraced
+
+    def test_an_edited_inlined_function_is_not_reused(self) -> None:
+        self.run_program()
+        self.write(MODEL.replace("return self.b(F.relu(act(self.a(x))))", "return self.b(F.relu(act(self.a(x)))) * 2"))
+        warm = self.run_program()
+        self.assertTrue(warm["equal"], warm)
+        self.assertGreater(warm["traced"], 0, warm)
+
+    def test_a_corrupt_frame_entry_is_refused_before_unpickling(self) -> None:
+        self.run_program()
+        (path,) = self.frame_entries()
+        with open(path, "r+b") as f:
+            f.seek(-100, os.SEEK_END)
+            byte = f.read(1)
+            f.seek(-100, os.SEEK_END)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        warm = self.run_program()
+        self.assertTrue(warm["equal"])
+        self.assertGreater(warm["traced"], 0)
+        self.assertGreaterEqual(warm["ours"].get("entry_rejected", 0), 1, warm)  # type: ignore[union-attr]
+        self.assertNotIn("frame_hit", warm["ours"])  # type: ignore[operator]
+
+    def test_signed_frames_need_the_key(self) -> None:
+        self.run_program(TORCH_AOTCACHE_SIGNING_KEY="one-secret")
+        other = self.run_program(TORCH_AOTCACHE_SIGNING_KEY="another-secret")
+        self.assertTrue(other["equal"])
+        self.assertNotIn("frame_hit", other["ours"])  # type: ignore[operator]
+        self.assertGreaterEqual(other["ours"].get("signature_rejected", 0), 1, other)  # type: ignore[union-attr]
+        # The refused entries were moved aside; the signed process saves anew.
+        same = self.run_program(TORCH_AOTCACHE_SIGNING_KEY="another-secret")
+        self.assertEqual(same["ours"].get("frame_hit"), 1, same)  # type: ignore[union-attr]
+
+    def test_export_then_import_into_an_empty_cache_dir(self) -> None:
+        self.run_program()
+        archive = os.path.join(self.dir, "store.tar")
+        env = child_env({"TORCHINDUCTOR_CACHE_DIR": self.cache})
+        self.assertEqual(run_child(["-m", "torch_aotcache", "export", archive], env).returncode, 0)
+        self.cache = os.path.join(self.dir, "cache2")
+        env = child_env({"TORCHINDUCTOR_CACHE_DIR": self.cache})
+        imported = run_child(["-m", "torch_aotcache", "import", archive], env)
+        self.assertEqual(imported.returncode, 0, imported.stderr)
+        warm = self.run_program()
+        self.assertTrue(warm["equal"])
+        self.assertEqual(warm["ours"].get("frame_hit"), 1, warm)  # type: ignore[union-attr]
+        self.assertEqual(warm["traced"], 0)
+
+    def test_the_remote_tier_carries_frames(self) -> None:
+        from redis_server import redis_missing, RedisServer
+
+        missing = redis_missing()
+        if missing:
+            self.skipTest(missing)
+        server = RedisServer().start()
+        self.addCleanup(server.close)
+        remote = {"TORCH_AOTCACHE_REDIS_URL": server.url, "TORCH_AOTCACHE_SIGNING_KEY": "fleet",
+                  "TORCH_AOTCACHE_REMOTE_SYNC": "1"}
+        self.run_program(**remote)
+        self.cache = os.path.join(self.dir, "other-machine")
+        warm = self.run_program(**remote)
+        self.assertTrue(warm["equal"])
+        self.assertEqual(warm["ours"].get("frame_hit"), 1, warm)  # type: ignore[union-attr]
+        self.assertEqual(warm["traced"], 0)
+
+
+def _soundness_tool() -> types.ModuleType:
+    sys.path.insert(0, TOOLS)
+    try:
+        import dynamo_soundness
+    finally:
+        sys.path.remove(TOOLS)
+    return dynamo_soundness
+
+
+@needs_frames
+@slow
+class TestAdversarialSet(unittest.TestCase):
+    """tools/dynamo_soundness.py with the frame cache on: every change between
+    two processes retraces and equals eager; nothing changed reuses the frame."""
+
+    def test_every_case(self) -> None:
+        out = os.path.join(tempfile.mkdtemp(prefix="soundness-"), "ours.json")
+        proc = run_child([os.path.join(TOOLS, "dynamo_soundness.py"), "--mode", "ours", "--json", out], timeout=3600)
+        self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr[-3000:])
+        with open(out) as f:
+            results = {r["case"]: r["verdict"] for r in json.load(f)["results"]}
+        self.assertEqual(results.pop("unchanged"), "reused")
+        self.assertGreaterEqual(len(results), 17)
+        self.assertNotIn("WRONG", results.values())
+        self.assertNotIn("ERROR", results.values())
+
+    # Hypothesis over edits: a program made of a few independent choices,
+    # one of which changes between the two processes.
+    CHOICES = {
+        "op": ("torch.sin", "torch.cos", "torch.tanh"),
+        "scale": ("2.0", "3.0"),
+        "shape": ("(4, 6)", "(5, 6)"),
+        "dtype": ("torch.float32", "torch.float64"),
+        "cell": ("1.0", "-1.0"),
+    }
+
+    @staticmethod
+    def program(c: dict[str, str]) -> str:
+        return textwrap.dedent(f"""
+            act = {c['op']}
+            SCALE = {c['scale']}
+            def make(k):
+                def fn(x):
+                    return act(x) * SCALE + k
+                return fn
+            fn = make({c['cell']})
+            x = torch.randn{c['shape']}.to({c['dtype']})
+            args = (x,)
+        """)
+
+    @settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.fixed_dictionaries({k: st.sampled_from(v) for k, v in CHOICES.items()}),
+           st.sampled_from(sorted(CHOICES)), st.data())
+    def test_hypothesis_edits(self, before: dict[str, str], changed: str, data: st.DataObject) -> None:
+        tool = _soundness_tool()
+        after = dict(before)
+        after[changed] = data.draw(st.sampled_from([v for v in self.CHOICES[changed] if v != before[changed]]))
+        case = tool.Case("edit", f"{changed}: {before[changed]} -> {after[changed]}",
+                         self.program(before), self.program(after))
+        root = tempfile.mkdtemp(prefix="soundness-edit-")
+        try:
+            result = tool.run_case(case, "ours", root)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        self.assertIn(result["verdict"], ("retraced",), result)
+
+
+if __name__ == "__main__":
+    unittest.main()
