@@ -208,7 +208,7 @@ class TestKnob(unittest.TestCase):
         after = (package.DynamoCache, precompile_context.DynamoCache, eval_frame._optimize,
                  dynamo_guards.CheckFunctionManager.__dict__["__init__"], package.load_guards_state,
                  package.load_guard_manager, torch._dynamo.config.caching_precompile)
-        for a, b in zip(before, after):
+        for a, b in zip(before, after, strict=True):
             self.assertIs(a, b)
 
     def test_uninstall_puts_torch_compile_back(self) -> None:
@@ -254,7 +254,7 @@ for p in m.parameters():
 ref = m(x)
 ref.sum().backward()
 same = bool(torch.allclose(out, ref, atol=1e-5)) and all(
-    torch.allclose(g, p.grad, atol=1e-5) for g, p in zip(grads, m.parameters()))
+    torch.allclose(g, p.grad, atol=1e-5) for g, p in zip(grads, m.parameters(), strict=True))
 extra = {}
 if len(sys.argv) > 1 and sys.argv[1] == "rebind":
     model.act = torch.tanh

@@ -53,6 +53,7 @@ def settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
         settle_s=args.settle,
         remote=remote,
         only_remote=bool(args.only_remote),
+        frames=bool(args.frames),
     ), notes
 
 
@@ -89,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-remote", dest="remote", action="store_false", help="skip the Redis runs")
     parser.add_argument("--only-remote", action="store_true",
                         help="only the Redis runs and the local ours cold/warm they are compared with")
+    parser.add_argument("--frames", action="store_true",
+                        help="also measure torch_aotcache with its Dynamo frame cache on (TORCH_AOTCACHE_DYNAMO=1; "
+                             "torch 2.15 and later)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--render", action="store_true",

@@ -63,3 +63,5 @@ class Settings:
     settle_s: float = 0.0
     remote: bool = False
     only_remote: bool = False
+    # Also measure torch_aotcache with its Dynamo frame cache on (mode "frames").
+    frames: bool = False

@@ -39,8 +39,11 @@ def _env_for(mode: str, cache_dir: str, redis_url: str | None = None) -> dict[st
         env["TORCH_AOTCACHE_REDIS_URL"] = redis_url
         env["TORCH_AOTCACHE_SIGNING_KEY"] = BENCH_SIGNING_KEY
         env["TORCH_AOTCACHE_REMOTE_SYNC"] = "1"
-    if mode != "ours":
+    env.pop("TORCH_AOTCACHE_DYNAMO", None)
+    if mode not in ("ours", "frames"):
         env["TORCH_AOTCACHE_DISABLE"] = "1"
+    if mode == "frames":
+        env["TORCH_AOTCACHE_DYNAMO"] = "1"
     if mode == "off":
         env["TORCHINDUCTOR_FORCE_DISABLE_CACHES"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
@@ -156,7 +159,9 @@ class Driver:
         for model in s.models:
             print(f"[{model}]", file=sys.stderr, flush=True)
             warm_dirs: dict[str, str] = {}
-            local_modes = ("ours",) if s.only_remote else ("upstream", "ours")
+            local_modes: tuple[str, ...] = ("ours",) if s.only_remote else ("upstream", "ours")
+            if s.frames and not s.only_remote:
+                local_modes += ("frames",)
             for c in range(s.cold_repeats):
                 if not s.only_remote:
                     self.step(model, "off", "cold", self.new_cache_dir("off"), c)

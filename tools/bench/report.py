@@ -45,8 +45,8 @@ def write_outputs(data: dict[str, Any], out_dir: str) -> None:
 
 def render_markdown(data: dict[str, Any]) -> str:
     lines: list[str] = []
-    for section in (_header, _process_table, _past_imports_table, _process_parts_table, _first_step_table,
-                    _quiet_table, _cpu_table, _miss_cost_table, _warm_start_table, _keys_section,
+    for section in (_header, _process_table, _past_imports_table, _frames_table, _process_parts_table,
+                    _first_step_table, _quiet_table, _cpu_table, _miss_cost_table, _warm_start_table, _keys_section,
                     _lookup_section, _remote_section, _targets_table):
         lines += section(data)
     if data.get("failures"):
@@ -106,6 +106,25 @@ def _process_table(data: dict[str, Any]) -> list[str]:
             f"| {_s(p['ratio'], 2)} | {_s(p.get('above_eager_upstream_s'))} / {_s(p.get('above_eager_ours_s'))} "
             f"| {_s(p['cold_off_s'])} / {_s(p['cold_upstream_s'])} / {_s(p['cold_ours_s'])} "
             f"| {_s(imp.get('floor'))} / {_s(imp.get('upstream'))} / {_s(imp.get('ours'))} |"
+        )
+    return lines
+
+
+def _frames_table(data: dict[str, Any]) -> list[str]:
+    """torch_aotcache with its Dynamo frame cache on (``--frames``), when measured."""
+    rows = [(model, m["frames"]) for model, m in data["models"].items() if m.get("frames")]
+    if not rows:
+        return []
+    lines = ["", "With the Dynamo frame cache on (`TORCH_AOTCACHE_DYNAMO=1`): whole processes, and the "
+             "warm ones after the imports; a warm process that ran the stored frame traced no graph.", ""]
+    lines.append("| model | warm | above eager | above floor | past imports: above eager | first step "
+                 "| cold | cold: frames minus ours | frame hits / graphs traced (warm) |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    for model, f in rows:
+        lines.append(
+            f"| {model} | {_s(f['warm_s'])} | {_s(f['above_eager_s'])} | {_s(f['above_floor_s'])} "
+            f"| {_s(f['past_imports_above_eager_s'])} | {_s(f['first_step_s'], 3)} | {_s(f['cold_s'])} "
+            f"| {_s(f['cold_minus_ours_s'])} | {f['frame_hits']} / {f['traced_graphs']} |"
         )
     return lines
 

@@ -163,7 +163,7 @@ def _import_for_mode(mode: str) -> dict[str, Any]:
     import torch
 
     info: dict[str, Any] = {"torch_version": torch.__version__}
-    if mode == "ours":
+    if mode in ("ours", "frames"):
         import torch_aotcache
 
         info["torch_aotcache_installed"] = torch_aotcache.is_installed()

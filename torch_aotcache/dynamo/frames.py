@@ -109,11 +109,17 @@ def _backend(backend: Any) -> Any:
 
 
 def _config(module: Any, what: str) -> str:
+    """The digest of a config module's settings, as ``save_config_portable``
+    selects them (private settings and ignored prefixes left out) but with
+    every value named by us: upstream's serializer for Inductor imports
+    Inductor's lowering (a second) to name its choices class, which ours
+    names by reference."""
     try:
-        portable = module.save_config_portable()
+        prefixes = ["_", *getattr(module, "_cache_config_ignore_prefix", [])]
+        values = module._get_dict(ignored_prefixes=prefixes)
     except Exception as e:  # noqa: BLE001
         raise Unkeyable(f"cannot read {what}: {e}") from None
-    return _digest(_named(portable, what))
+    return _digest(_named(values, what))
 
 
 def settings_for(arguments: dict[str, Any]) -> Settings:
@@ -186,7 +192,8 @@ def save_pending(final: bool = False) -> None:
                 done = _save(package)
             except Exception as e:  # noqa: BLE001 - saving never fails a compile
                 count("frame_save_failed")
-                log.warning("torch_aotcache: cannot save a Dynamo frame package: %s", e, exc_info=log.isEnabledFor(logging.DEBUG))
+                log.warning("torch_aotcache: cannot save a Dynamo frame package: %s", e,
+                            exc_info=log.isEnabledFor(logging.DEBUG))
                 done = True
             if done:
                 _pending.pop(ident, None)
@@ -225,6 +232,13 @@ def _save(package: Any) -> bool:
         return True
     key, components = key_for(package._innermost_fn, package._aotcache_settings)
     payload = pickle.dumps(PrecompileCacheEntry(entry, backends))
+    # The compiled C++ kernels of its graphs travel with it, as in our
+    # AOTAutograd entries (Note [Self-contained entries] in inductor/artifacts.py).
+    from ..inductor import artifacts
+
+    kernels: dict[str, bytes] = {}
+    for artifact in backends.values():
+        kernels.update(artifacts.collect(getattr(artifact, "content", None)))
     digest = schemas.payload_digest(payload)
     if _saved.get(key) == digest:
         return True
@@ -250,8 +264,9 @@ def _save(package: Any) -> bool:
             "guarded_codes": sum(len(c.guarded_codes) for c in entry.codes),
             "not_packaged_codes": sum(1 for c in entry.codes if c.bypassed),
         },
+        artifacts=sorted(kernels.items()),
     )
-    data = framing.encode_entry(header, payload)
+    data = framing.encode_entry(header, payload, [b for _, b in sorted(kernels.items())])
     from ..store import stats
     from ..tiers import lookup
 
@@ -370,8 +385,10 @@ def _check(entry: schemas.VerifiedEntry) -> Any:
             resolved[digest] = (items, guards.resolve_all(items))
         except identity.Unresolved as e:
             raise Miss("guard_unresolved", str(e)) from None
+    from ..inductor import light_runtime
+
     try:
-        result = pickle.loads(entry.payload)
+        result = light_runtime.loads(entry.payload)
     except Exception as e:  # noqa: BLE001 - a verified payload that does not load here
         raise Miss("load_failed", f"cannot unpickle: {type(e).__name__}: {e}") from None
     if not isinstance(result, PrecompileCacheEntry):
@@ -400,4 +417,30 @@ def _check(entry: schemas.VerifiedEntry) -> Any:
             guards.expect_loaded(digest, items, objects)
     for artifact in result.backends.values():
         PrecompileContext.record_artifact(artifact)
+    kernels = entry.kernels()
+    result.backends = {bid: SealedBackend(artifact, kernels) for bid, artifact in result.backends.items()}
     return result
+
+
+class SealedBackend:
+    """A stored compiled graph as ``CompilePackage.install`` uses it: its
+    generated module and kernels load from the entry (``sealed_load``), with
+    the light runtime imports (Note [Light runtime imports] in
+    inductor/light_runtime.py), as our AOTAutograd hits load."""
+
+    def __init__(self, artifact: Any, kernels: dict[str, memoryview]) -> None:
+        self.artifact = artifact
+        self.kernels = kernels
+
+    def after_deserialization(self) -> Any:
+        from ..inductor import artifacts, light_runtime
+
+        # A compiled graph reads torch._inductor.debug's switches at every
+        # call (compile_fx imports that module on the normal path).
+        if not light_runtime.place_debug_switches():
+            import torch._inductor.debug  # noqa: F401
+        with artifacts.sealed_load(self.kernels):
+            return self.artifact.after_deserialization()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.artifact, name)

@@ -137,7 +137,7 @@ def add_lambda_guard(guard_manager: Any, replacements: list[dict[str, Any]], obj
     namespace = dict(_get_closure_vars())
     namespace["__builtins__"] = builtins
     checks = [
-        (compile(r["source"], "<guard source>", "eval"), obj) for r, obj in zip(replacements, objects)
+        (compile(r["source"], "<guard source>", "eval"), obj) for r, obj in zip(replacements, objects, strict=True)
     ]
     frame_globals = global_scope
 

@@ -190,7 +190,8 @@ def make_store() -> Any:
                 from ..counters import count
 
                 count("frame_load_failed")
-                log.warning("torch_aotcache: Dynamo frame lookup failed: %s", e, exc_info=log.isEnabledFor(logging.DEBUG))
+                log.warning("torch_aotcache: Dynamo frame lookup failed: %s", e,
+                            exc_info=log.isEnabledFor(logging.DEBUG))
                 return None
 
     return FrameStore(DiskDynamoCache().path_prefix())
@@ -223,7 +224,7 @@ def optimize(original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 def wrap_compile() -> None:
     """Put our wrapper on ``torch.compile`` (torch is imported); idempotent."""
     global _compile_wrapper, _original_compile
-    torch = sys.modules.get("torch")
+    torch: Any = sys.modules.get("torch")
     if torch is None or not hasattr(torch, "compile"):
         return
     with _lock:
@@ -245,7 +246,7 @@ def wrap_compile() -> None:
 def unwrap_compile() -> None:
     global _compile_wrapper, _original_compile
     with _lock:
-        torch = sys.modules.get("torch")
+        torch: Any = sys.modules.get("torch")
         if torch is not None and _compile_wrapper is not None and torch.compile is _compile_wrapper:
             torch.compile = _original_compile
         _compile_wrapper = _original_compile = None
