@@ -111,13 +111,14 @@ class TestCollector(unittest.TestCase):
             self.entry("DICT_VERSION", "G['d']", {}),
             self.entry("TENSOR_MATCH", "L['x']", torch.ones(1)),
             self.entry("ID_MATCH", "___weird", torch.sin),
+            self.entry("ID_MATCH", "___odict_getitem(L['self']._modules, 'a')", torch.sin),
         ]
         c = guards.Collector(None)
         keep = c(entries)
-        self.assertEqual(keep, [False, False, False, True, True, True, True])
+        self.assertEqual(keep, [False, False, False, True, True, True, True, True])
         self.assertEqual([r["source"] for r in c.replacements], ["G['act']", "G['F'].relu", "G['F']"])
         self.assertEqual(c.objects, [torch.sin, F.relu, F])
-        self.assertEqual(len(c.kept), 3)
+        self.assertEqual(len(c.kept), 4)
         self.assertIs(guards.resolve_all(json.loads(json.dumps(c.replacements)))[0], torch.sin)
 
     def test_the_programs_filter_comes_first(self) -> None:
@@ -127,7 +128,9 @@ class TestCollector(unittest.TestCase):
         self.assertEqual(c.replacements, [])
 
     def test_malformed_replacements_are_refused(self) -> None:
-        for bad in ("x", [3], [{"source": "G['a']"}], [{"source": "os.system('x')", "object": {}}]):
+        for bad in ("x", [3], [{"source": "G['a']"}], [{"source": "os.system('x')", "object": {}}],
+                    [{"source": "G[__import__('os').system('true')]", "object": {"kind": "module", "module": "os"}}],
+                    [{"source": "G['a'].f(1)", "object": {"kind": "module", "module": "os"}}]):
             with self.assertRaises(identity.Unresolved):
                 guards.resolve_all(bad)  # type: ignore[arg-type]
 
@@ -330,6 +333,10 @@ class TestFramesAcrossProcesses(unittest.TestCase):
         ls = run_child(["-m", "torch_aotcache", "ls"], child_env({"TORCHINDUCTOR_CACHE_DIR": self.cache}))
         self.assertEqual(ls.returncode, 0, ls.stderr)
         self.assertIn(frames.MODE, ls.stdout)
+        st = run_child(["-m", "torch_aotcache", "stats"], child_env({"TORCHINDUCTOR_CACHE_DIR": self.cache}))
+        self.assertEqual(st.returncode, 0, st.stderr)
+        row = next(line for line in st.stdout.splitlines() if line.startswith("frame hits"))
+        self.assertEqual(row.split()[2:], ["1", "1", "1"])
 
     def test_a_rebound_global_retraces_in_a_later_process_and_in_the_same(self) -> None:
         self.run_program()
@@ -351,6 +358,11 @@ class TestFramesAcrossProcesses(unittest.TestCase):
         warm = self.run_program()
         self.assertTrue(warm["equal"], warm)
         self.assertGreater(warm["traced"], 0, warm)
+        # explain names what changed: the compiled function's bytecode.
+        explained = run_child(["-m", "torch_aotcache", "explain"], child_env({"TORCHINDUCTOR_CACHE_DIR": self.cache}))
+        self.assertEqual(explained.returncode, 0, explained.stderr)
+        self.assertIn(frames.KEY_PREFIX, explained.stdout)
+        self.assertIn("differs: code", explained.stdout)
 
     def test_a_corrupt_frame_entry_is_refused_before_unpickling(self) -> None:
         self.run_program()

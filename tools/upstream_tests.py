@@ -12,6 +12,8 @@ file is copied, unedited, into a fresh temporary folder beside a
 
 ``ours``   ``import torch_aotcache`` from this checkout (the session fails
            at once if it did not install itself);
+``frames`` ``ours`` with the cache of Dynamo's frames on
+           (``TORCH_AOTCACHE_DYNAMO=1``; torch 2.15 and later);
 ``stock``  nothing imported: torch's own cache (the session fails if
            anything imported torch_aotcache).
 ``patched`` a torch tree patched by ``tools/upstream_patch.py``
@@ -82,6 +84,14 @@ import torch_aotcache
 if not torch_aotcache.is_installed():
     raise SystemExit("torch_aotcache did not install itself; nothing to test")
 print("upstream_tests: torch_aotcache", torch_aotcache.__file__, file=sys.stderr)
+''',
+    "frames": f'''
+import os, sys
+sys.path.insert(0, {REPO_ROOT!r})
+import torch_aotcache
+if not torch_aotcache.is_installed() or os.environ.get("TORCH_AOTCACHE_DYNAMO") != "1":
+    raise SystemExit("torch_aotcache with its frame cache is not in place; nothing to test")
+print("upstream_tests: torch_aotcache with its frame cache", torch_aotcache.__file__, file=sys.stderr)
 ''',
     "stock": '''
 import sys
@@ -173,6 +183,9 @@ def start(mode: str, test_file: str, work: str, args: argparse.Namespace) -> tup
     log_path = os.path.join(args.junit_dir or work, f"{mode}.log")
     env = dict(os.environ)
     env.pop("TORCH_AOTCACHE_DISABLE", None)
+    env.pop("TORCH_AOTCACHE_DYNAMO", None)
+    if mode == "frames":
+        env["TORCH_AOTCACHE_DYNAMO"] = "1"
     env["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(work, f"inductor-{mode}")
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, (site, args.torch_root, env.get("PYTHONPATH"))))
@@ -201,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("test_file", help="a copy of upstream's test/dynamo/test_aot_autograd_cache.py")
     parser.add_argument(
-        "--modes", default="stock,ours", help="comma-separated: stock, ours, patched (default: stock,ours)"
+        "--modes", default="stock,ours", help="comma-separated: stock, ours, frames, patched (default: stock,ours)"
     )
     parser.add_argument(
         "--torch-root", default=None,
@@ -220,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = [m for m in modes if m not in CONFTEST]
     if unknown or not modes:
-        print(f"unknown modes {unknown}; use stock, ours or patched", file=sys.stderr)
+        print(f"unknown modes {unknown}; use stock, ours, frames or patched", file=sys.stderr)
         return 2
     if "patched" in modes and not args.torch_root:
         print("the patched mode needs --torch-root", file=sys.stderr)
@@ -282,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                 f,
                 indent=2,
             )
-    judged = next((r for r in results if r.mode in ("ours", "patched")), results[-1])
+    judged = next((r for r in results if r.mode in ("ours", "patched", "frames")), results[-1])
     return 1 if judged.totals().failed else 0
 
 

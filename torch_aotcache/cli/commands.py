@@ -205,6 +205,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
         ("evictions", *(str(c.evictions) for c in cols)),
         ("time saved", *(_seconds(c.time_saved_ns) for c in cols)),
     ]
+    if any(c.frame_hits or c.frame_misses for c in cols):
+        rows[-1:-1] = [
+            ("frame hits", *(str(c.frame_hits) for c in cols)),
+            ("frame misses", *(str(c.frame_misses) for c in cols)),
+        ]
     print()
     for line in _table(rows, right={1, 2, 3}):
         print(line)

@@ -55,13 +55,14 @@ from typing import Any
 from .. import schemas
 from ..counters import count
 from ..entry import framing
+from ..store import explain
 from . import guards, identity
 
 
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "tdf"
-MODE = "dynamo-frame"
+KEY_PREFIX = explain.FRAME_KEY_PREFIX
+MODE = explain.FRAME_MODE
 # Bump when what a frame entry holds, or how its key is made, changes.
 FRAME_FORMAT = 1
 
@@ -158,6 +159,23 @@ def key_for(fn: Any, settings: Settings) -> tuple[str, dict[str, str]]:
     return KEY_PREFIX + _digest(components)[:40], components
 
 
+def header_components(components: dict[str, str]) -> dict[str, str]:
+    """The components as a header (and ``explain``) keeps them: names as
+    they are, the rest as short digests."""
+    return {k: (v if k in ("function", "torch", "format") else _digest(v)[:16]) for k, v in components.items()}
+
+
+def _remember_miss(key: str, components: dict[str, str], reason: str | None) -> None:
+    """For ``explain`` (Note [Explaining misses] in store/explain.py); never raises."""
+    try:
+        miss = explain.Miss(key, time.time_ns(), header_components(components),
+                            {"reason": reason} if reason else {})
+        explain.remember_miss(miss)
+        explain.log_miss(miss)
+    except Exception as e:  # noqa: BLE001
+        log.debug("torch_aotcache: cannot record a frame miss for explain: %s", e)
+
+
 # ---------------------------------------------------------------------------
 # Saving: Note [Saving when the graphs are saved]
 # ---------------------------------------------------------------------------
@@ -242,21 +260,20 @@ def _save(package: Any) -> bool:
     digest = schemas.payload_digest(payload)
     if _saved.get(key) == digest:
         return True
-    cost = sum(
-        int(getattr(getattr(a, "content", None), "forward_time_taken_ns", 0) or 0)
-        + int(getattr(getattr(a, "content", None), "backward_time_taken_ns", 0) or 0)
-        for a in backends.values()
-    )
+    forward_cost = sum(int(getattr(getattr(a, "content", None), "forward_time_taken_ns", 0) or 0)
+                       for a in backends.values())
+    backward_cost = sum(int(getattr(getattr(a, "content", None), "backward_time_taken_ns", 0) or 0)
+                        for a in backends.values())
     header = schemas.make_header(
         key=key,
         payload=payload,
         torch_version=torch.__version__,
         created_ns=time.time_ns(),
-        forward_cost_ns=cost,
-        backward_cost_ns=0,
+        forward_cost_ns=forward_cost,
+        backward_cost_ns=backward_cost,
         guards_expr=None,
         mode=MODE,
-        components={k: (v if k in ("function", "torch", "format") else _digest(v)[:16]) for k, v in components.items()},
+        components=header_components(components),
         extra={
             "function": components["function"],
             "replacements": replacements,
@@ -324,11 +341,12 @@ def load(fn: Any, package: Any) -> Any:
     try:
         from torch._dynamo.eval_frame import innermost_fn
 
-        key, _ = key_for(innermost_fn(fn), settings)
+        key, components = key_for(innermost_fn(fn), settings)
     except Unkeyable as e:
         count("frame_unkeyable")
         log.debug("torch_aotcache: frame not cached: %s", e)
         return None
+    from ..store import stats
     from ..tiers import lookup
 
     remote = lookup.remote_tier_requested(False)
@@ -343,9 +361,12 @@ def load(fn: Any, package: Any) -> Any:
                 result = _check(entry)
             except Miss as e:
                 count(f"frame_miss_{e.reason}")
+                stats.record("frame_miss")
                 log.info("torch_aotcache: stored Dynamo frame for %s not used: %s", key, e)
+                _remember_miss(key, components, f"{e.reason}: {e}")
                 return None
             count("frame_hit")
+            stats.record("frame_hit", entry.header.compile_cost_ns)
             if candidate.path is not None:
                 lookup.local_store.record_hit(candidate.path)
             elif tier.name != "local":
@@ -357,6 +378,8 @@ def load(fn: Any, package: Any) -> Any:
             log.info("torch_aotcache: Dynamo frame hit for %s", key)
             return result
     count("frame_miss")
+    stats.record("frame_miss")
+    _remember_miss(key, components, None)
     return None
 
 

@@ -44,6 +44,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import logging
+import re
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -118,12 +119,19 @@ class Collector:
         return keep
 
 
+# The guard sources we replace, and later evaluate: a frame local or global
+# by name, then attributes and subscripts by constant (no call, no operator),
+# as Dynamo spells them: ``G['torch'].nn.functional.relu``,
+# ``G['__builtins_dict___0']['iter']``, ``L['self'].act``.  A source read from
+# an entry's header is evaluated only if it has this form (signed or not).
+_SOURCE = re.compile(
+    r"[GL]\[(?:'[A-Za-z0-9_.<>]+'|\"[A-Za-z0-9_.<>]+\")\]"
+    r"(?:\.[A-Za-z_][A-Za-z0-9_]*|\[(?:'[A-Za-z0-9_.<>]+'|\"[A-Za-z0-9_.<>]+\"|[0-9]+)\])*"
+)
+
+
 def _evaluable(source: str) -> bool:
-    try:
-        compile(source, "<guard source>", "eval")
-    except SyntaxError:
-        return False
-    return source.startswith(("G[", "L["))
+    return isinstance(source, str) and len(source) < 1000 and _SOURCE.fullmatch(source) is not None
 
 
 def add_lambda_guard(guard_manager: Any, replacements: list[dict[str, Any]], objects: list[Any],

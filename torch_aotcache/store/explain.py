@@ -56,6 +56,9 @@ log = logging.getLogger(__name__)
 MISSES_FILE = os.path.join("explain", "misses.jsonl")
 MAX_BYTES = 256 * 1024
 KEEP = 64
+# Keys and mode of Dynamo's frames (dynamo/frames.py, which imports torch).
+FRAME_KEY_PREFIX = "tdf"
+FRAME_MODE = "dynamo-frame"
 # The log line at a miss searches at most this many of the newest entries.
 LOG_SEARCH_LIMIT = 2000
 
@@ -208,9 +211,14 @@ def explain_lines(miss: Miss, headers: list[schemas.EntryHeader]) -> list[str]:
     lines = [f"miss {miss.key} at {when}"]
     # Only what was stored before the miss can explain it (the compile that
     # followed saved an entry under the missed key itself).
-    before = [h for h in headers if h.created_ns < miss.time_ns]
+    # A frame's miss is compared with frames, a graph's with graphs.
+    frame = miss.key.startswith(FRAME_KEY_PREFIX)
+    before = [h for h in headers if h.created_ns < miss.time_ns and (h.mode == FRAME_MODE) == frame]
     if any(h.key == miss.key for h in before):
-        lines.append("  the store held this key: its entries' shape guards failed for these inputs")
+        if frame:
+            lines.append(f"  the store held this key; its frame was not used: {miss.detail.get('reason', '?')}")
+        else:
+            lines.append("  the store held this key: its entries' shape guards failed for these inputs")
         return lines
     entry = nearest(miss.components, (h for h in before if h.key != miss.key))
     if entry is None:

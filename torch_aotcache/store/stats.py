@@ -6,6 +6,7 @@ Note [Statistics on disk]
 ~~~~~~~~~~~~~~~~~~~~~~~~~
 Each event is one short line appended to ``<store>/stats/<YYYY-MM-DD>.log``
 (UTC day): ``hit <ns saved>``, ``miss``, ``bypass <category>``,
+``frame_hit <ns saved>``, ``frame_miss`` (Dynamo's frames),
 ``save <bytes>``, ``evict <entries>:<bytes>`` (one line per eviction).  One ``open(O_APPEND)``, one ``write``
 and one ``close``: a few microseconds, no read-modify-write, no lock.  Appends
 of a line this short from many processes do not interleave on a local file
@@ -128,6 +129,9 @@ class Totals:
     evictions: int = 0
     evicted_bytes: int = 0
     time_saved_ns: int = 0
+    # Dynamo's frames (Note [Caching Dynamo's frames] in dynamo/__init__.py).
+    frame_hits: int = 0
+    frame_misses: int = 0
     bypass_reasons: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
 
     def add(self, kind: str, value: str) -> None:
@@ -136,6 +140,11 @@ class Totals:
             self.time_saved_ns += int(value or 0)
         elif kind == "miss":
             self.misses += 1
+        elif kind == "frame_hit":
+            self.frame_hits += 1
+            self.time_saved_ns += int(value or 0)
+        elif kind == "frame_miss":
+            self.frame_misses += 1
         elif kind == "bypass":
             self.bypasses += 1
             self.bypass_reasons[value or "other"] += 1
