@@ -245,6 +245,13 @@ import json, sys
 import torch
 import torch_aotcache
 import model
+if "fail_install" in sys.argv:
+    import torch._C._dynamo.eval_frame as native
+
+    def refuse(*args):
+        raise RuntimeError("injected install failure")
+
+    native._load_precompile_entry = refuse
 torch.manual_seed(0)
 m = model.build()
 x = torch.randn(8, 16)
@@ -363,6 +370,13 @@ class TestFramesAcrossProcesses(unittest.TestCase):
         self.assertEqual(explained.returncode, 0, explained.stderr)
         self.assertIn(frames.KEY_PREFIX, explained.stdout)
         self.assertIn("differs: code", explained.stdout)
+
+    def test_a_frame_that_fails_to_install_is_traced_instead(self) -> None:
+        self.run_program()
+        warm = self.run_program("fail_install")
+        self.assertTrue(warm["equal"], warm)
+        self.assertEqual(warm["ours"].get("frame_install_failed"), 1, warm)  # type: ignore[union-attr]
+        self.assertGreater(warm["traced"], 0, warm)
 
     def test_a_corrupt_frame_entry_is_refused_before_unpickling(self) -> None:
         self.run_program()

@@ -85,6 +85,7 @@ COUNTERS: dict[str, str] = {
     "frame_not_saved_empty": "packages without any compiled code (not saved)",
     "frame_save_failed": "frame package saves that failed (the compile goes on)",
     "frame_load_failed": "frame lookups that failed in our code (traced as usual)",
+    "frame_install_failed": "loaded frames that failed to install (taken out; traced as usual)",
     "frame_miss_guard_unresolved": "stored frames not used: a replaced guard names nothing, or changed code",
     "frame_miss_source_changed": "stored frames not used: a source they inlined changed",
     "frame_miss_system_changed": "stored frames not used: upstream's system check refused them",

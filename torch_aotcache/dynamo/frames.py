@@ -441,7 +441,15 @@ def _check(entry: schemas.VerifiedEntry) -> Any:
     for artifact in result.backends.values():
         PrecompileContext.record_artifact(artifact)
     kernels = entry.kernels()
-    result.backends = {bid: SealedBackend(artifact, kernels) for bid, artifact in result.backends.items()}
+    sealed = {bid: SealedBackend(artifact, kernels) for bid, artifact in result.backends.items()}
+    # Load every compiled graph now, while a failure is still a plain miss
+    # (once CompilePackage.install has begun, upstream cannot go back).
+    for backend_id, backend in sealed.items():
+        try:
+            backend.load()
+        except Exception as e:  # noqa: BLE001 - a graph that does not load here: trace instead
+            raise Miss("load_failed", f"compiled graph {backend_id} does not load: {type(e).__name__}: {e}") from None
+    result.backends = sealed
     return result
 
 
@@ -454,16 +462,22 @@ class SealedBackend:
     def __init__(self, artifact: Any, kernels: dict[str, memoryview]) -> None:
         self.artifact = artifact
         self.kernels = kernels
+        self.loaded: Any = None
+
+    def load(self) -> Any:
+        if self.loaded is None:
+            from ..inductor import artifacts, light_runtime
+
+            # A compiled graph reads torch._inductor.debug's switches at every
+            # call (compile_fx imports that module on the normal path).
+            if not light_runtime.place_debug_switches():
+                import torch._inductor.debug  # noqa: F401
+            with artifacts.sealed_load(self.kernels):
+                self.loaded = self.artifact.after_deserialization()
+        return self.loaded
 
     def after_deserialization(self) -> Any:
-        from ..inductor import artifacts, light_runtime
-
-        # A compiled graph reads torch._inductor.debug's switches at every
-        # call (compile_fx imports that module on the normal path).
-        if not light_runtime.place_debug_switches():
-            import torch._inductor.debug  # noqa: F401
-        with artifacts.sealed_load(self.kernels):
-            return self.artifact.after_deserialization()
+        return self.load()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.artifact, name)

@@ -12,7 +12,8 @@ on or off to match before going on.  On: torch_aotcache is installed, our
 store takes the place of ``torch._dynamo.package.DynamoCache``,
 ``caching_precompile`` is set, and four of Dynamo's functions are wrapped
 (``_optimize``, ``CheckFunctionManager.__init__``, ``load_guards_state``,
-``load_guard_manager``).  Off puts back every object exactly.  On a release
+``load_guard_manager``) and ``CompilePackage.install`` is made to fail
+safe.  Off puts back every object exactly.  On a release
 without Dynamo's packages (before 2.15) the knob warns once and nothing
 changes.  Programs that call ``torch._dynamo.optimize`` directly get the
 frame cache once a ``torch.compile`` call (or :func:`enable`) switched it on.
@@ -126,6 +127,13 @@ def enable() -> bool:
             _replace(dynamo_guards.CheckFunctionManager, "__init__", check_function_manager_init)
             _replace(package, "load_guards_state", _bind(guards.load_guards_state, package.load_guards_state))
             _replace(package, "load_guard_manager", _bind(guards.load_guard_manager, package.load_guard_manager))
+            install = package.CompilePackage.__dict__["install"]
+
+            @functools.wraps(install)
+            def install_package(self: Any, backends: Any) -> None:
+                install_or_start_afresh(install, self, backends)
+
+            _replace(package.CompilePackage, "install", install_package)
             _previous_caching_precompile = torch._dynamo.config.caching_precompile
             torch._dynamo.config.caching_precompile = True
         except BaseException:
@@ -195,6 +203,34 @@ def make_store() -> Any:
                 return None
 
     return FrameStore(DiskDynamoCache().path_prefix())
+
+
+def install_or_start_afresh(original: Callable[..., Any], package: Any, backends: Any) -> None:
+    """``CompilePackage.install``: a package we loaded that fails to install
+    is taken out again and the package starts afresh, so Dynamo traces as if
+    nothing was stored (upstream's caller cannot recover from that: it would
+    initialize the package twice).  Packages from elsewhere install as upstream's."""
+    from . import frames
+
+    if not any(isinstance(b, frames.SealedBackend) for b in dict(backends or {}).values()):
+        original(package, backends)
+        return
+    try:
+        original(package, backends)
+    except Exception as e:  # noqa: BLE001 - a stored frame never fails a compile
+        from ..counters import count
+
+        count("frame_install_failed")
+        log.warning("torch_aotcache: a stored Dynamo frame did not install (%s: %s); tracing instead",
+                    type(e).__name__, e)
+        fn = package._innermost_fn
+        try:
+            package.uninstall()
+        finally:
+            package._initialized = False
+            package._codes = {}
+            package._source_info = type(package._source_info)(inlined_sources=set())
+            package.initialize(fn, None, ignore_inlined_sources=False)
 
 
 def optimize(original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
