@@ -71,6 +71,9 @@ def release_of(version: str) -> str:
 # inductor/front_door.py, Note [Light runtime imports] in inductor/light_runtime.py); on the
 # others every compile takes the normal path.
 FRONT_DOOR_RELEASES = frozenset({"2.13", "2.14", "2.15"})
+# Releases whose Dynamo packages the frame cache builds on and was checked
+# against (Note [Caching Dynamo's frames] in dynamo/__init__.py).
+FRAME_RELEASES = frozenset({"2.15"})
 
 
 # Per release, the digest of each upstream function a part of ours mirrors,

@@ -45,7 +45,11 @@ _original_compile: Any = None
 
 
 def supported() -> bool:
-    """Whether this torch has what the frame cache builds on."""
+    """Whether this torch has what the frame cache builds on (a release it was checked against)."""
+    from .. import _compat
+
+    if _compat.torch_release() not in _compat.FRAME_RELEASES:
+        return False
     try:
         from torch._dynamo import package
 
