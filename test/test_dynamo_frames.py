@@ -371,6 +371,31 @@ class TestFramesAcrossProcesses(unittest.TestCase):
         self.assertIn(frames.KEY_PREFIX, explained.stdout)
         self.assertIn("differs: code", explained.stdout)
 
+    def test_graph_breaks_and_resume_functions(self) -> None:
+        self.write(textwrap.dedent("""
+            import torch
+            act = torch.sin
+            class M(torch.nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.a = torch.nn.Linear(16, 4)
+                def forward(self, x):
+                    h = act(self.a(x))
+                    torch._dynamo.graph_break()
+                    if h.sum() > 0:  # data-dependent: another break
+                        h = h * 2
+                    return h.tanh()
+            def build():
+                return M()
+        """))
+        cold = self.run_program()
+        self.assertTrue(cold["equal"], cold)
+        self.assertGreaterEqual(cold["traced"], 2, cold)
+        warm = self.run_program()
+        self.assertTrue(warm["equal"], warm)
+        self.assertEqual(warm["traced"], 0, warm)
+        self.assertEqual(warm["ours"].get("frame_hit"), 1, warm)  # type: ignore[union-attr]
+
     def test_a_frame_that_fails_to_install_is_traced_instead(self) -> None:
         self.run_program()
         warm = self.run_program("fail_install")
