@@ -10,12 +10,14 @@ imported, else when it is; see installer/lazy.py); each call reads
 ``config.dynamo`` (``TORCH_AOTCACHE_DYNAMO``) and switches the frame cache
 on or off to match before going on.  On: torch_aotcache is installed, our
 store takes the place of ``torch._dynamo.package.DynamoCache``,
-``caching_precompile`` is set, and four of Dynamo's functions are wrapped
-(``_optimize``, ``CheckFunctionManager.__init__``, ``load_guards_state``,
-``load_guard_manager``) and ``CompilePackage.install`` is made to fail
-safe.  Off puts back every object exactly.  On a release
-without Dynamo's packages (before 2.15) the knob warns once and nothing
-changes.  Programs that call ``torch._dynamo.optimize`` directly get the
+``caching_precompile`` is set, and five of Dynamo's functions are wrapped:
+``_optimize`` (its package learns the call's settings),
+``CheckFunctionManager.__init__`` (our guard filter), ``load_guards_state``
+and ``load_guard_manager`` (a loaded guard set gets its replacement guards),
+``CompilePackage.install`` (a stored frame that fails to install is taken
+out).  Off puts back every object exactly.  On a release the frame cache was
+not checked against (``_compat.FRAME_RELEASES``: 2.15) the knob warns once
+and nothing changes.  Programs that call ``torch._dynamo.optimize`` directly get the
 frame cache once a ``torch.compile`` call (or :func:`enable`) switched it on.
 """
 
