@@ -165,6 +165,12 @@ class TestFrameKey(unittest.TestCase):
         self.assertEqual(len(keys), len(others))
         self.assertNotIn(base, keys)
 
+    def test_settings_torch_ignores_for_compiling_leave_the_key(self) -> None:
+        # debug_dir_root follows the working directory; it is compile_ignored.
+        base = frames.key_for(_local_helper, self.settings())[0]
+        with torch._dynamo.config.patch(debug_dir_root="/somewhere/else"):
+            self.assertEqual(frames.key_for(_local_helper, self.settings())[0], base)
+
     def test_the_functions_code_is_in_the_key(self) -> None:
         def f(x: torch.Tensor) -> torch.Tensor:
             return x + 1
@@ -308,10 +314,10 @@ class TestFramesAcrossProcesses(unittest.TestCase):
         with open(os.path.join(self.dir, "model.py"), "w") as f:
             f.write(model)
 
-    def run_program(self, *args: str, **env: str) -> dict[str, object]:
+    def run_program(self, *args: str, cwd: str | None = None, **env: str) -> dict[str, object]:
         e = child_env({"TORCHINDUCTOR_CACHE_DIR": self.cache, "TORCH_AOTCACHE_DYNAMO": "1",
                        "PYTHONDONTWRITEBYTECODE": "1", **env}, path=(REPO_ROOT, self.dir))
-        proc = run_child(["prog.py", *args], e, cwd=self.dir)
+        proc = run_child([os.path.join(self.dir, "prog.py"), *args], e, cwd=cwd or self.dir)
         for line in proc.stdout.splitlines():
             if line.startswith("RESULT "):
                 result: dict[str, object] = json.loads(line[len("RESULT "):])
@@ -344,6 +350,15 @@ class TestFramesAcrossProcesses(unittest.TestCase):
         self.assertEqual(st.returncode, 0, st.stderr)
         row = next(line for line in st.stdout.splitlines() if line.startswith("frame hits"))
         self.assertEqual(row.split()[2:], ["1", "1", "1"])
+
+    def test_another_working_directory_still_hits(self) -> None:
+        self.run_program()
+        elsewhere = os.path.join(self.dir, "elsewhere")
+        os.makedirs(elsewhere)
+        warm = self.run_program(cwd=elsewhere)
+        self.assertTrue(warm["equal"])
+        self.assertEqual(warm["ours"].get("frame_hit"), 1, warm)  # type: ignore[union-attr]
+        self.assertEqual(warm["traced"], 0, warm)
 
     def test_a_rebound_global_retraces_in_a_later_process_and_in_the_same(self) -> None:
         self.run_program()

@@ -111,13 +111,17 @@ def _backend(backend: Any) -> Any:
 
 def _config(module: Any, what: str) -> str:
     """The digest of a config module's settings, as ``save_config_portable``
-    selects them (private settings and ignored prefixes left out) but with
+    selects them (private settings, ignored prefixes and the settings marked
+    ``@compile_ignored`` left out) but with
     every value named by us: upstream's serializer for Inductor imports
     Inductor's lowering (a second) to name its choices class, which ours
     names by reference."""
     try:
         prefixes = ["_", *getattr(module, "_cache_config_ignore_prefix", [])]
-        values = module._get_dict(ignored_prefixes=prefixes)
+        # Settings torch marks ``@compile_ignored`` do not change what is
+        # compiled (logging, debug folders under the working directory...).
+        ignored = sorted(getattr(module, "_compile_ignored_keys", ()))
+        values = module._get_dict(ignored_keys=ignored, ignored_prefixes=prefixes)
     except Exception as e:  # noqa: BLE001
         raise Unkeyable(f"cannot read {what}: {e}") from None
     return _digest(_named(values, what))
