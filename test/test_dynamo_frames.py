@@ -117,9 +117,34 @@ class TestCollector(unittest.TestCase):
         keep = c(entries)
         self.assertEqual(keep, [False, False, False, True, True, True, True, True])
         self.assertEqual([r["source"] for r in c.replacements], ["G['act']", "G['F'].relu", "G['F']"])
-        self.assertEqual(c.objects, [torch.sin, F.relu, F])
+        self.assertIs(c.objects[0], torch.sin)
+        self.assertIs(c.objects[2], F)
         self.assertEqual(len(c.kept), 4)
-        self.assertIs(guards.resolve_all(json.loads(json.dumps(c.replacements)))[0], torch.sin)
+        resolved = guards.resolve_all(json.loads(json.dumps(c.replacements)))
+        self.assertIs(resolved[0], torch.sin)
+        self.assertIs(resolved[2], F)
+        # CLOSURE_MATCH checks the function's code, not the function.
+        self.assertEqual(c.replacements[1]["object"]["kind"], "code")
+        self.assertTrue(resolved[1].matches(F.relu))
+        self.assertFalse(resolved[1].matches(F.gelu))
+        self.assertFalse(resolved[1].matches(torch.relu))
+
+    def test_closures_made_anew_match_by_code(self) -> None:
+        def make(k: float) -> types.FunctionType:
+            def inner(x: torch.Tensor) -> torch.Tensor:
+                return x * k
+            return inner  # type: ignore[return-value]
+
+        def other(x: torch.Tensor) -> torch.Tensor:
+            return x + 1
+
+        c = guards.Collector(None)
+        self.assertEqual(c([self.entry("CLOSURE_MATCH", "L['fn']", make(1.0))]), [False])
+        (same,) = guards.resolve_all(json.loads(json.dumps(c.replacements)))
+        self.assertTrue(same.matches(make(2.0)))
+        self.assertFalse(same.matches(other))
+        # An ID_MATCH on the same local function has no name: kept.
+        self.assertEqual(c([self.entry("ID_MATCH", "L['fn']", make(1.0))]), [True])
 
     def test_the_programs_filter_comes_first(self) -> None:
         entries = [self.entry("BUILTIN_MATCH", "G['act']", torch.sin), self.entry("TENSOR_MATCH", "L['x']", 1)]

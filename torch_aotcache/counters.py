@@ -83,6 +83,7 @@ COUNTERS: dict[str, str] = {
     "frame_not_saved_incomplete": "packages whose compiled graphs never completed (not saved at exit)",
     "frame_not_saved_unknown_guards": "packages holding a guard set not built through us (not saved)",
     "frame_not_saved_empty": "packages without any compiled code (not saved)",
+    "frame_not_saved_unnamed_global": "packages whose bytecode reads a per-process global we cannot name",
     "frame_save_failed": "frame package saves that failed (the compile goes on)",
     "frame_load_failed": "frame lookups that failed in our code (traced as usual)",
     "frame_install_failed": "loaded frames that failed to install (taken out; traced as usual)",

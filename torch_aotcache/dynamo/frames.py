@@ -232,7 +232,7 @@ def _save(package: Any) -> bool:
 
     if getattr(package, "_current_entry", None) is not None:
         return False  # mid-compile; its record_package comes
-    entry = package.cache_entry()
+    entry = _with_true_module(package.cache_entry(), package._innermost_fn)
     backends = {}
     for backend_id in sorted(entry.backend_ids):
         artifact = PrecompileContext.serialize_artifact_by_key(backend_id)
@@ -251,6 +251,10 @@ def _save(package: Any) -> bool:
                 replacements[digest] = found
     if not any(code.guarded_codes for code in entry.codes):
         count("frame_not_saved_empty")
+        return True
+    needed_globals = _per_process_globals(entry)
+    if needed_globals is None:
+        count("frame_not_saved_unnamed_global")
         return True
     key, components = key_for(package._innermost_fn, package._aotcache_settings)
     payload = pickle.dumps(PrecompileCacheEntry(entry, backends))
@@ -281,6 +285,7 @@ def _save(package: Any) -> bool:
         extra={
             "function": components["function"],
             "replacements": replacements,
+            "globals": needed_globals,
             "codes": len(entry.codes),
             "guarded_codes": sum(len(c.guarded_codes) for c in entry.codes),
             "not_packaged_codes": sum(1 for c in entry.codes if c.bypassed),
@@ -302,6 +307,99 @@ def _save(package: Any) -> bool:
     log.info("torch_aotcache: saved Dynamo frame package %s (%s) to %s", key, components["function"], path)
     _remote_put(key, header.entry_id, data)
     return True
+
+
+def _with_true_module(entry: Any, fn: Any) -> Any:
+    """``entry`` with its first code recorded under the module whose globals
+    the function runs with.
+
+    Upstream records the compiled function's ``__module__``, which
+    ``functools.wraps`` copies from the function a decorator wraps: the
+    wrapper of a decorated ``forward`` (transformers' models) is recorded
+    under the model's module, and a loaded package then evaluates its guards
+    on global names, and installs its compiled graphs, in the wrong module's
+    globals (the guards fail, or worse, read another module's value).  The
+    module whose dict *is* the function's ``__globals__`` is the right one."""
+    globals_ = getattr(fn, "__globals__", None)
+    name = globals_.get("__name__") if isinstance(globals_, dict) else None
+    module = sys.modules.get(name) if isinstance(name, str) else None
+    if module is None or module.__dict__ is not globals_ or not entry.codes:
+        return entry
+    main = entry.codes[0]
+    if main.python_module == name:
+        return entry
+    return dataclasses.replace(entry, codes=[dataclasses.replace(main, python_module=name), *entry.codes[1:]])
+
+
+# Note [Globals of one process]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# Dynamo's transformed bytecode may read globals it installed under names made
+# of an object's address (``___module_collections_139983710817152_c0``,
+# ``output_graph.install_global_by_id``).  Upstream's package does not carry
+# them: a later process runs the bytecode and fails with a NameError.  We name
+# each such object by reference when saving (a frame holding one we cannot
+# name is not saved) and put it back under the same name in the module before
+# the package is installed (:func:`_restore_globals`).
+
+
+def _names_read(code: Any) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, type(code)):
+            names |= _names_read(const)
+    return names
+
+
+def _per_process_globals(entry: Any) -> dict[str, dict[str, Any]] | None:
+    """module -> {name: description} of the per-process globals the package's
+    bytecode reads; None if one has no name by reference."""
+    from torch._dynamo.package import SerializedCode
+
+    found: dict[str, dict[str, Any]] = {}
+    for code in entry.codes:
+        names: set[str] = set()
+        for guarded in code.guarded_codes:
+            names |= {n for n in _names_read(SerializedCode.to_code_object(guarded.dynamo_code))
+                      if guards.PER_PROCESS_NAME.fullmatch(n)}
+        if not names:
+            continue
+        module = sys.modules.get(code.python_module)
+        if module is None:
+            return None
+        for name in sorted(names):
+            if name not in module.__dict__:
+                return None
+            description = identity.describe(module.__dict__[name])
+            if description is None:
+                return None
+            found.setdefault(code.python_module, {})[name] = description
+    return found
+
+
+def _restore_globals(described: Any) -> None:
+    """Put back the per-process globals a package's bytecode reads (Note
+    [Globals of one process]); raises Miss before changing anything if one
+    cannot be."""
+    if not isinstance(described, dict):
+        raise Miss("malformed", "globals are malformed")
+    plan = []
+    for module_name, names in described.items():
+        module = sys.modules.get(module_name)
+        if module is None or not isinstance(names, dict):
+            raise Miss("guard_unresolved", f"module {module_name} is not imported")
+        for name, description in names.items():
+            if not isinstance(name, str) or not guards.PER_PROCESS_NAME.fullmatch(name):
+                raise Miss("malformed", f"unexpected global name {name!r}")
+            try:
+                value = identity.resolve(description)
+            except identity.Unresolved as e:
+                raise Miss("guard_unresolved", str(e)) from None
+            current = module.__dict__.get(name, value)
+            if current is not value:
+                raise Miss("guard_unresolved", f"{module_name}.{name} holds another object here")
+            plan.append((module, name, value))
+    for module, name, value in plan:
+        module.__dict__[name] = value
 
 
 def _remote_put(key: str, entry_id: str, data: bytes) -> None:
@@ -409,7 +507,7 @@ def _check(entry: schemas.VerifiedEntry) -> Any:
     resolved = {}
     for digest, items in replacements.items():
         try:
-            resolved[digest] = (items, guards.resolve_all(items))
+            resolved[digest] = (items, *guards.resolve_with_bindings(items))
         except identity.Unresolved as e:
             raise Miss("guard_unresolved", str(e)) from None
     from ..inductor import light_runtime
@@ -440,10 +538,11 @@ def _check(entry: schemas.VerifiedEntry) -> Any:
                 raise Miss("incomplete", f"compiled graph {backend_id} is missing")
         for guarded in code.guarded_codes:
             digest = guards.state_digest(guarded.guards_state)
-            items, objects = resolved.get(digest, ([], []))
-            guards.expect_loaded(digest, items, objects)
+            items, objects, bindings = resolved.get(digest, ([], [], []))
+            guards.expect_loaded(digest, items, objects, bindings)
     for artifact in result.backends.values():
         PrecompileContext.record_artifact(artifact)
+    _restore_globals(entry.header.extra.get("globals", {}))
     kernels = entry.kernels()
     sealed = {bid: SealedBackend(artifact, kernels) for bid, artifact in result.backends.items()}
     # Load every compiled graph now, while a failure is still a plain miss

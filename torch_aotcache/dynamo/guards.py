@@ -19,6 +19,9 @@ guards are built) and pass a filter of ours (composed with the program's
 by reference (identity.py): a module by name, a function or class by module
 and qualified name, a Python function also by its bytecode's digest.
 
+* ``CLOSURE_MATCH`` on a Python function checks its code, not the function
+  (a closure made on each call is a new function with the same code): we
+  check the digest of the code (identity.SameCode).
 * A guard whose object has such a name is taken out of Dynamo's set and
   replaced by one lambda guard per guard set, on the root: each source, read
   from the frame's locals and globals, must *be* the object of that name.
@@ -42,10 +45,13 @@ are checked (and signed) before anything is unpickled.
 from __future__ import annotations
 
 import builtins
+import ast
 import hashlib
 import logging
 import re
 import threading
+import types
+from collections import ChainMap
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -95,49 +101,128 @@ class Collector:
     """The filter passed to one ``CheckFunctionManager``: replaces what it can
     (see Note [Replacement guards]) and keeps the rest."""
 
-    def __init__(self, user_filter: Callable[[Sequence[Any]], Sequence[bool]] | None) -> None:
+    def __init__(self, user_filter: Callable[[Sequence[Any]], Sequence[bool]] | None,
+                 global_scope: dict[str, Any] | None = None) -> None:
         self.user_filter = user_filter
+        self.global_scope = global_scope if global_scope is not None else {}
         self.replacements: list[dict[str, Any]] = []
         self.objects: list[Any] = []
+        # Per replacement: the objects of the per-process globals its source
+        # reads (Note [Replacement guards]).
+        self.bindings: list[dict[str, Any]] = []
         self.kept: list[str] = []
 
     def __call__(self, entries: Sequence[Any]) -> list[bool]:
         keep = list(self.user_filter(entries)) if self.user_filter is not None else [True] * len(entries)
-        self.replacements, self.objects, self.kept = [], [], []
+        self.replacements, self.objects, self.bindings, self.kept = [], [], [], []
         for i, entry in enumerate(entries):
             if not keep[i] or not _needs_replacing(entry):
                 continue
+            # The source as Dynamo evaluates it (the entry's ``name`` has the
+            # frame's ``L[...]`` stripped for the program's filter).
+            source = getattr(getattr(entry, "orig_guard", None), "name", None) or entry.name
             description = None
             if not ({entry.guard_type, *entry.derived_guard_types} & KEPT_GUARDS) and entry.has_value:
-                description = identity.describe(entry.value)
-            if description is None or not _evaluable(entry.name):
-                self.kept.append(f"{entry.guard_type} {entry.name}")
+                if (entry.guard_type == "CLOSURE_MATCH" or "CLOSURE_MATCH" in entry.derived_guard_types
+                        or isinstance(entry.value, types.CodeType)):
+                    # Dynamo checks a Python function's code here (or a code
+                    # object, by identity), not the function object: so do we,
+                    # by the code's digest.
+                    description = identity.describe_code(entry.value) or identity.describe(entry.value)
+                else:
+                    description = identity.describe(entry.value)
+            bound = self._bindings(source) if description is not None and _evaluable(source) else None
+            if description is None or bound is None:
+                self.kept.append(f"{entry.guard_type} {source}")
                 continue
             keep[i] = False
-            self.replacements.append({"source": entry.name, "guard": entry.guard_type, "object": description})
-            self.objects.append(entry.value)
+            replacement = {"source": source, "guard": entry.guard_type, "object": description}
+            if bound:
+                replacement["bindings"] = {name: d for name, (d, _) in bound.items()}
+            self.replacements.append(replacement)
+            self.objects.append(identity.resolve(description) if description["kind"] == "code" else entry.value)
+            self.bindings.append({name: value for name, (_, value) in bound.items()})
         return keep
 
+    def _bindings(self, source: str) -> dict[str, tuple[dict[str, str], Any]] | None:
+        """The per-process globals ``source`` reads, each described by
+        reference with its value; None if one cannot be described."""
+        found = {}
+        for name in per_process_globals(source):
+            if name not in self.global_scope:
+                return None
+            value = self.global_scope[name]
+            description = identity.describe(value)
+            if description is None:
+                return None
+            found[name] = (description, value)
+        return found
 
-# The guard sources we replace, and later evaluate: a frame local or global
-# by name, then attributes and subscripts by constant (no call, no operator),
-# as Dynamo spells them: ``G['torch'].nn.functional.relu``,
-# ``G['__builtins_dict___0']['iter']``, ``L['self'].act``.  A source read from
-# an entry's header is evaluated only if it has this form (signed or not).
-_SOURCE = re.compile(
-    r"[GL]\[(?:'[A-Za-z0-9_.<>]+'|\"[A-Za-z0-9_.<>]+\")\]"
-    r"(?:\.[A-Za-z_][A-Za-z0-9_]*|\[(?:'[A-Za-z0-9_.<>]+'|\"[A-Za-z0-9_.<>]+\"|[0-9]+)\])*"
-)
+
+# The guard sources we replace, and later evaluate, are checked to be of
+# this small grammar: the frame's locals or globals (``L``, ``G``), then
+# attributes, subscripts by constants and by such sources, and calls of
+# ``type``, ``dict``, ``list``, ``dict.keys`` and ``dict.__getitem__`` (as
+# Dynamo spells sources: ``G['torch'].nn.functional.relu``,
+# ``dict(type(L['self']).__dict__)['forward'].__closure__[0].cell_contents``).
+# A source read from an entry's header is evaluated only if it is of this
+# form (signed or not), and it reads attributes, never calls the program.
+_CALLABLE_NAMES = frozenset({"type", "dict", "list"})
+_DICT_METHODS = frozenset({"keys", "__getitem__"})
+
+
+def _allowed(node: ast.AST) -> bool:
+    if isinstance(node, ast.Name):
+        return node.id in ("G", "L") or node.id in _CALLABLE_NAMES
+    if isinstance(node, ast.Constant):
+        return type(node.value) in (str, int)
+    if isinstance(node, ast.Attribute):
+        return _allowed(node.value)
+    if isinstance(node, ast.Subscript):
+        return _allowed(node.value) and _allowed(node.slice)
+    if isinstance(node, ast.Call):
+        func = node.func
+        named = isinstance(func, ast.Name) and func.id in _CALLABLE_NAMES
+        method = (isinstance(func, ast.Attribute) and func.attr in _DICT_METHODS
+                  and isinstance(func.value, ast.Name) and func.value.id == "dict")
+        return (named or method) and not node.keywords and all(_allowed(a) for a in node.args)
+    return False
+
+
+# Globals Dynamo installs under a name made of an object's address
+# (``output_graph.install_global_by_id``: ``_139717128640272_c0``): they exist
+# only in the process that compiled, so a replacement records which object
+# each held (by reference) and a later process reads the source with them.
+PER_PROCESS_NAME = re.compile(r"\w*_[0-9]{6,}_c[0-9]+")
+
+
+def per_process_globals(source: str) -> list[str]:
+    """The per-process global names a (valid) source reads as ``G['name']``."""
+    names = []
+    for node in ast.walk(ast.parse(source, mode="eval")):
+        if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "G"
+                and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str)
+                and PER_PROCESS_NAME.fullmatch(node.slice.value)):
+            names.append(node.slice.value)
+    return names
 
 
 def _evaluable(source: str) -> bool:
-    return isinstance(source, str) and len(source) < 1000 and _SOURCE.fullmatch(source) is not None
+    if not isinstance(source, str) or len(source) > 2000:
+        return False
+    try:
+        tree = ast.parse(source, mode="eval")
+    except SyntaxError:
+        return False
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    return _allowed(tree.body) and bool(names & {"G", "L"})
 
 
 def add_lambda_guard(guard_manager: Any, replacements: list[dict[str, Any]], objects: list[Any],
-                     global_scope: dict[str, Any]) -> None:
+                     bindings: list[dict[str, Any]], global_scope: dict[str, Any]) -> None:
     """Add one root guard to ``guard_manager`` (a GuardManagerWrapper): each
-    replacement's source is the object given for it."""
+    replacement's source, read with its bindings over the frame's globals, is
+    the object given for it."""
     if not replacements:
         return
     from torch._dynamo.guards import _get_closure_vars
@@ -145,15 +230,15 @@ def add_lambda_guard(guard_manager: Any, replacements: list[dict[str, Any]], obj
     namespace = dict(_get_closure_vars())
     namespace["__builtins__"] = builtins
     checks = [
-        (compile(r["source"], "<guard source>", "eval"), obj) for r, obj in zip(replacements, objects, strict=True)
+        (compile(r["source"], "<guard source>", "eval"), obj, ChainMap(bound, global_scope) if bound else global_scope)
+        for r, obj, bound in zip(replacements, objects, bindings, strict=True)
     ]
-    frame_globals = global_scope
 
     def same_objects(f_locals: Any) -> bool:
-        scope = {"L": f_locals, "G": frame_globals}
         try:
-            for code, obj in checks:
-                if eval(code, namespace, scope) is not obj:  # noqa: S307 - Dynamo's own guard sources
+            for code, obj, frame_globals in checks:
+                value = eval(code, namespace, {"L": f_locals, "G": frame_globals})  # noqa: S307 - checked sources
+                if value is not obj and not (isinstance(obj, identity.SameCode) and obj.matches(value)):
                     return False
         except Exception:  # noqa: BLE001 - a source that no longer reads: the guard fails
             return False
@@ -165,16 +250,27 @@ def add_lambda_guard(guard_manager: Any, replacements: list[dict[str, Any]], obj
 
 def resolve_all(replacements: list[dict[str, Any]]) -> list[Any]:
     """The objects the replacements name in this process; raises identity.Unresolved."""
+    return resolve_with_bindings(replacements)[0]
+
+
+def resolve_with_bindings(replacements: list[dict[str, Any]]) -> tuple[list[Any], list[dict[str, Any]]]:
+    """The objects the replacements name in this process, and the objects of
+    the per-process globals each reads; raises identity.Unresolved."""
     if not isinstance(replacements, list):
         raise identity.Unresolved("malformed replacements")
-    objects = []
+    objects, bindings = [], []
     for r in replacements:
         if not isinstance(r, dict) or not isinstance(r.get("source"), str) or not isinstance(r.get("object"), dict):
             raise identity.Unresolved("malformed replacement")
         if not _evaluable(r["source"]):
             raise identity.Unresolved(f"unexpected guard source {r['source']!r}")
+        described = r.get("bindings", {})
+        names = per_process_globals(r["source"])
+        if not isinstance(described, dict) or set(described) != set(names):
+            raise identity.Unresolved(f"bindings do not match the source {r['source']!r}")
         objects.append(identity.resolve(r["object"]))
-    return objects
+        bindings.append({name: identity.resolve(described[name]) for name in names})
+    return objects, bindings
 
 
 # ---------------------------------------------------------------------------
@@ -191,7 +287,8 @@ def check_function_manager_init(original: Callable[..., Any], signature: Any, *a
     bound = signature.bind(*args, **kwargs)
     bound.apply_defaults()
     self = bound.arguments["self"]
-    collector = Collector(bound.arguments.get("guard_filter_fn"))
+    output_graph = bound.arguments.get("output_graph")
+    collector = Collector(bound.arguments.get("guard_filter_fn"), getattr(output_graph, "global_scope", None))
     bound.arguments["guard_filter_fn"] = collector
     with torch._dynamo.config.patch(caching_precompile=False):
         original(*bound.args, **bound.kwargs)
@@ -199,18 +296,17 @@ def check_function_manager_init(original: Callable[..., Any], signature: Any, *a
         count("frame_guard_kept", len(collector.kept))
         log.debug("torch_aotcache: identity guards kept (frame not packaged): %s", collector.kept)
     runtime_scope = bound.arguments.get("runtime_global_scope")
-    output_graph = bound.arguments.get("output_graph")
     scope = runtime_scope if runtime_scope is not None else getattr(output_graph, "global_scope", None)
     loaded = getattr(_loading, "pending", None)
-    replacements, objects = collector.replacements, collector.objects
+    replacements, objects, bindings = collector.replacements, collector.objects, collector.bindings
     if loaded is not None:
         # A guard set loaded from a package: its replacements come from the entry.
         _loading.pending = None
-        replacements, objects = loaded
+        replacements, objects, bindings = loaded
     if replacements:
         if scope is None:
             raise RuntimeError("torch_aotcache: no global scope to evaluate replacement guards in")
-        add_lambda_guard(self.guard_manager, replacements, objects, scope)
+        add_lambda_guard(self.guard_manager, replacements, objects, bindings, scope)
         count("frame_guard_replaced", len(replacements))
     state = getattr(self, "guards_state", None)
     if state is not None and loaded is None:
@@ -238,11 +334,12 @@ def load_guard_manager(original: Callable[..., Any], guards_state: Any, target_c
         _loading.pending = None
 
 
-# sha256(guards_state) -> (replacements, objects) resolved by the load of a package.
-_resolved: dict[str, tuple[list[dict[str, Any]], list[Any]]] = {}
+# sha256(guards_state) -> (replacements, objects, bindings) resolved by the load of a package.
+_resolved: dict[str, tuple[list[dict[str, Any]], list[Any], list[dict[str, Any]]]] = {}
 
 
-def expect_loaded(digest: str, replacements: list[dict[str, Any]], objects: list[Any]) -> None:
+def expect_loaded(digest: str, replacements: list[dict[str, Any]], objects: list[Any],
+                  bindings: list[dict[str, Any]]) -> None:
     with _lock:
-        _resolved[digest] = (replacements, objects)
+        _resolved[digest] = (replacements, objects, bindings)
         _by_state[digest] = replacements

@@ -13,6 +13,7 @@ object a description names in the running process, or raises
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import importlib
 import sys
@@ -49,9 +50,25 @@ def describe(value: Any) -> dict[str, str] | None:
         if isinstance(name, str) and sys.modules.get(name) is value:
             return {"kind": "module", "module": name}
         return None
+    if isinstance(value, enum.Enum):
+        # An enum member: its class's name and the member's.
+        cls = type(value)
+        module, qualname = getattr(cls, "__module__", None), getattr(cls, "__qualname__", None)
+        if isinstance(module, str) and isinstance(qualname, str) and "<" not in qualname:
+            try:
+                if _follow(module, f"{qualname}.{value.name}") is value:
+                    return {"kind": "object", "module": module, "qualname": f"{qualname}.{value.name}"}
+            except Unresolved:
+                pass
+        return None
     if not isinstance(value, (type, types.FunctionType, types.BuiltinFunctionType)) and not callable(value):
         return None
     module = getattr(value, "__module__", None)
+    if not isinstance(module, str):
+        # A method of a builtin type (``dict.get``, ``object.__getattribute__``):
+        # the module of the type it belongs to.
+        owner = getattr(value, "__objclass__", None)
+        module = getattr(owner, "__module__", None) if isinstance(owner, type) else None
     if not isinstance(module, str):
         return None
     # The qualified name, or for a builtin bound into a module under its
@@ -73,9 +90,40 @@ def describe(value: Any) -> dict[str, str] | None:
     return found
 
 
+def describe_code(value: Any) -> dict[str, str] | None:
+    """A Python function (or a code object) described by what it does rather
+    than which object it is: its bytecode's digest (what ``CLOSURE_MATCH``
+    checks is the code, not the function: a closure made anew on each call
+    matches)."""
+    if isinstance(value, types.FunctionType):
+        return {"kind": "code", "code": code_digest(value.__code__)}
+    if isinstance(value, types.CodeType):
+        return {"kind": "code", "code": code_digest(value)}
+    return None
+
+
+class SameCode:
+    """What a ``code`` description resolves to: a test that a value is a
+    Python function whose code has the described digest."""
+
+    def __init__(self, digest: str) -> None:
+        self.digest = digest
+
+    def matches(self, value: Any) -> bool:
+        if isinstance(value, types.FunctionType):
+            value = value.__code__
+        return isinstance(value, types.CodeType) and code_digest(value) == self.digest
+
+
 def resolve(description: dict[str, Any]) -> Any:
-    """The object ``description`` names in this process; raises :class:`Unresolved`."""
+    """The object ``description`` names in this process (for a ``code``
+    description, a :class:`SameCode`); raises :class:`Unresolved`."""
     kind = description.get("kind")
+    if kind == "code":
+        digest = description.get("code")
+        if not isinstance(digest, str) or len(digest) != 64:
+            raise Unresolved("malformed code description")
+        return SameCode(digest)
     if kind == "module":
         name = description.get("module")
         if not isinstance(name, str):
@@ -106,6 +154,8 @@ def spelled(description: dict[str, Any]) -> str:
     """A description as a person reads it (``torch.nn.functional.relu``)."""
     if description.get("kind") == "module":
         return f"module {description.get('module')}"
+    if description.get("kind") == "code":
+        return f"a function with code {str(description.get('code'))[:12]}"
     return f"{description.get('module')}.{description.get('qualname')}"
 
 
