@@ -436,6 +436,46 @@ class TestFramesAcrossProcesses(unittest.TestCase):
         self.assertEqual(warm["traced"], 0, warm)
         self.assertEqual(warm["ours"].get("frame_hit"), 1, warm)  # type: ignore[union-attr]
 
+    def test_a_decorated_forward_reads_the_decorators_globals(self) -> None:
+        # functools.wraps gives the wrapper the model's __module__; its
+        # globals are the decorator's module's.  Both modules define SCALE:
+        # a guard read in the wrong one would pass when the right one changed.
+        deco = textwrap.dedent("""
+            import functools
+            SCALE = 2.0
+            def scaled(func):
+                @functools.wraps(func)
+                def wrapper(self, *args, **kwargs):
+                    return func(self, *args, **kwargs) * SCALE
+                return wrapper
+        """)
+        with open(os.path.join(self.dir, "deco.py"), "w") as f:
+            f.write(deco)
+        self.write(textwrap.dedent("""
+            import torch
+            import deco
+            SCALE = 2.0
+            class M(torch.nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.a = torch.nn.Linear(16, 4)
+                @deco.scaled
+                def forward(self, x):
+                    return torch.sin(self.a(x))
+            def build():
+                return M()
+        """))
+        self.run_program()
+        warm = self.run_program()
+        self.assertTrue(warm["equal"], warm)
+        self.assertEqual(warm["ours"].get("frame_hit"), 1, warm)  # type: ignore[union-attr]
+        self.assertEqual(warm["traced"], 0, warm)
+        with open(os.path.join(self.dir, "deco.py"), "w") as f:
+            f.write(deco.replace("SCALE = 2.0", "SCALE = 3.0"))
+        changed = self.run_program()
+        self.assertTrue(changed["equal"], changed)
+        self.assertGreater(changed["traced"], 0, changed)
+
     def test_a_frame_that_fails_to_install_is_traced_instead(self) -> None:
         self.run_program()
         warm = self.run_program("fail_install")
