@@ -486,13 +486,12 @@ def load(fn: Any, package: Any) -> Any:
 
 
 def _verified(key: str, candidate: Any) -> schemas.VerifiedEntry:
-    import torch
+    """The lookup's verification of every candidate (tiers/lookup.py), and a frame's mode."""
+    from ..tiers import lookup
 
-    entry = framing.verify_entry(candidate.data, key=key, torch_version=torch.__version__)
+    entry = lookup._verified(key, candidate)
     if entry.header.mode != MODE:
         raise schemas.EntryFormatError(f"entry holds {entry.header.mode!r}, not a Dynamo frame")
-    if candidate.entry_id != entry.header.entry_id:
-        raise schemas.EntryFormatError("entry's name does not match its header")
     return entry
 
 
