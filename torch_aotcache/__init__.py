@@ -30,6 +30,7 @@ def install() -> bool:
     installed = patching.install()
     if installed:
         _frames.wrap_compile()
+        _watch_registrations()
     return installed
 
 
@@ -46,6 +47,10 @@ def uninstall() -> None:
         from .installer import patching
 
         patching.uninstall()
+    if "torch_aotcache.key.registered_ops" in sys.modules:
+        from .key import registered_ops
+
+        registered_ops.unwatch_registrations()
 
 
 def is_installed() -> bool:
@@ -70,6 +75,15 @@ def _on_watched_import(module_name: str) -> None:
         from .dynamo import install as _frames
 
         _frames.wrap_compile()
+        _watch_registrations()
+
+
+def _watch_registrations() -> None:
+    """Remember Python kernels as they are registered, from as early as we
+    can; see Note [Registered operators in the key] in key/registered_ops.py."""
+    from .key import registered_ops
+
+    registered_ops.watch_registrations()
 
 
 def _install_at_import() -> None:

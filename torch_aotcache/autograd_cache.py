@@ -13,6 +13,9 @@ components, in order:
 
 ``format``      our entry format version, so a format change never hits old entries
 ``graph``       the Dynamo graph, canonically (Note [Canonical graph encoding])
+``ops``         what the program registered for the operators the graph calls,
+                and for torch's own, by content (Note [Registered operators in
+                the key] in key/registered_ops.py)
 ``inputs``      each example input's dtype, shape, stride, device, requires_grad,
                 subclass metadata, and which inputs alias one storage
 ``aot_config``  the AOTConfig fields that change the compiled result
@@ -54,7 +57,7 @@ from . import _compat, _once, config, schemas
 from .counters import count
 from .entry import framing, signing
 from .inductor import artifacts, digests as inductor_digests
-from .key import fingerprint
+from .key import fingerprint, registered_ops
 from .key.graph_hashing import digest, encode_inputs, encode_value, GraphEncoder, Unkeyable
 from . import runtime_wrappers
 from .store import stats
@@ -88,6 +91,11 @@ _SAFE_TORCH_FUNCTIONS = frozenset(
         "torch.sym_not",
         "torch.autograd.grad",
         "torch.distributed.tensor._api.from_local",
+        # An sdpa_kernel block: its backend list is in the graph by value, and
+        # the enabled backends around it are keyed (Note [Canonical graph
+        # encoding]).
+        "torch.nn.attention._backend_from_string",
+        "torch.nn.attention._sdpa_kernel",
     }
 )
 _SAFE_OTHER_FUNCTIONS = frozenset({"einops.einops.rearrange", "einops.einops.repeat"})
@@ -581,6 +589,8 @@ class KeyComputation:
     key: str
     components: dict[str, str]
     detail: dict[str, str]
+    # Per registered operator, its facets' short digests (for ``explain``).
+    ops: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
 
     def debug_lines(self) -> list[str]:
         return [f"[{name}] {value}" for name, value in self.components.items()]
@@ -592,7 +602,7 @@ class KeyComputation:
 
 # Components that depend only on the graph, its inputs and the user's settings,
 # not on the torch build or the machine: the same on every machine and release.
-PORTABLE_COMPONENTS = ("format", "graph", "inputs", "aot_config", "fx_config", "runtime", "triton_src", "tag")
+PORTABLE_COMPONENTS = ("format", "graph", "ops", "inputs", "aot_config", "fx_config", "runtime", "triton_src", "tag")
 
 
 def compute_key(
@@ -622,6 +632,8 @@ def compute_key(
         add("format", str(schemas.FORMAT_VERSION))
         encoder = GraphEncoder(gm)
         add("graph", "\n".join(encoder.lines()))
+        ops_text, ops_detail = registered_ops.ops_component(encoder.ops)
+        add("ops", ops_text)
         input_lines = encode_inputs(example_inputs)
         if act_input_paths:
             # torch 2.14+: inputs that were AsyncCollectiveTensors (waited on
@@ -662,7 +674,7 @@ def compute_key(
     add("triton_src", "\n".join(encoder.triton_sources))
     add("tag", str(torch.compiler.config.cache_key_tag))
     whole = "\n".join(f"{k}={v}" for k, v in components.items())
-    return KeyComputation(KEY_PREFIX + digest(whole, 20), components, detail)
+    return KeyComputation(KEY_PREFIX + digest(whole, 20), components, detail, ops_detail)
 
 
 def autograd_cache_key(
@@ -684,7 +696,9 @@ def autograd_cache_key(
     result = compute_key(gm, example_inputs, config, fx_config, act_input_paths=act_input_paths)
     if log.isEnabledFor(logging.DEBUG):
         log.debug("torch_aotcache key %s components:\n%s", result.key, "\n".join(result.debug_lines()))
-    return CacheKey(result.key, result.components), result.debug_lines()
+    key = CacheKey(result.key, result.components)
+    key.ops = result.ops
+    return key, result.debug_lines()
 
 
 def describe_key(
@@ -711,6 +725,8 @@ class CacheKey(str):
     components: dict[str, str]
     # Set at a miss: see Note [Explaining misses] in store/explain.py.
     explain_detail: dict[str, Any] | None = None
+    # Per registered operator, its facets' short digests.
+    ops: dict[str, dict[str, str]] | None = None
 
     def __new__(cls, key: str, components: dict[str, str]) -> CacheKey:
         obj = super().__new__(cls, key)
@@ -742,11 +758,12 @@ def _changed_options(module: Any, ignored: tuple[str, ...]) -> dict[str, str]:
     return changed
 
 
-def explain_detail(args: Sequence[Any]) -> dict[str, Any]:
+def explain_detail(args: Sequence[Any], key: Any = None) -> dict[str, Any]:
     """The readable facts behind a key that ``explain`` compares; see
     Note [Explaining misses] in store/explain.py."""
     inputs = list(encode_inputs(args))
     return {
+        "ops": dict(getattr(key, "ops", None) or {}),
         "runtime": _runtime_component(),
         "tag": str(torch.compiler.config.cache_key_tag),
         "inductor": _changed_options(torch._inductor.config, _inductor_key_settings()[0]),
@@ -827,7 +844,7 @@ def try_load_impl(
             lookup.account_hit(hit, cache_key, cache_info)
             cache_state = "hit"
         else:
-            lookup.account_miss(cache_key, lambda: explain_detail(args))
+            lookup.account_miss(cache_key, lambda: explain_detail(args, cache_key))
     except FXGraphCacheMiss as e:
         # The entry refers to Inductor graphs that are gone: a miss, and the
         # compile's save replaces the entry.

@@ -272,6 +272,17 @@ PATCH_SITES: tuple[PatchSite, ...] = (
         optional=True,
         wraps=True,
     ),
+    # See Note [Registered operators in Inductor's key] in key/registered_ops.py.
+    PatchSite(
+        "FxGraphHashDetails",
+        "__init__",
+        "function",
+        "key.registered_ops:fx_graph_hash_details_init",
+        _both(("self", "gm", "example_inputs", "fx_kwargs", "inputs_to_check")),
+        module="torch._inductor.codecache",
+        optional=True,
+        wraps=True,
+    ),
     PatchSite(
         "CompiledFxGraph",
         "write_to_disk",

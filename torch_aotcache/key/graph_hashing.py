@@ -26,7 +26,13 @@ one line per node:
   produce are kept (recompute tags, annotations); stack traces and Dynamo's
   bookkeeping are not;
 * an autocast region's entry also carries the state the region resolves to
-  (Note [Autocast regions]).
+  (Note [Autocast regions]);
+* a graph that calls scaled-dot-product attention or holds an
+  ``sdpa_kernel`` block ends with the attention backends enabled around it
+  (the block's own list and the restore at its exit are constants of the
+  graph), so another backend list misses and the same one hits;
+* the operators the graph calls are collected for the ``ops`` component
+  (Note [Registered operators in the key] in key/registered_ops.py).
 
 Note [Autocast regions]
 ~~~~~~~~~~~~~~~~~~~~~~~
@@ -234,9 +240,16 @@ def encode_value(value: Any, ref: Callable[[torch.fx.Node], str] | None = None) 
         return f"uuid:{qualified_name(typ)}:{encode_value(u)}"
     if isinstance(value, (types.BuiltinFunctionType, types.BuiltinMethodType)):
         return "builtin:" + qualified_name(value)
-    if typ in _SAFE_CALLABLE_TYPES or value in _SAFE_FUNCTIONS:
+    if typ in _SAFE_CALLABLE_TYPES or (typ.__hash__ is not None and _safe_function(value)):
         return "fn:" + qualified_name(value)
     raise Unkeyable(f"cannot key a value of type {qualified_name(typ)}")
+
+
+def _safe_function(value: Any) -> bool:
+    try:
+        return value in _SAFE_FUNCTIONS
+    except TypeError:  # a __hash__ that refuses (a dataclass with eq and no frozen)
+        return False
 
 
 # Functions whose behaviour is fixed by the torch version, so their name is
@@ -297,6 +310,7 @@ def _encode_args(args: Any, ref: Callable[[torch.fx.Node], str]) -> str:
 
 
 _META_SET = frozenset(_META_KEYS)
+_OP_TYPES = (torch._ops.OpOverload, torch._ops.OpOverloadPacket)
 # qualified_name of call_function targets, by target (operators and torch
 # functions are long-lived; weak keys let a user function go).
 _TARGET_NAMES: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
@@ -310,6 +324,9 @@ class GraphEncoder:
         self.root = root if root is not None else gm
         self._index: dict[torch.fx.Node, int] = {}
         self.triton_sources: list[str] = []
+        # The operators the graph calls or names, for the ``ops`` component
+        # (Note [Registered operators in the key] in key/registered_ops.py).
+        self.ops: set[Any] = set()
         self._lifted: set[str] | None = None
 
     def _ref(self, node: torch.fx.Node) -> str:
@@ -335,6 +352,7 @@ class GraphEncoder:
             sub = GraphEncoder(obj, self.root)
             d = sub.digest()
             self.triton_sources.extend(sub.triton_sources)
+            self.ops |= sub.ops
             return "graph:" + d
         if isinstance(obj, torch.Tensor):
             meta = tensor_metadata(obj)
@@ -350,6 +368,7 @@ class GraphEncoder:
             sub = GraphEncoder(mod, self.root)
             d = sub.digest()
             self.triton_sources.extend(sub.triton_sources)
+            self.ops |= sub.ops
             return "graph:" + d
         parts = [qualified_name(type(mod)), mod.extra_repr()]
         for name, p in mod.named_parameters():
@@ -363,6 +382,12 @@ class GraphEncoder:
     def _encode_target(self, node: torch.fx.Node) -> str:
         if node.op == "call_function":
             target = node.target
+            if isinstance(target, _OP_TYPES):
+                self._note_op(target)
+            elif isinstance(target, torch._ops.HigherOrderOperator):
+                for a in node.args:
+                    if isinstance(a, _OP_TYPES):
+                        self._note_op(a)
             try:
                 return _TARGET_NAMES[target]
             except (KeyError, TypeError):
@@ -376,6 +401,13 @@ class GraphEncoder:
             sub = self.gm.get_submodule(node.target)  # type: ignore[arg-type]
             return self._encode_module(sub)
         return str(node.target) if node.op == "call_method" else ""
+
+    def _note_op(self, op: Any) -> None:
+        if isinstance(op, torch._ops.OpOverloadPacket):
+            for name in op.overloads():
+                self.ops.add(getattr(op, name))
+        else:
+            self.ops.add(op)
 
     def _encode_triton_kwargs(self, node: torch.fx.Node) -> str:
         from torch._higher_order_ops.triton_kernel_wrap import kernel_side_table
@@ -418,6 +450,11 @@ class GraphEncoder:
                     line += " meta{" + ",".join(extras) + "}"
             index[node] = i
             out.append(line)
+        if self.gm is self.root and any(
+            n.op == "call_function" and any(n.target is t for t in _attention_targets())
+            for n in self.gm.graph.nodes
+        ):
+            out.append("attention_backends " + attention_backend_state())
         context_fn = getattr(self.gm, "meta", {}).get(_SAC_CONTEXT_FN)
         if context_fn is not None:
             out.append("checkpoint_context_fn " + sac_cache_hash(context_fn))
@@ -433,6 +470,41 @@ class GraphEncoder:
 
     def digest(self) -> str:
         return digest("\n".join(self.lines()))
+
+
+def _attention_targets() -> tuple[Any, ...]:
+    """Targets whose compiled code depends on the enabled attention backends."""
+    global _ATTENTION
+    if _ATTENTION is None:
+        found: list[Any] = [torch._C._nn.scaled_dot_product_attention, torch.nn.functional.scaled_dot_product_attention]
+        attention = __import__("torch.nn.attention", fromlist=["_sdpa_kernel"])
+        for name in ("_sdpa_kernel", "_sdpa_kernel_variadic"):
+            if hasattr(attention, name):
+                found.append(getattr(attention, name))
+        _ATTENTION = tuple(found)
+    return _ATTENTION
+
+
+_ATTENTION: tuple[Any, ...] | None = None
+
+
+def attention_backend_state() -> str:
+    """The scaled-dot-product-attention backends enabled outside any
+    ``sdpa_kernel`` block (the block's own list is in the graph, by value;
+    its exit restores this state, also in the graph)."""
+    b = torch.backends.cuda
+    flags = [
+        ("flash", b.flash_sdp_enabled),
+        ("mem_efficient", b.mem_efficient_sdp_enabled),
+        ("math", b.math_sdp_enabled),
+        ("cudnn", getattr(b, "cudnn_sdp_enabled", None)),
+        ("fp16_bf16_reduction_math", getattr(b, "fp16_bf16_reduction_math_sdp_allowed", None)),
+    ]
+    state = ",".join(f"{name}={fn()}" for name, fn in flags if fn is not None)
+    priority = getattr(torch._C, "_get_sdp_priority_order", None)
+    if priority is not None:
+        state += ",priority=" + ",".join(str(p) for p in priority())
+    return state
 
 
 def sac_cache_hash(context_fn: Any) -> str:

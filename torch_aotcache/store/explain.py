@@ -15,6 +15,9 @@ facts behind the components that users change most (``detail``):
 ``inductor``   Inductor options whose values differ from their defaults, each
 ``functorch``  with a short digest of its value (functorch's likewise)
 ``inputs``     the inputs component's lines (dtype, shape, stride, device per input)
+``ops``        per registered operator the graph calls, a short digest of each
+               facet (schema, fake, autograd, ...), so a miss names it:
+               ``differs: op ns::acc schema``
 ``torch``      ``torch.__version__``
 
 The entry saved after that miss carries the same ``detail`` in its header
@@ -165,6 +168,8 @@ def differences(
                 if a.get(k) != b.get(k)
             ]
             out.append("inputs: " + "; ".join(fields) if fields else "inputs")
+        elif name == "ops" and isinstance(detail.get("ops"), dict) and isinstance(theirs.get("ops"), dict):
+            out.extend(_op_differences(detail["ops"], theirs["ops"]) or ["ops"])
         elif name == "tag" and "tag" in detail and "tag" in theirs:
             out.append(f"tag: {theirs['tag']!r} -> {detail['tag']!r}")
         elif name in ("system", "torch_src") and detail.get("torch") and theirs.get("torch", header.torch_version):
@@ -175,6 +180,21 @@ def differences(
                 out.append(f"{name}: same torch version, another build or machine")
         else:
             out.append(name)
+    return out
+
+
+def _op_differences(mine: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
+    """``op ns::acc schema``: each registered operator's facets that differ
+    (Note [Registered operators in the key] in key/registered_ops.py)."""
+    out = []
+    for op in sorted(set(mine) | set(theirs)):
+        a, b = mine.get(op), theirs.get(op)
+        if not isinstance(a, dict) or not isinstance(b, dict):
+            out.append(f"op {op} {'registered' if a is not None else 'gone'}")
+            continue
+        changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        if changed:
+            out.append(f"op {op} " + ", ".join(changed))
     return out
 
 
