@@ -476,6 +476,60 @@ class TestFramesAcrossProcesses(unittest.TestCase):
         self.assertTrue(changed["equal"], changed)
         self.assertGreater(changed["traced"], 0, changed)
 
+    def test_a_changed_custom_op_backward_is_not_reused(self) -> None:
+        """Note [Registered operators in stored frames]: the stored frame's graph
+        calls a custom op whose registered backward then changes; the warm process
+        does not run the stored frame, and explain names the op's facet."""
+        op_model = textwrap.dedent("""
+            import torch
+            FACTOR = 2.0
+
+            @torch.library.custom_op("tac_frames::scaled", mutates_args=())
+            def scaled(x: torch.Tensor) -> torch.Tensor:
+                return x.sin()
+
+            @scaled.register_fake
+            def _(x):
+                return torch.empty_like(x)
+
+            def backward(ctx, g):
+                (x,) = ctx.saved_tensors
+                return g * x.cos() * FACTOR
+
+            def setup_context(ctx, inputs, output):
+                ctx.save_for_backward(inputs[0])
+
+            scaled.register_autograd(backward, setup_context=setup_context)
+
+            class M(torch.nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.a = torch.nn.Linear(16, 4)
+                def forward(self, x):
+                    return torch.ops.tac_frames.scaled.default(self.a(x))
+
+            def build():
+                return M()
+        """)
+        self.write(op_model)
+        cold = self.run_program()
+        self.assertTrue(cold["equal"], cold)
+        self.assertEqual(cold["ours"].get("frame_saved"), 1, cold)  # type: ignore[union-attr]
+        self.write(op_model.replace("FACTOR = 2.0", "FACTOR = 3.0"))
+        warm = self.run_program()
+        self.assertTrue(warm["equal"], warm)
+        self.assertEqual(warm["ours"].get("frame_miss_ops_changed"), 1, warm)  # type: ignore[union-attr]
+        self.assertNotIn("frame_hit", warm["ours"], warm)  # type: ignore[operator]
+        self.assertGreater(warm["traced"], 0, warm)
+        explained = run_child(["-m", "torch_aotcache", "explain"], child_env({"TORCHINDUCTOR_CACHE_DIR": self.cache}))
+        self.assertEqual(explained.returncode, 0, explained.stderr)
+        self.assertIn("differs: op tac_frames::scaled autograd", explained.stdout)
+        # The same registrations again: the frame saved by the second process runs.
+        again = self.run_program()
+        self.assertTrue(again["equal"], again)
+        self.assertEqual(again["ours"].get("frame_hit"), 1, again)  # type: ignore[union-attr]
+        self.assertEqual(again["traced"], 0, again)
+
     def test_a_frame_that_fails_to_install_is_traced_instead(self) -> None:
         self.run_program()
         warm = self.run_program("fail_install")

@@ -632,8 +632,13 @@ def compute_key(
         add("format", str(schemas.FORMAT_VERSION))
         encoder = GraphEncoder(gm)
         add("graph", "\n".join(encoder.lines()))
-        ops_text, ops_detail = registered_ops.ops_component(encoder.ops)
+        ops_text, ops_record = registered_ops.ops_record(encoder.ops)
         add("ops", ops_text)
+        ops_detail = {n: {k: v[:12] for k, v in f.items()} for n, f in ops_record["ops"].items()}
+        backend_id = getattr(aot_config, "precompile_backend_id", None)
+        if backend_id:
+            # Note [Registered operators in stored frames] in dynamo/frames.py.
+            registered_ops.remember_for_backend(str(backend_id), ops_record)
         input_lines = encode_inputs(example_inputs)
         if act_input_paths:
             # torch 2.14+: inputs that were AsyncCollectiveTensors (waited on
@@ -1169,6 +1174,7 @@ class AOTAutogradCache:
     def clear() -> None:
         """Installed as ``AOTAutogradCache.clear``: removes every local entry."""
         lookup.local_store.clear()
+        registered_ops.clear()
 
     @staticmethod
     def _write_to_local_cache(original: Callable[[str, bytes], None], key: str, content: bytes) -> None:

@@ -84,6 +84,7 @@ COUNTERS: dict[str, str] = {
     "frame_not_saved_unknown_guards": "packages holding a guard set not built through us (not saved)",
     "frame_not_saved_empty": "packages without any compiled code (not saved)",
     "frame_not_saved_unnamed_global": "packages whose bytecode reads a per-process global we cannot name",
+    "frame_not_saved_unkeyed_ops": "packages with a graph whose registered operators we did not key (not saved)",
     "frame_save_failed": "frame package saves that failed (the compile goes on)",
     "frame_load_failed": "frame lookups that failed in our code (traced as usual)",
     "frame_install_failed": "loaded frames that failed to install (taken out; traced as usual)",
@@ -93,6 +94,7 @@ COUNTERS: dict[str, str] = {
     "frame_miss_incomplete": "stored frames not used: a compiled graph is missing",
     "frame_miss_load_failed": "stored frames not used: the payload does not load here",
     "frame_miss_malformed": "stored frames not used: the entry holds something else",
+    "frame_miss_ops_changed": "stored frames not used: a registered operator their graphs call changed",
 }
 
 

@@ -36,6 +36,22 @@ each graph recorded, and each package recorded, tries again, and so does the
 end of the process (a package whose graphs never completed is dropped,
 counted ``frame_not_saved_incomplete``).  A package is saved again after a
 recompile adds to it (one entry per key: the latest holds every variant).
+
+Note [Registered operators in stored frames]
+~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+A frame's key is made before Dynamo traces, so it cannot name the operators
+its graphs will call; a stored frame runs its compiled graphs without
+computing their AOTAutograd keys.  So the AOTAutograd key of each graph of a
+frame being compiled (named by ``precompile_backend_id``) leaves its ``ops``
+record behind (key/registered_ops.py: the digest of the overrides of torch's
+operators, and each registered operator's facets), the frame's entry carries
+the records of all its graphs (``extra["ops"]``), and a lookup recomputes
+them in the loading process before anything is unpickled: an operator whose
+schema, fake kernel, autograd formula, kernels ... differ, or that is not
+registered, is a miss (``frame_miss_ops_changed``, named by ``explain``:
+``op ns::acc autograd``).  A frame one of whose graphs was not keyed by us
+(bypassed, so its registrations are unknown) is not saved
+(``frame_not_saved_unkeyed_ops``).
 """
 
 from __future__ import annotations
@@ -256,6 +272,12 @@ def _save(package: Any) -> bool:
     if needed_globals is None:
         count("frame_not_saved_unnamed_global")
         return True
+    from ..key import registered_ops
+
+    ops = registered_ops.take_for_backends(sorted(entry.backend_ids))
+    if ops is None:
+        count("frame_not_saved_unkeyed_ops")
+        return True
     key, components = key_for(package._innermost_fn, package._aotcache_settings)
     payload = pickle.dumps(PrecompileCacheEntry(entry, backends))
     # The compiled C++ kernels of its graphs travel with it, as in our
@@ -289,6 +311,8 @@ def _save(package: Any) -> bool:
             "codes": len(entry.codes),
             "guarded_codes": sum(len(c.guarded_codes) for c in entry.codes),
             "not_packaged_codes": sum(1 for c in entry.codes if c.bypassed),
+            # See Note [Registered operators in stored frames].
+            "ops": ops,
         },
         artifacts=sorted(kernels.items()),
     )
@@ -302,6 +326,7 @@ def _save(package: Any) -> bool:
         lookup.local_store.report_fault("write", e)
         return True
     _saved[key] = digest
+    registered_ops.forget_backends(entry.backend_ids)
     stats.record("save", len(data))
     count("frame_saved")
     log.info("torch_aotcache: saved Dynamo frame package %s (%s) to %s", key, components["function"], path)
@@ -503,6 +528,12 @@ def _check(entry: schemas.VerifiedEntry) -> Any:
     replacements = entry.header.extra.get("replacements", {})
     if not isinstance(replacements, dict):
         raise Miss("malformed", "replacements are malformed")
+    # See Note [Registered operators in stored frames]; before anything is unpickled.
+    from ..key import registered_ops
+
+    changed = registered_ops.changed_since(entry.header.extra.get("ops"))
+    if changed is not None:
+        raise Miss("ops_changed", "differs: " + changed)
     resolved = {}
     for digest, items in replacements.items():
         try:

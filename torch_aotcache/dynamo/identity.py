@@ -45,6 +45,9 @@ def _follow(module: str, qualname: str) -> Any:
 def describe(value: Any) -> dict[str, str] | None:
     """A JSON-able description of ``value`` by reference, or None when it has
     no name that leads back to it (a lambda, a local function, an instance)."""
+    op = _describe_operator(value)
+    if op is not None:
+        return op
     if isinstance(value, types.ModuleType):
         name = getattr(value, "__name__", None)
         if isinstance(name, str) and sys.modules.get(name) is value:
@@ -88,6 +91,43 @@ def describe(value: Any) -> dict[str, str] | None:
     if isinstance(value, types.FunctionType):
         found["code"] = code_digest(value.__code__)
     return found
+
+
+def _describe_operator(value: Any) -> dict[str, str] | None:
+    """An operator namespace, packet or overload, by its name under
+    ``torch.ops`` (``torch.ops.ns.name.overload`` is one object a process;
+    what a program registered for it is checked by content, Note
+    [Registered operators in stored frames] in dynamo/frames.py)."""
+    ops = sys.modules.get("torch._ops")
+    if ops is None:
+        return None
+    if isinstance(value, ops.OpOverload):
+        schema = value._schema
+        path = schema.name.replace("::", ".") + "." + (schema.overload_name or "default")
+    elif isinstance(value, ops.OpOverloadPacket):
+        path = value._qualified_op_name.replace("::", ".")
+    elif isinstance(value, ops._OpNamespace):
+        path = value.name
+    else:
+        return None
+    try:
+        if _resolve_operator(path) is value:
+            return {"kind": "op", "path": path}
+    except Unresolved:
+        pass
+    return None
+
+
+def _resolve_operator(path: str) -> Any:
+    import torch
+
+    obj: Any = torch.ops
+    for part in path.split("."):
+        try:
+            obj = getattr(obj, part)
+        except (AttributeError, RuntimeError):
+            raise Unresolved(f"torch.ops has no {path}") from None
+    return obj
 
 
 def describe_code(value: Any) -> dict[str, str] | None:
@@ -147,6 +187,11 @@ def resolve(description: dict[str, Any]) -> Any:
             if code_digest(obj.__code__) != want:
                 raise Unresolved(f"the code of {module}.{qualname} changed")
         return obj
+    if kind == "op":
+        path = description.get("path")
+        if not isinstance(path, str) or not path:
+            raise Unresolved("malformed operator description")
+        return _resolve_operator(path)
     raise Unresolved(f"unknown description kind {kind!r}")
 
 
@@ -156,6 +201,8 @@ def spelled(description: dict[str, Any]) -> str:
         return f"module {description.get('module')}"
     if description.get("kind") == "code":
         return f"a function with code {str(description.get('code'))[:12]}"
+    if description.get("kind") == "op":
+        return f"torch.ops.{description.get('path')}"
     return f"{description.get('module')}.{description.get('qualname')}"
 
 

@@ -870,14 +870,95 @@ def is_torch_op(op: Any) -> bool:
 def ops_component(ops: Iterable[Any]) -> tuple[str, dict[str, dict[str, str]]]:
     """The ``ops`` component's text, and per operator its facets' short
     digests (for ``explain``).  Raises :class:`Unkeyable`."""
+    text, record = ops_record(ops)
+    detail = {name: {k: v[:12] for k, v in facets.items()} for name, facets in record["ops"].items()}
+    return text, detail
+
+
+def ops_record(ops: Iterable[Any]) -> tuple[str, dict[str, Any]]:
+    """The ``ops`` component's text, and what it was made of: the digest of
+    the override lines, and per operator its facets' digests (what a stored
+    frame checks before it runs: :func:`changed_since`)."""
     lines = overrides_lines()
-    detail: dict[str, dict[str, str]] = {}
+    record: dict[str, Any] = {"overrides": digest("\n".join(lines)), "ops": {}}
     for op in sorted({o for o in ops if not is_torch_op(o)}, key=op_qualname):
         name = op_qualname(op)
         facets = op_facets(op)
-        detail[name] = {k: v[:12] for k, v in facets.items()}
+        record["ops"][name] = facets
         lines.extend(f"op {name} {k}={v}" for k, v in sorted(facets.items()))
-    return "\n".join(lines), detail
+    return "\n".join(lines), record
+
+
+def resolve_op(qualname: str) -> Any:
+    """The OpOverload named ``ns::name[.overload]`` in this process, or None."""
+    ns, _, rest = qualname.partition("::")
+    name, _, overload = rest.partition(".")
+    try:
+        packet = getattr(getattr(torch.ops, ns), name)
+        return getattr(packet, overload or "default")
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def changed_since(record: Any) -> str | None:
+    """What differs between a stored :func:`ops_record` and the registrations
+    of this process (``op ns::acc schema``), or None when nothing does."""
+    if not isinstance(record, dict) or not isinstance(record.get("ops"), dict):
+        return "the stored registrations are malformed"
+    try:
+        if digest("\n".join(overrides_lines())) != record.get("overrides"):
+            return "overrides of torch's operators"
+        for name, facets in sorted(record["ops"].items()):
+            op = resolve_op(name)
+            if op is None:
+                return f"op {name} is not registered"
+            now = op_facets(op)
+            if now != facets:
+                changed = sorted(k for k in set(now) | set(facets) if now.get(k) != facets.get(k))
+                return f"op {name} " + ", ".join(changed)
+    except Unkeyable as e:
+        return str(e)
+    return None
+
+
+# Per compiled-graph name of a frame being compiled (``precompile_backend_id``),
+# the ops record of its graph, until the frame's package is saved
+# (Note [Registered operators in stored frames] in dynamo/frames.py).
+_by_backend: dict[str, dict[str, Any]] = {}
+
+
+def remember_for_backend(backend_id: str, record: dict[str, Any]) -> None:
+    with _lock:
+        _by_backend[backend_id] = record
+
+
+def take_for_backends(backend_ids: Iterable[str]) -> dict[str, Any] | None:
+    """The merged records of a frame's compiled graphs, or None where one of
+    them was not keyed by us (its registrations are unknown)."""
+    merged: dict[str, Any] = {"overrides": None, "ops": {}}
+    with _lock:
+        records = [_by_backend.get(b) for b in backend_ids]
+    if any(r is None for r in records):
+        return None
+    for r in records:
+        assert r is not None
+        merged["overrides"] = r["overrides"]
+        merged["ops"].update(r["ops"])
+    if merged["overrides"] is None:
+        merged["overrides"] = digest("\n".join(overrides_lines()))
+    return merged
+
+
+def forget_backends(backend_ids: Iterable[str]) -> None:
+    with _lock:
+        for b in backend_ids:
+            _by_backend.pop(b, None)
+
+
+def clear() -> None:
+    """Forget what was kept for frames being compiled (``fresh_cache()``, ``clear()``)."""
+    with _lock:
+        _by_backend.clear()
 
 
 def graph_ops(gm: torch.fx.GraphModule) -> set[Any]:
