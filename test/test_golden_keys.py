@@ -87,17 +87,17 @@ class TestGoldenKeys(expecttest.TestCase):
         self.assertExpectedInline(
             self.keys(),
             """\
-pointwise: 2250f5eadbb28c939dfafc17b44c628341c670f4
-binary: 5c06a19f7ffb7268b15536dc3eef841f639a3579
-matmul_relu: d5ca94686f17bd3470789c93e720d2a1907af1aa
-reduction: 401d8e8ec4273c499ff3cdb37050bc858cf2fe9b
-views: 20db1ca9960ab54500bfee6af9a9871a0feb5bd7
-cat_two_outputs: af3bac8b692c0581a138cb1b06ea34797bddc722
-getitem_max: 9c748ea35382eb5b8a6815bb64ea0c63dc400022
-float64_input: d4ce27f6adda559ef55d20ef20890b77dc83bb0e
-noncontiguous: be388d5049ef201953a2fbb697a49a5d1ad9caf0
-gelu_linear: b2c955016ef27ef797718ae2e2caeeeb3d959ef2
-buffer_constant: 35db7522fdb6f9e6f73f45e27c723dcda39fa7f6""",
+pointwise: 74dada5d13bf9aeef8f79e37bb16e51e5d769693
+binary: bc76d464b6ad8a3d759982c613bddf56e8a789b8
+matmul_relu: 35615055adb24facf1dbd1df16fdfb44bc674c8f
+reduction: ce917cc152a827b916672617af8978a440e549cd
+views: ce2d95a0cbd1953cd3c93e0b2176ac764b81139a
+cat_two_outputs: ef752add32d068e2a7911da918eb546955192080
+getitem_max: 1f99f6764ad25908c6c8ca59a9bfe5e2754efffa
+float64_input: 05ecbe959c44132a41bf4d5231c47c399ca0dfaf
+noncontiguous: d32b0d887c30e48b8926065a019807359cc6eaed
+gelu_linear: 4272e08546b5662dbb3019355aebc234e408d591
+buffer_constant: c751c23aafe791444c6f7454c316052440245cdc""",
         )
 
     def test_component_listing(self) -> None:
@@ -139,7 +139,7 @@ forward_device=None""",
         kc = describe_key(gm, inputs, aot_config(), FX_CONFIG)
         self.assertEqual(
             list(kc.components),
-            ["format", "graph", "inputs", "aot_config", "fx_config", "runtime", "functorch",
+            ["format", "graph", "ops", "inputs", "aot_config", "fx_config", "runtime", "functorch",
              "inductor", "system", "hardware", "torch_src", "triton_src", "tag"],
         )
         for value in kc.components.values():

@@ -263,10 +263,21 @@ def _is_fixed_module(name: str | None) -> bool:
     return _is_torch_module(name) or top in _STDLIB
 
 
+_torch_files: dict[str, bool] = {}
+
+
+def _is_torch_file(filename: str) -> bool:
+    try:
+        return _torch_files[filename]
+    except KeyError:
+        found = _torch_files[filename] = os.path.abspath(filename).startswith(_TORCH_DIR)
+        return found
+
+
 def _is_torch_code(fn: Any) -> bool:
     code = getattr(fn, "__code__", None)
     if code is not None:
-        return os.path.abspath(code.co_filename).startswith(_TORCH_DIR)
+        return _is_torch_file(code.co_filename)
     return _is_torch_module(getattr(fn, "__module__", None))
 
 
@@ -629,7 +640,7 @@ def _op_facets(op: Any, qualname: str) -> dict[str, str]:
         fn = table.get(op)
         if fn is not None and not _torch_owned(fn):
             _facet(facets, table_name, fn, qualname)
-    for key, fn in sorted((str(k), v) for k, v in getattr(op, "py_kernels", {}).items()):
+    for key, fn in sorted((getattr(k, "name", str(k)), v) for k, v in getattr(op, "py_kernels", {}).items()):
         if not _is_torch_code(fn):
             _facet(facets, f"py_kernel:{key}", fn, qualname)
     if "fake" in facets:
@@ -764,9 +775,10 @@ def _pre_watch_overrides() -> list[str]:
     for key in before:
         prefix, _, dispatch_key = key.rpartition("/")
         ns = prefix.partition("/")[0]
-        # torch registers its Python meta kernels before anything else can;
-        # see Note [Registered operators in the key] for the Meta limit.
-        if ns in TORCH_NAMESPACES and dispatch_key not in _RUNTIME_KEYS and dispatch_key != "Meta":
+        # Only aten's: the operators programs override.  torch registers its
+        # Python meta kernels (and its prims) itself; see Note [Registered
+        # operators in the key] for this limit.
+        if ns == "aten" and dispatch_key not in _RUNTIME_KEYS and dispatch_key != "Meta":
             by_op.setdefault(prefix, []).append(dispatch_key)
     for prefix, keys in sorted(by_op.items()):
         ns, _, name = prefix.partition("/")
@@ -786,7 +798,20 @@ def _pre_watch_overrides() -> list[str]:
     return found
 
 
+# id -> (object, whether torch owns it); the object is kept, so an id is never reused.
+_owned_memo: dict[int, tuple[Any, bool]] = {}
+
+
 def _torch_owned(fn: Any) -> bool:
+    hit = _owned_memo.get(id(fn))
+    if hit is not None and hit[0] is fn:
+        return hit[1]
+    owned = _torch_owned_uncached(fn)
+    _owned_memo[id(fn)] = (fn, owned)
+    return owned
+
+
+def _torch_owned_uncached(fn: Any) -> bool:
     """Whether a decomposition or lowering table's entry is torch's own: the
     function at the bottom of its wrappers (``__wrapped__``, a partial's
     ``func``) is torch's code.  Inductor's ``register_lowering`` and torch's
@@ -847,15 +872,42 @@ def overrides_lines() -> list[str]:
         except Unkeyable as e:
             raise Unkeyable(f"the Python kernel registered for {key}: {e}") from None
     for table_name, table in _decomposition_tables():
-        for op, fn in list(table.items()):
-            # A program's operator's entries are that operator's facets.
-            if _torch_owned(fn) or (isinstance(op, torch._ops.OpOverload) and not is_torch_op(op)):
-                continue
-            try:
-                lines.append(f"override {table_name} {op} {callable_digest(fn)}")
-            except Unkeyable as e:
-                raise Unkeyable(f"the {table_name} entry for {op}: {e}") from None
+        lines.extend(_table_overrides(table_name, table))
     return sorted(lines)
+
+
+# table name -> (fingerprint of its entries, their override lines).
+_table_memo: dict[str, tuple[Any, list[str]]] = {}
+
+
+def _table_overrides(table_name: str, table: dict[Any, Any]) -> list[str]:
+    """The program's entries for torch's operators in one decomposition or
+    lowering table, digested; reread only when an entry was added or
+    replaced (the fingerprint is the identities of its values: a program's
+    entry is a function of its own)."""
+    fingerprint = (len(table), hash(tuple(map(id, table.values()))))
+    memo = _table_memo.get(table_name)
+    if memo is not None and memo[0] == fingerprint:
+        return memo[1]
+    items = list(table.items())
+    lines = []
+    function = types.FunctionType
+    for op, fn in items:
+        # The common case first: a plain function of torch's, unwrapped.
+        if type(fn) is function and "__wrapped__" not in fn.__dict__ and _is_torch_file(fn.__code__.co_filename):
+            continue
+        # A program's operator's entries are that operator's facets.
+        if _torch_owned(fn) or (isinstance(op, torch._ops.OpOverload) and not is_torch_op(op)):
+            continue
+        try:
+            lines.append(f"override {table_name} {op} {callable_digest(fn)}")
+        except Unkeyable as e:
+            raise Unkeyable(f"the {table_name} entry for {op}: {e}") from None
+    # Program entries are digested at every key (what they read may change);
+    # torch-only tables are remembered.
+    if not lines:
+        _table_memo[table_name] = (fingerprint, lines)
+    return lines
 
 
 # ---------------------------------------------------------------------------
