@@ -111,10 +111,6 @@ def fingerprint_walk_slow(root: str):
     return _real_walk(root)
 
 
-if __name__ == "__main__":
-    unittest.main()
-
-
 class TestRecordDigest(unittest.TestCase):
     """The digest from the installer's RECORD equals the one from reading the files."""
 
@@ -191,3 +187,7 @@ class TestRecordDigest(unittest.TestCase):
         if from_record is None:
             self.skipTest("torch here is not a pristine wheel install")
         self.assertEqual(from_record, fingerprint.content_digest(root, files))
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -144,9 +144,6 @@ class TestTwoRanks(unittest.TestCase):
         self.assertGreaterEqual(results[0]["aot"].get("autograd_cache_cross_rank_miss", 0), 1, results[0])
 
 
-if __name__ == "__main__":
-    unittest.main()
-
 
 @unittest.skipUnless(torch.distributed.is_available(), "torch.distributed is not available")
 class TestLoneHitWouldHang(unittest.TestCase):
@@ -195,3 +192,7 @@ class TestLoneHitWouldHang(unittest.TestCase):
         self.assertTrue(ranks.holds_collectives(torch.fx.GraphModule(root, outer)))
         root.inner = self.graph(False)
         self.assertFalse(ranks.holds_collectives(torch.fx.GraphModule(root, outer)))
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -251,9 +251,6 @@ class TestFleetCompilesOnce(unittest.TestCase):
         self.assertEqual(sum(r["tac"].get("remote_hit", 0) for r in results), 3)
 
 
-if __name__ == "__main__":
-    unittest.main()
-
 
 
 # Note [Releasing a flight the compile does not save] in tiers/single_flight.py.
@@ -420,3 +417,7 @@ class TestReleaseWithoutSaveInProcess(CacheTestCase):
             with self.assertRaises(Exception):
                 torch.compile(torch.exp)(torch.randn(4))
         self.assert_free()
+
+
+if __name__ == "__main__":
+    unittest.main()

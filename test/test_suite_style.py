@@ -8,7 +8,9 @@ cannot drift:
   helpers (``child_env``, ``run_child``, ``spawn_child``, ``run_python``),
   never by copying ``os.environ`` itself;
 - disk faults come from ``tools/fault_injection.py`` (shared with
-  ``tools/soak.py``), not from a copy of it.
+  ``tools/soak.py``), not from a copy of it;
+- a ``if __name__ == "__main__":`` guard, where a file has one, is its last
+  statement (mid-file, running the file directly would skip the tests below).
 """
 
 from __future__ import annotations
@@ -68,6 +70,14 @@ def fault_targets_patched(tree: ast.Module) -> set[str]:
     }
 
 
+def main_guard_not_last(tree: ast.Module) -> list[int]:
+    """Lines of ``__main__`` guards that some statement follows."""
+    return [
+        n.lineno for i, n in enumerate(tree.body)
+        if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test) and i != len(tree.body) - 1
+    ]
+
+
 class TestSuiteStyle(unittest.TestCase):
     def test_tests_are_testcase_methods(self) -> None:
         for path in suite_files():
@@ -86,6 +96,10 @@ class TestSuiteStyle(unittest.TestCase):
             patched = fault_targets_patched(parse(path))
             self.assertLess(len(patched), 3, f"{path}: patches {sorted(patched)} itself (tools/fault_injection.py)")
 
+    def test_main_guard_comes_last(self) -> None:
+        for path in suite_files():
+            self.assertEqual(main_guard_not_last(parse(path)), [], f"{path}: tests follow the __main__ guard")
+
     def test_the_checks_catch_what_they_look_for(self) -> None:
         """Each check above, on a made-up file that breaks it."""
         bad = ast.parse(
@@ -102,3 +116,5 @@ class TestSuiteStyle(unittest.TestCase):
         self.assertEqual(fixtures(bad), ["cache_dir"])
         self.assertEqual(environ_copies(bad), [5, 6])
         self.assertEqual(fault_targets_patched(bad), {"os.replace", "os.unlink", "builtins.open"})
+        mid = ast.parse("import unittest\nif __name__ == '__main__':\n    unittest.main()\nclass T(unittest.TestCase): pass\n")
+        self.assertEqual(main_guard_not_last(mid), [2])

@@ -317,9 +317,6 @@ class TestFxGraphCacheObservations(CacheTestCase):
             self.assertEqual(aot_counts(), {"autograd_cache_hit": 1})
 
 
-if __name__ == "__main__":
-    unittest.main()
-
 
 class _PassWithoutUUID(CustomGraphPass):
     def __call__(self, graph: torch.fx.Graph) -> None:
@@ -445,3 +442,7 @@ class TestBypassMessagesKeepUpstreamWords(CacheTestCase):
                 "activation_memory_budget_runtime_estimator is a raw callable without uuid() method",
                 torch.sin, x,
             )
+
+
+if __name__ == "__main__":
+    unittest.main()
