@@ -441,6 +441,12 @@ def install() -> bool:
             raise
         _installed, _pending = True, False
         _skip_in_dynamo(True)
+        # Not a patch site: it must be in place from torch's import on, not
+        # from the first compile (Note [Registered operators in the key] in
+        # key/registered_ops.py); here too for a torch tree we are patched into.
+        from ..key import registered_ops
+
+        registered_ops.watch_registrations()
         from ..key.fingerprint import torch_fingerprint
 
         torch_fingerprint.prefetch()

@@ -46,14 +46,28 @@ lines).
 
 Python kernels live in the dispatcher, which cannot hand them back, so
 ``Library.impl`` is wrapped (:func:`watch_registrations`) to remember each
-function as it is registered.  A registration made before that (torch_aotcache
-imported after the program registered its kernels) is found in
-``torch.library._impls`` without a function: for an operator the graph calls
-it is a bypass; on torch's own namespaces the dispatcher's record of where it
-was registered tells torch's own from the program's, and a program's is a
-bypass for every graph.  Registrations for the backend keys (``CPU``,
+function as it is registered: from the end of torch's import when
+torch_aotcache is imported first, else from its import.  The wrapper is not
+one of ``installer/patching.py``'s patch sites, which are installed at the
+first compile: registrations come before that.  A kernel on torch's
+namespaces is kept only when it is the program's (its function, under its
+wrappers, is not torch's code, or torch's code closes over a program's
+function, as ``register_autograd`` builds it).
+
+A registration made before the wrapper (torch_aotcache imported after the
+program registered its kernels) is found in ``torch.library._impls`` without
+a function: for an operator the graph calls it is a bypass; on ``aten`` the
+dispatcher's record of where each such kernel was registered tells torch's
+own from the program's (read once a process), and a program's is a bypass for
+every graph.  Not covered there: a program's ``Meta`` kernel for an ``aten``
+operator registered before the import (torch registers some 1,500 of its
+own, too many to tell apart at a key's cost), and operators of torch's other
+namespaces (``prims``, ...).  Registrations for the backend keys (``CPU``,
 ``CUDA``, ...) run at run time, through the dispatcher, in the process that
-runs the code, so they are not keyed.
+runs the code, so they are not keyed.  An operator a registered function
+calls through ``torch.ops.ns.name`` is keyed by name only (a module attribute
+chain); one it names directly (a global holding the op) is keyed by its
+facets.
 
 Rejected: keying the operator's eager implementation (``custom_op``'s body).
 The compiled code calls it through the dispatcher at run time, so it is
@@ -630,9 +644,10 @@ def _op_facets(op: Any, qualname: str) -> dict[str, str]:
         if kernel is not None:
             _facet(facets, "fake", kernel.func, qualname)
     if entry is not None:
-        rules = getattr(entry.torch_dispatch_rules, "_data", None)
-        if rules:
-            _facet(facets, "torch_dispatch_rule", sorted((qualified_name(k), v) for k, v in rules.items()), qualname)
+        table: dict[Any, Any] | None = getattr(entry.torch_dispatch_rules, "_data", None)
+        if table:
+            by_name = sorted((qualified_name(k), v) for k, v in table.items())
+            _facet(facets, "torch_dispatch_rule", by_name, qualname)
         effect = getattr(getattr(entry, "effect", None), "effect", None)
         if effect is not None:
             facets["effect"] = digest(str(effect))
@@ -668,7 +683,8 @@ def _triton_facet(facets: dict[str, str], opdef: Any, qualname: str) -> None:
     except Unkeyable as e:
         raise Unkeyable(f"operator {qualname}: {e}") from None
     # A triton_op's body is traced into the graph (it decomposes).
-    _facet(facets, "triton_body", (opdef._init_fn, sorted(opdef._backend_fns.items(), key=lambda kv: str(kv[0]))), qualname)
+    backends = sorted(opdef._backend_fns.items(), key=lambda kv: str(kv[0]))
+    _facet(facets, "triton_body", (opdef._init_fn, backends), qualname)
     facets["triton"] = digest(text)
 
 
