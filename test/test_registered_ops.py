@@ -320,6 +320,87 @@ class TestFacets(unittest.TestCase):
         )
 
 
+_TRITON_KERNEL = """
+import triton
+import triton.language as tl
+
+@triton.jit
+def add_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    tl.store(y_ptr + offs, tl.load(x_ptr + offs, mask=mask) + {step}, mask=mask)
+"""
+
+
+def _has_triton() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@unittest.skipUnless(_has_triton(), "needs triton (installed with torch's CUDA builds)")
+class TestTritonOp(unittest.TestCase):
+    """``torch.library.triton_op``: its kernels' sources are a facet (the key
+    is computed without running the kernel, so no GPU is needed)."""
+
+    def define(self, folder: str, module: str, step: int) -> Any:
+        import importlib
+
+        from torch.library import triton_op, wrap_triton
+
+        with open(os.path.join(folder, module + ".py"), "w") as f:
+            f.write(_TRITON_KERNEL.format(step=step))
+        kernel = importlib.import_module(module).add_kernel
+
+        def body(x: torch.Tensor) -> torch.Tensor:
+            y = torch.empty_like(x)
+            wrap_triton(kernel)[(1,)](x, y, x.numel(), BLOCK=16)
+            return y
+
+        body.__annotations__ = {"x": torch.Tensor, "return": torch.Tensor}
+        triton_op(f"tac_{module}::add", mutates_args=())(body)
+        return getattr(torch.ops, f"tac_{module}").add.default
+
+    def test_the_kernel_source_is_keyed(self) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            sys.path.insert(0, folder)
+            self.addCleanup(sys.path.remove, folder)
+            one = registered_ops.op_facets(self.define(folder, "tacker_one", 1))
+            two = registered_ops.op_facets(self.define(folder, "tacker_two", 2))
+        self.assertIn("triton", one)
+        self.assertNotEqual(one["triton"], two["triton"])
+
+
+class TestCompiledLibraries(unittest.TestCase):
+    def test_a_loaded_library_is_keyed_by_content(self) -> None:
+        """An operator defined in C++: the libraries loaded outside torch are
+        keyed by identity and content (a rebuilt library of the same size
+        and path gives another digest)."""
+        from unittest import mock
+
+        with tempfile.TemporaryDirectory() as folder:
+            lib = os.path.join(folder, "libext.so")
+            with open(lib, "wb") as f:
+                f.write(b"\0" * 64)
+            with mock.patch.object(registered_ops, "_loaded_libraries", return_value=[lib]):
+                before = registered_ops._compiled_library_digest("aten::add.Tensor")
+                with open(lib, "r+b") as f:
+                    f.write(b"\1")
+                os.utime(lib, ns=(1, 1))
+                after = registered_ops._compiled_library_digest("aten::add.Tensor")
+                self.assertEqual(after, registered_ops._compiled_library_digest("aten::add.Tensor"))
+        self.assertNotEqual(before, after)
+
+    def test_torch_and_system_libraries_are_left_out(self) -> None:
+        torch_dir = os.path.dirname(os.path.abspath(torch.__file__))
+        for path in registered_ops._loaded_libraries():
+            self.assertFalse(os.path.abspath(path).startswith(torch_dir + os.sep), path)
+            self.assertFalse(path.startswith(("/lib/", "/usr/lib/")), path)
+
+
 def _attention(x: torch.Tensor) -> torch.Tensor:
     from torch.nn.attention import sdpa_kernel, SDPBackend
 

@@ -736,8 +736,13 @@ def _loaded_libraries() -> list[str]:
     system = ("/lib/", "/lib64/", "/usr/lib/", "/usr/lib64/", "/usr/local/lib/lib")
     return sorted(
         p for p in paths if not os.path.abspath(p).startswith(_TORCH_DIR) and not p.startswith(system)
-        and "lib-dynload" not in p and "/nvidia/" not in p
+        and "lib-dynload" not in p and "/nvidia/" not in p and not os.path.basename(p).startswith("libpython")
     )
+
+
+# Libraries larger than this are keyed by identity alone (path, size, mtime,
+# inode): hashing hundreds of megabytes would cost a warm process seconds.
+CONTENT_DIGEST_LIMIT = 64 << 20
 
 
 def _compiled_library_digest(qualname: str) -> str:
@@ -750,6 +755,8 @@ def _compiled_library_digest(qualname: str) -> str:
             continue
         ident = (path, st.st_size, st.st_mtime_ns)
         content = _library_digests.get(ident)
+        if content is None and st.st_size > CONTENT_DIGEST_LIMIT:
+            content = _library_digests[ident] = f"identity:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
         if content is None:
             h = hashlib.blake2b(digest_size=16)
             try:
