@@ -991,8 +991,8 @@ def changed_since(record: Any) -> str | None:
             if now != facets:
                 changed = sorted(k for k in set(now) | set(facets) if now.get(k) != facets.get(k))
                 return f"op {name} " + ", ".join(changed)
-    except Unkeyable as e:
-        return str(e)
+    except Exception as e:  # noqa: BLE001 - what cannot be checked is not reused
+        return f"{type(e).__name__}: {e}"
     return None
 
 
@@ -1081,8 +1081,10 @@ def fx_graph_hash_details_init(
         return
     try:
         text, _ = ops_component(graph_ops(gm))
-    except Unkeyable as e:
+    except Exception as e:  # noqa: BLE001 - never fail a compile: that cache is bypassed
         from torch._inductor.codecache import BypassFxGraphCache
 
-        raise BypassFxGraphCache(str(e)) from None
-    self.torch_aotcache_ops = text
+        raise BypassFxGraphCache(f"torch_aotcache: {e}") from None
+    if text:
+        # Only then: a graph without registered operators keeps stock's key.
+        self.torch_aotcache_ops = text
