@@ -20,7 +20,7 @@ COUNTERS: dict[str, str] = {
     "store_read_failed": "reads of the local store that failed (each errno warned once)",
     "store_write_failed": "writes to the local store that failed (each errno warned once)",
     "entry_vanished": "entry files removed by another process between listing and reading",
-    # Verification (Note [Entry layout] in schemas.py).
+    # Verification (Note [Entry layout] in entry/framing.py).
     "entry_rejected": "entries refused before anything in them was used (corrupt, foreign, unsigned)",
     "signature_rejected": "of those, entries without a valid signature",
     "quarantined": "refused local entries moved to <store>/quarantine/",

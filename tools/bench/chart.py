@@ -109,7 +109,7 @@ def _process_rows(data: dict[str, Any]) -> tuple[list[str], list[list[float]]]:
 
 def render_process_png(data: dict[str, Any], path: str) -> str | None:
     """The whole warm process, start to exit: a stacked bar per model and
-    mode (the parts of Note [Where a whole process goes]); returns why it
+    mode (the parts ``summary._process_parts`` measures); returns why it
     was skipped, or None."""
     plt = _pyplot()
     if plt is None:

@@ -8,7 +8,7 @@ command is one function and one row.
 
 Nothing here unpickles a payload: ``ls``, ``stats``, ``explain`` and
 ``prune`` read headers only; ``verify``, ``export`` and ``import`` check
-sizes, checksums and signatures (see Note [Entry layout] in schemas.py).
+sizes, checksums and signatures (see Note [Entry layout] in entry/framing.py).
 Nothing here but ``demo`` imports torch: the store, the settings and the
 torch version are found without it (Note [Reading the store without torch]
 in store/layout.py).  The store inspected is the one the cache itself would use
@@ -329,7 +329,7 @@ def _add_member(tar: Any, name: str, data: bytes, mtime: int) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write chosen entries (all by default) into one tar file; only entries
-    that verify are exported (see Note [Entry layout] in schemas.py).  The
+    that verify are exported (see Note [Entry layout] in entry/framing.py).  The
     archive is written whole or not at all (store/records.py's ``atomic_output``)."""
     import json
     import tarfile

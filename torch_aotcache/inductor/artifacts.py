@@ -22,7 +22,7 @@ We close both:
   class).  When a bundled entry is saved, the binaries of the kernels its
   generated modules hold are appended to the entry as raw bytes (never
   pickled), listed in the header by digest, size and SHA-256 and so covered
-  by the checksum and the signature (Note [Entry layout] in schemas.py).
+  by the checksum and the signature (Note [Entry layout] in entry/framing.py).
 * Loading a hit: inside :func:`sealed_load`, the module source is written from
   the verified entry into a private folder of this process (``mkdtemp``,
   owner-only) and imported from there, and each kernel whose digest the entry

@@ -36,7 +36,7 @@ Note [Sharing a cache dir with stock torch]
 Stock torch keeps its entries in ``<cache_dir>/aotautograd/``; we never read
 that folder and it never reads ours.  Even if a file were copied across, ours
 start with a magic header that is not a pickle, and a reader of ours rejects
-anything without it (see Note [Entry layout] in schemas.py).
+anything without it (see Note [Entry layout] in entry/framing.py).
 """
 
 from __future__ import annotations
