@@ -6,9 +6,9 @@ setup(
     description="A verified, inspectable AOTAutograd cache for torch.compile",
     packages=find_packages(include=["torch_aotcache", "torch_aotcache.*"]),
     python_requires=">=3.10",
-    # The supported releases (torch_aotcache/_compat.py SUPPORTED_RELEASES):
-    # 2.11, 2.13, 2.14 and 2.15.  Without a torch installed, pip takes the
-    # newest of them.
+    # The supported releases (torch_aotcache/_compat.py SUPPORTED_RELEASES,
+    # written by _compat.torch_requirement(); test/test_releases.py checks
+    # it).  Without a torch installed, pip takes the newest of them.
     install_requires=["torch>=2.11,!=2.12.*,<2.16"],
     extras_require={
         # Everything the tests import: torch's testing helpers import numpy,

@@ -8,7 +8,7 @@ processes that import torch from the copy with ``torch_aotcache`` blocked
 from import: miss and save, a hit in another process with eager's results,
 dynamic-shape guards, a bypass with its reason, counters, the knobs in
 ``torch._functorch.config``, and ``TORCH_AOTCACHE_DISABLE``.  This runs on
-whichever supported release the interpreter has (2.11, 2.13, 2.14, 2.15).
+whichever supported release the interpreter has (``_compat.SUPPORTED_RELEASES``).
 
 A tree shaped like PyTorch's main branch (the installed sources beside a
 ``version.txt`` of ``2.16.0a0``) gets the cut for the newest supported release
@@ -30,6 +30,8 @@ import unittest
 from typing import Any
 
 import torch
+
+from torch_aotcache import _compat
 
 from common import child_env, run_child, slow, TOOLS
 
@@ -207,6 +209,8 @@ class TestPatchedTorch(unittest.TestCase):
         self.assertNotRegex(compat, r"(?m)^\s*# \[(end )?release")
         self.assertIn(release, upstream_patch.supported_releases())
         kept = {"2.11": "try_load_v2_11", "2.13": "try_load_v2_13", "2.14": "try_load_v2_15", "2.15": "try_load_v2_15"}
+        # One adapter per supported release: a release added to _compat needs its line here.
+        self.assertEqual(set(kept), set(_compat.SUPPORTED_RELEASES))
         self.assertIn(kept[release], compat)
         for other in set(kept.values()) - {kept[release]}:
             self.assertNotIn(other, compat)

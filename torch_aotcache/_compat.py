@@ -1,7 +1,8 @@
 """
 Everything that differs between the torch releases torch_aotcache supports.
 
-Supported: 2.11.x and 2.13.x.  The differences that reach us:
+Supported: the releases in ``SUPPORTED_RELEASES``.  The differences that
+reach us between 2.11 and 2.13 (later releases add their own blocks below):
 
 ================================  =============================  ==================================
                                   2.11                           2.13
@@ -48,7 +49,31 @@ import torch
 
 log = logging.getLogger(__name__)
 
+# The one owner of the supported releases: setup.py's torch range, the
+# README's table, .ci/run's matrix and the GPU workflow are checked against
+# it (test/test_releases.py).
 SUPPORTED_RELEASES = ("2.11", "2.13", "2.14", "2.15")
+# Kept for the GPU machines, whose image has it; not installable on the CPU
+# machines CI runs on, so not in .ci/run's matrix.
+GPU_ONLY_RELEASES = ("2.11",)
+
+
+def ci_releases() -> tuple[str, ...]:
+    """The releases .ci/run tests, newest first."""
+    return tuple(r for r in reversed(SUPPORTED_RELEASES) if r not in GPU_ONLY_RELEASES)
+
+
+def torch_requirement(releases: tuple[str, ...] = SUPPORTED_RELEASES) -> str:
+    """setup.py's requirement: the supported releases, the minors between
+    them excluded, up to the next minor after the newest."""
+    parsed = [tuple(int(p) for p in r.split(".")) for r in releases]
+    lo, hi = parsed[0], parsed[-1]
+    gaps = [
+        f"!={major}.{minor}.*"
+        for major, minor in ((lo[0], m) for m in range(lo[1], hi[1] + 1))
+        if (major, minor) not in parsed
+    ] if lo[0] == hi[0] else []
+    return ",".join([f"torch>={lo[0]}.{lo[1]}", *gaps, f"<{hi[0]}.{hi[1] + 1}"])
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
