@@ -3,7 +3,8 @@ The package's import graph has no circle.
 
 Every ``from . import x`` / ``from .x import y`` in every module counts, at
 module level or inside a function (an import hidden in a function is still a
-dependency).  ``_compat`` is a leaf: it imports nothing of the package.
+dependency), and so does a module named as a string (a ``sys.modules``
+lookup is a dependency through a back door).  ``_compat`` is a leaf: it imports nothing of the package.
 """
 
 from __future__ import annotations
@@ -72,6 +73,13 @@ def import_graph() -> dict[str, set[str]]:
                 for alias in node.names:
                     if alias.name.startswith("torch_aotcache."):
                         graph[module].add(alias.name.split(".", 1)[1])
+            elif (
+                isinstance(node, ast.Constant) and isinstance(node.value, str)
+                and node.value.startswith("torch_aotcache.") and node.value.split(".", 1)[1] in modules
+            ):
+                # A module named as a string (``sys.modules.get("torch_aotcache.x")``,
+                # ``importlib.import_module``): a dependency all the same.
+                graph[module].add(node.value.split(".", 1)[1])
         graph[module].discard(module)
     # The package's __init__ is where installing starts; nothing imports it back.
     return graph
@@ -117,6 +125,10 @@ class TestImportGraph(unittest.TestCase):
 
     def test_compat_is_a_leaf(self) -> None:
         self.assertEqual(import_graph()["_compat"], set())
+
+    def test_a_module_named_as_a_string_counts(self) -> None:
+        # The package's __init__ looks its modules up to undo what they did.
+        self.assertIn("installer.patching", import_graph()["__init__"])
 
     def test_nothing_imports_patching_back(self) -> None:
         importers = {m for m, deps in import_graph().items() if "installer.patching" in deps}

@@ -38,7 +38,6 @@ import dataclasses
 import functools
 import logging
 import re
-import sys
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -539,7 +538,8 @@ def record_artifact(key: str, content: bytes) -> None:
         log.debug("torch_aotcache: cannot record cache artifact: %s", e)
 
 
-def record_precompile_artifact(backend_id: Any, entry: Any) -> None:
+def record_precompile_artifact(backend_id: Any, entry: Any) -> bool:
+    """Hand a compiled graph to Dynamo's precompile context; whether it was recorded."""
     try:
         from torch._dynamo.precompile_context import PrecompileContext
         from torch._functorch._aot_autograd.aot_autograd_result import (
@@ -549,10 +549,8 @@ def record_precompile_artifact(backend_id: Any, entry: Any) -> None:
         PrecompileContext.record_artifact(BundledAOTAutogradCacheArtifact(backend_id, entry))
     except Exception as e:  # noqa: BLE001
         log.debug("torch_aotcache: cannot record precompile artifact: %s", e)
-        return
-    frames = sys.modules.get("torch_aotcache.dynamo.frames")
-    if frames is not None:
-        frames.backend_recorded()
+        return False
+    return True
 
 
 def strict_precompile() -> bool:

@@ -943,7 +943,10 @@ def _save(key: str, entry: Any, remote: bool) -> None:
             cfg = getattr(entry, "sanitized_aot_config", None)
             backend_id = getattr(cfg, "precompile_backend_id", None)
             if cfg is not None and backend_id is not None:
-                _compat.record_precompile_artifact(backend_id, entry)
+                if _compat.record_precompile_artifact(backend_id, entry):
+                    from .dynamo import events
+
+                    events.backend_recorded()
                 cfg.precompile_backend_id = None
         path = lookup.local_store.put(key, entry_id, data)
         stats.record("save", len(data))

@@ -73,6 +73,7 @@ from ..counters import count
 from ..entry import framing
 from ..store import explain
 from . import guards, identity
+from .events import listen_for_backends
 
 
 log = logging.getLogger(__name__)
@@ -221,6 +222,9 @@ def backend_recorded() -> None:
     """A compiled graph was recorded (AOTAutograd saved it)."""
     if _pending:
         save_pending()
+
+
+listen_for_backends(backend_recorded)
 
 
 def save_pending(final: bool = False) -> None:

@@ -287,7 +287,10 @@ def record_artifacts(key: str, hit: CacheHit, aot_config: Any) -> None:
         and aot_config is not None
         and getattr(aot_config, "precompile_backend_id", None) is not None
     ):
-        _compat.record_precompile_artifact(aot_config.precompile_backend_id, hit.result)
+        if _compat.record_precompile_artifact(aot_config.precompile_backend_id, hit.result):
+            from ..dynamo import events
+
+            events.backend_recorded()
 
 
 def lookup_hit(
