@@ -51,7 +51,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 from typing import Any, NamedTuple
 
 
@@ -417,23 +416,16 @@ def make_patch(root: str, target: Target | None = None) -> str:
 
 
 def write_whole(path: str, text: str) -> None:
-    """``text`` into ``path``, all of it or nothing: a temporary file in the
-    same folder, renamed over ``path`` at the end."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """``text`` into ``path``, all of it or nothing, with the permissions a
+    new file gets: the store's atomic writer (a temporary file in the same
+    folder, renamed over ``path`` at the end)."""
+    if REPO_ROOT not in sys.path:
+        sys.path.insert(0, REPO_ROOT)
+    from torch_aotcache.store.records import write_atomically  # torch-free
+
+    umask = os.umask(0)
+    os.umask(umask)
+    write_atomically(path, text.encode("utf-8"), mode=0o666 & ~umask)
 
 
 def main(argv: list[str] | None = None) -> int:
