@@ -251,19 +251,26 @@ def library_autograd(v: int) -> Case:
     return f, _inputs((4,)), True
 
 
-def py_kernel(v: int) -> Case:
-    """A Python-dispatcher kernel (``OpOverload.py_impl``), run while tracing."""
-    lib = _library("py_kernel", "neg3(Tensor x) -> Tensor")
-    factor = (-3, 7)[v]
-    lib.impl("neg3", lambda x: x * factor, "CompositeExplicitAutograd")
-    torch.library.register_fake(_ns("py_kernel") + "::neg3", lambda x: torch.empty_like(x), lib=lib)
-    op = getattr(torch.ops, _ns("py_kernel")).neg3.default
-    ns = _exec(f"def kernel(x):\n    return x * {factor}\n")
-    op.py_impl(torch._C.DispatchKey.CompositeImplicitAutograd)(ns["kernel"])
+def _scaling_op(case: str, name: str, factor: float) -> tuple[Any, Callable[..., Any]]:
+    """``<case>::<name>(x) = x * factor`` defined with ``Library.define``, its
+    eager kernel and fake kernel; the op, and the case's function around it."""
+    lib = _library(case, f"{name}(Tensor x) -> Tensor")
+    lib.impl(name, lambda x: x * factor, "CompositeExplicitAutograd")
+    torch.library.register_fake(f"{_ns(case)}::{name}", lambda x: torch.empty_like(x), lib=lib)
+    op = getattr(getattr(torch.ops, _ns(case)), name).default
 
     def f(x: torch.Tensor) -> torch.Tensor:
         return op(x) + 1
 
+    return op, f
+
+
+def py_kernel(v: int) -> Case:
+    """A Python-dispatcher kernel (``OpOverload.py_impl``), run while tracing."""
+    factor = (-3, 7)[v]
+    op, f = _scaling_op("py_kernel", "neg3", factor)
+    ns = _exec(f"def kernel(x):\n    return x * {factor}\n")
+    op.py_impl(torch._C.DispatchKey.CompositeImplicitAutograd)(ns["kernel"])
     return f, _inputs((4,), grad=False), False
 
 
@@ -271,17 +278,10 @@ def decomposition(v: int) -> Case:
     """An Inductor decomposition registered for the program's operator."""
     from torch._inductor.decomposition import register_decomposition
 
-    lib = _library("decomposition", "halve(Tensor x) -> Tensor")
     factor = (0.5, 0.25)[v]
-    lib.impl("halve", lambda x: x * factor, "CompositeExplicitAutograd")
-    torch.library.register_fake(_ns("decomposition") + "::halve", lambda x: torch.empty_like(x), lib=lib)
-    op = getattr(torch.ops, _ns("decomposition")).halve.default
+    op, f = _scaling_op("decomposition", "halve", factor)
     ns = _exec(f"def halve(x):\n    return x * {factor}\n")
     register_decomposition(op)(ns["halve"])
-
-    def f(x: torch.Tensor) -> torch.Tensor:
-        return op(x) + 1
-
     return f, _inputs((4,), grad=False), False
 
 
@@ -289,20 +289,10 @@ def lowering(v: int) -> Case:
     """An Inductor lowering registered for the program's operator."""
     from torch._inductor.lowering import lowerings, register_lowering
 
-    lib = _library("lowering", "triple(Tensor x) -> Tensor")
     factor = (3.0, 4.0)[v]
-    lib.impl("triple", lambda x: x * factor, "CompositeExplicitAutograd")
-    torch.library.register_fake(_ns("lowering") + "::triple", lambda x: torch.empty_like(x), lib=lib)
-    op = getattr(torch.ops, _ns("lowering")).triple.default
-    ns = _exec(
-        f"def triple(x):\n    return mul(x, {factor})\n",
-        mul=lowerings[torch.ops.aten.mul.Tensor],
-    )
+    op, f = _scaling_op("lowering", "triple", factor)
+    ns = _exec(f"def triple(x):\n    return mul(x, {factor})\n", mul=lowerings[torch.ops.aten.mul.Tensor])
     register_lowering(op)(ns["triple"])
-
-    def f(x: torch.Tensor) -> torch.Tensor:
-        return op(x) + 1
-
     return f, _inputs((4,), grad=False), False
 
 
