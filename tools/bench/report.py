@@ -26,6 +26,20 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{v:+.1f}%"
 
 
+
+def _heading(title: str, *paragraphs: str) -> list[str]:
+    """A section's first lines: a blank line, its ``## title`` and a blank
+    line, then each paragraph of its introduction and a blank line."""
+    lines = ["", title, ""]
+    for paragraph in paragraphs:
+        lines += [paragraph, ""]
+    return lines
+
+
+def _table_head(header: str) -> list[str]:
+    """A table's header row and the separator row under it."""
+    return [header, "|" + "---|" * (header.count("|") - 1)]
+
 def write_outputs(data: dict[str, Any], out_dir: str) -> None:
     """Summaries from the raw records in ``data``, then results.json/.md and the PNG."""
     notes = [n for n in data["notes"] if "warmstart.png" not in n and "process.png" not in n]
@@ -78,22 +92,17 @@ def _header(data: dict[str, Any]) -> list[str]:
 
 
 def _process_table(data: dict[str, Any]) -> list[str]:
-    lines: list[str] = []
-    lines.append("")
-    lines.append("## Whole process, start to exit (what the user waits for); seconds, medians")
-    lines.append("")
-    lines.append(
+    lines = _heading(
+        "## Whole process, start to exit (what the user waits for); seconds, medians",
         "Timed from outside each worker: interpreter start, imports, model set-up, the first training "
         "step, exit. Floors: eager (the same program without `torch.compile`), Dynamo only "
-        "(`backend=\"eager\"`), and Dynamo plus importing Inductor's compiler (`torch._inductor.compile_fx`)."
+        "(`backend=\"eager\"`), and Dynamo plus importing Inductor's compiler (`torch._inductor.compile_fx`).",
     )
-    lines.append("")
-    lines.append(
+    lines += _table_head(
         "| model | eager | floor | floor + Inductor import | warm upstream | warm ours "
         "| above floor: upstream / ours | ours/upstream | above eager: upstream / ours "
         "| cold: off / upstream / ours | import (s): floor / upstream / ours |"
     )
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
     for model, m in data["models"].items():
         p = m.get("process")
         if not p:
@@ -117,9 +126,8 @@ def _frames_table(data: dict[str, Any]) -> list[str]:
         return []
     lines = ["", "With the Dynamo frame cache on (`TORCH_AOTCACHE_DYNAMO=1`): whole processes, and the "
              "warm ones after the imports; a warm process that ran the stored frame traced no graph.", ""]
-    lines.append("| model | warm | above eager | above floor | past imports: above eager | first step "
-                 "| cold | cold: frames minus ours | frame hits / graphs traced (warm) |")
-    lines.append("|---|---|---|---|---|---|---|---|---|")
+    lines += _table_head("| model | warm | above eager | above floor | past imports: above eager | first step "
+                         "| cold | cold: frames minus ours | frame hits / graphs traced (warm) |")
     for model, f in rows:
         lines.append(
             f"| {model} | {_s(f['warm_s'])} | {_s(f['above_eager_s'])} | {_s(f['above_floor_s'])} "
@@ -138,9 +146,8 @@ def _past_imports_table(data: dict[str, Any]) -> list[str]:
         "the differences measured):"
     )
     lines.append("")
-    lines.append("| model | eager | floor | warm upstream | warm ours | above floor: upstream / ours "
-                 "| ours/upstream | above eager: upstream / ours |")
-    lines.append("|---|---|---|---|---|---|---|---|")
+    lines += _table_head("| model | eager | floor | warm upstream | warm ours | above floor: upstream / ours "
+                         "| ours/upstream | above eager: upstream / ours |")
     for model, m in data["models"].items():
         past = (m.get("process") or {}).get("past_imports")
         if not past:
@@ -172,8 +179,7 @@ def _process_parts_table(data: dict[str, Any]) -> list[str]:
         "the rest of the worker and interpreter exit."
     )
     lines.append("")
-    lines.append("| model | eager | floor | floor + Inductor import | warm upstream | warm ours |")
-    lines.append("|---|---|---|---|---|---|")
+    lines += _table_head("| model | eager | floor | floor + Inductor import | warm upstream | warm ours |")
     for model, m in data["models"].items():
         parts = (m.get("process") or {}).get("parts")
         if not parts:
@@ -187,16 +193,12 @@ def _process_parts_table(data: dict[str, Any]) -> list[str]:
 
 
 def _first_step_table(data: dict[str, Any]) -> list[str]:
-    lines: list[str] = []
-    lines.append("")
-    lines.append("## First step (forward + backward), seconds; medians of fresh processes")
-    lines.append("")
-    lines.append(
+    lines = _heading("## First step (forward + backward), seconds; medians of fresh processes")
+    lines += _table_head(
         "| model | cold (off) | cold (upstream miss) | cold (ours miss) | warm upstream | warm ours "
         "| Dynamo-only floor | overhead above floor: upstream / ours | ours/upstream overhead "
         "| miss cost vs off: upstream / ours | other load on the machine (cores, median / max) |"
     )
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
     for model, m in data["models"].items():
         lines.append(
             f"| {model} | {_s(m['cold_off_s'])} | {_s(m['cold_upstream_s'])} | {_s(m['cold_ours_s'])} "
@@ -218,15 +220,11 @@ def _quiet_cell(q: dict[str, Any], name: str, digits: int) -> str:
 
 
 def _quiet_table(data: dict[str, Any]) -> list[str]:
-    lines: list[str] = []
-    lines.append("")
-    lines.append(f"## The same, quiet runs only (other load < {QUIET_LOAD_CORES:g} cores); medians, s (runs)")
-    lines.append("")
-    lines.append(
+    lines = _heading(f"## The same, quiet runs only (other load < {QUIET_LOAD_CORES:g} cores); medians, s (runs)")
+    lines += _table_head(
         "| model | cold (off) | cold (upstream miss) | cold (ours miss) | warm upstream | warm ours | floor "
         "| overhead above floor: upstream / ours | ours/upstream overhead | miss cost vs off: upstream / ours |"
     )
-    lines.append("|---|---|---|---|---|---|---|---|---|---|")
     qv = _quiet_cell
     for model, m in data["models"].items():
         q = m.get("quiet")
@@ -242,20 +240,15 @@ def _quiet_table(data: dict[str, Any]) -> list[str]:
 
 
 def _cpu_table(data: dict[str, Any]) -> list[str]:
-    lines: list[str] = []
-    lines.append("")
-    lines.append("## Warm start in CPU seconds (this process and the subprocesses it waited for; medians)")
-    lines.append("")
-    lines.append(
+    lines = _heading(
+        "## Warm start in CPU seconds (this process and the subprocesses it waited for; medians)",
         "CPU time would be immune to other load on dedicated cores; on a shared VM it inflates with it "
-        "(vCPU contention), so read it as a cross-check, not a cure."
+        "(vCPU contention), so read it as a cross-check, not a cure.",
     )
-    lines.append("")
-    lines.append(
+    lines += _table_head(
         "| model | warm upstream (min wall) | warm ours (min wall) | floor | overhead above floor: upstream / ours "
         "| ours/upstream overhead |"
     )
-    lines.append("|---|---|---|---|---|---|")
     for model, m in data["models"].items():
         lines.append(
             f"| {model} | {_s(m['upstream_warm_cpu_s'], 3)} ({_s(m['upstream_warm_min_s'], 3)}) "
@@ -270,21 +263,16 @@ def _cpu_table(data: dict[str, Any]) -> list[str]:
 
 
 def _miss_cost_table(data: dict[str, Any]) -> list[str]:
-    lines: list[str] = []
-    lines.append("")
-    lines.append("## What a miss costs in cache code (cold processes; medians, ms)")
-    lines.append("")
-    lines.append(
+    lines = _heading(
+        "## What a miss costs in cache code (cold processes; medians, ms)",
         "Timed inside the cold process: the key, the failed lookup, `make_entry` and `save`. "
         "This is what the cache itself adds to a compile; the wall-time difference to `off` above also "
-        "holds Inductor's own FX-graph cache and the run-to-run noise of a 10-40 s compile."
+        "holds Inductor's own FX-graph cache and the run-to-run noise of a 10-40 s compile.",
     )
-    lines.append("")
-    lines.append(
+    lines += _table_head(
         "| model | upstream: key / save / all cache code | % of cold (off) "
         "| ours: key / save / all cache code | % of cold (off) |"
     )
-    lines.append("|---|---|---|---|---|")
     for model, m in data["models"].items():
         if m.get("upstream_cold_cache_code_s") is None and m.get("ours_cold_cache_code_s") is None:
             continue
@@ -298,15 +286,11 @@ def _miss_cost_table(data: dict[str, Any]) -> list[str]:
 
 
 def _warm_start_table(data: dict[str, Any]) -> list[str]:
-    lines: list[str] = []
-    lines.append("")
-    lines.append("## Where a warm start goes (medians, ms)")
-    lines.append("")
-    lines.append(
+    lines = _heading("## Where a warm start goes (medians, ms)")
+    lines += _table_head(
         "| model | mode | first step | key | rest of try_load | other above floor | floor "
         "| hits per warm process | imports before the step | whole warm process |"
     )
-    lines.append("|---|---|---|---|---|---|---|---|---|---|")
     for model, m in data["models"].items():
         for mode in ("upstream", "ours"):
             step = m[f"warm_{mode}_s"]
@@ -325,12 +309,8 @@ def _keys_section(data: dict[str, Any]) -> list[str]:
     keys = data.get("keys")
     if not keys:
         return []
-    lines: list[str] = []
-    lines.append("")
-    lines.append("## Key computation (ms; medians)")
-    lines.append("")
-    lines.append("| graph | upstream | ours | ours/upstream | µs per node: upstream / ours |")
-    lines.append("|---|---|---|---|---|")
+    lines = _heading("## Key computation (ms; medians)")
+    lines += _table_head("| graph | upstream | ours | ours/upstream | µs per node: upstream / ours |")
     lines.append(
         f"| first key of a process (tiny graph, cache dir seen before) | {_ms(keys['upstream_first_key_s'])} "
         f"| {_ms(keys['ours_first_key_s'])} | {_s(keys['first_key_ratio'], 3)} | |"
@@ -361,12 +341,8 @@ def _lookup_section(data: dict[str, Any]) -> list[str]:
     lookup = data.get("lookup")
     if not lookup:
         return []
-    lines: list[str] = []
-    lines.append("")
-    lines.append("## Lookup scaling (`find_entry` of a key with a real entry)")
-    lines.append("")
-    lines.append("| entries in the store | first lookup (ms) | median lookup (ms) |")
-    lines.append("|---|---|---|")
+    lines = _heading("## Lookup scaling (`find_entry` of a key with a real entry)")
+    lines += _table_head("| entries in the store | first lookup (ms) | median lookup (ms) |")
     for n, e in sorted(lookup["by_entries"].items(), key=lambda kv: int(kv[0])):
         lines.append(f"| {n} | {e['first_ms']:.3f} | {e['median_ms']:.3f} |")
     return lines
@@ -376,22 +352,17 @@ def _remote_section(data: dict[str, Any]) -> list[str]:
     remote = data.get("remote")
     if not remote:
         return []
-    lines: list[str] = []
-    lines.append("")
-    lines.append("## Remote (Redis) warm start (first step, s; medians)")
-    lines.append("")
-    lines.append(
+    lines = _heading(
+        "## Remote (Redis) warm start (first step, s; medians)",
         "Cold `ours` process with a loopback Redis, a signing key and synchronous writes; then warm "
         "processes, each with a new empty cache dir (no local entry, no Inductor artifact) and the same "
-        "Redis. Compared with the local-hit warm `ours` step of the same run."
+        "Redis. Compared with the local-hit warm `ours` step of the same run.",
     )
-    lines.append("")
-    lines.append(
+    lines += _table_head(
         f"| model | warm local hit (s) | warm remote hit from an empty cache dir (s) | difference (ms) "
         f"| within {TARGET_REMOTE_MS:g} ms of a local hit | remote hits per process "
         "| entry bytes local / remote | compression ratio |"
     )
-    lines.append("|---|---|---|---|---|---|---|---|")
     for model, r in remote.items():
         lines += _remote_row(model, r)
     return lines
@@ -427,12 +398,8 @@ def _limit_text(t: dict[str, Any]) -> str:
 
 
 def _targets_table(data: dict[str, Any]) -> list[str]:
-    lines: list[str] = []
-    lines.append("")
-    lines.append("## Targets")
-    lines.append("")
-    lines.append("| target | limit | measured (all runs) | met | measured (quiet runs only) | met |")
-    lines.append("|---|---|---|---|---|---|")
+    lines = _heading("## Targets")
+    lines += _table_head("| target | limit | measured (all runs) | met | measured (quiet runs only) | met |")
     for t in data["targets"]:
         limit_text = _limit_text(t)
         quiet_text = t.get("quiet_text", "n/a")
