@@ -10,7 +10,6 @@ importing torch (Note [Lazy install] in installer/lazy.py).  Set
 
 from __future__ import annotations
 
-import os
 import sys
 
 
@@ -19,7 +18,9 @@ __all__ = ["install", "uninstall", "is_installed", "__version__"]
 
 
 def _disabled() -> bool:
-    return os.environ.get("TORCH_AOTCACHE_DISABLE", "").strip().lower() not in ("", "0", "false", "no")
+    from .knobs import disabled
+
+    return disabled()
 
 
 def install() -> bool:

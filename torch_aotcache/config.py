@@ -23,7 +23,9 @@ def _declare_knobs(namespace: dict[str, typing.Any]) -> None:
     annotations = namespace.setdefault("__annotations__", {})
     for name, knob in _knobs.KNOBS.items():
         annotations[name] = types[knob.type]
-        namespace[name] = Config(env_name_default=knob.env, default=knob.default) if knob.env else knob.default
+        # The environment is read by knobs.py's parser (torch's own takes only
+        # "1"/"0" as booleans and leaves "false" a true string).
+        namespace[name] = Config(default=_knobs.from_environment(name)) if knob.env else knob.default
 
 
 _declare_knobs(globals())

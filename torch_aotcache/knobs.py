@@ -11,11 +11,15 @@ table when torch is not imported (Note [Reading the store without torch]);
 meaning and are read where upstream reads them; this table holds only what
 torch_aotcache adds.
 
-This module imports nothing but the standard library.
+It also reads them from the environment (:func:`from_environment`, one parser
+for every boolean, number and string).  This module imports nothing but the
+standard library.
 """
 
 from __future__ import annotations
 
+import os
+import warnings
 from typing import Any, NamedTuple
 
 
@@ -120,3 +124,75 @@ KNOBS: dict[str, Knob] = {
     # frames] in dynamo/__init__.py; off by default (README says why).
     "dynamo": Knob(False, "bool", "TORCH_AOTCACHE_DYNAMO"),
 }
+
+
+# ---------------------------------------------------------------------------
+# Reading a knob from the environment: one parser, for config.py and for the
+# torch-free reader (store/layout.py), and for TORCH_AOTCACHE_DISABLE.
+# ---------------------------------------------------------------------------
+
+# Turns the package off at import (not a config knob: read before anything).
+DISABLE_ENV = "TORCH_AOTCACHE_DISABLE"
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+class KnobError(ValueError):
+    """A value that does not say what a knob should be; names the knob."""
+
+
+def parse_bool(variable: str, text: str) -> bool:
+    """``1/0``, ``true/false``, ``yes/no``, ``on/off``, any case, spaces
+    around; anything else is a :class:`KnobError` naming ``variable``."""
+    word = text.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise KnobError(
+        f"{variable}={text!r} is not a boolean: write 1/0, true/false, yes/no or on/off"
+    )
+
+
+def parse(name: str, text: str) -> Any:
+    """Knob ``name``'s value as written in its environment variable."""
+    knob = KNOBS[name]
+    variable = knob.env or name
+    if knob.type == "bool":
+        return parse_bool(variable, text)
+    if knob.type in ("int", "float"):
+        try:
+            return (int if knob.type == "int" else float)(text.strip())
+        except ValueError:
+            raise KnobError(f"{variable}={text!r} is not a number") from None
+    return text
+
+
+def from_environment(name: str, environ: Any = None) -> Any:
+    """Knob ``name`` as the environment sets it, else its default.  A value
+    that does not parse warns, naming the variable, and the default holds
+    (a typo in the environment never breaks a program)."""
+    knob = KNOBS[name]
+    env = os.environ if environ is None else environ
+    if knob.env is None or not env.get(knob.env):
+        return knob.default
+    try:
+        return parse(name, env[knob.env])
+    except KnobError as e:
+        warnings.warn(f"torch_aotcache: {e}; using the default, {knob.default!r}", RuntimeWarning, stacklevel=2)
+        return knob.default
+
+
+def disabled(environ: Any = None) -> bool:
+    """Whether ``TORCH_AOTCACHE_DISABLE`` turns the package off (unset or
+    empty: no; a word that is not a boolean warns and does not)."""
+    env = os.environ if environ is None else environ
+    text = env.get(DISABLE_ENV, "")
+    if not text.strip():
+        return False
+    try:
+        return parse_bool(DISABLE_ENV, text)
+    except KnobError as e:
+        warnings.warn(f"torch_aotcache: {e}; the package stays on", RuntimeWarning, stacklevel=2)
+        return False

@@ -42,7 +42,7 @@ import tempfile
 from types import ModuleType
 from typing import Any
 
-from ..knobs import KNOBS
+from ..knobs import KNOBS, from_environment
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +98,7 @@ def setting(name: str) -> Any:
     cfg = live_config()
     if cfg is not None:
         return getattr(cfg, name)
-    env = ENV_NAMES.get(name)
-    default = DEFAULTS[name]
-    if env is not None and os.environ.get(env):
-        value = os.environ[env]
-        if isinstance(default, bool):
-            return value.strip().lower() not in ("0", "false", "no", "off")
-        return value
-    return default
+    return from_environment(name)
 
 
 def default_inductor_cache_dir() -> str:
