@@ -96,7 +96,7 @@ def disk_fault(kind: str, probability: float = 1.0, rng: random.Random | None = 
             raise _err(write_errno, dst)
         if (
             kind == "deleted_mid_write"
-            and os.path.basename(os.fspath(src)).startswith(".tmp-")
+            and os.path.basename(os.fspath(src)).startswith(layout.TEMP_PREFIX)
             and under(src)
         ):
             shutil.rmtree(os.path.dirname(os.fspath(src)))

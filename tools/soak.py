@@ -54,6 +54,10 @@ from typing import Any
 
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+from torch_aotcache.store import layout  # noqa: E402  (torch-free: the store's paths)
 WORKER_FAULTS = ("readonly", "eacces", "enospc", "vanish")
 PARENT_FAULTS = ("corrupt", "kill", "delete")
 ALL_FAULTS = ("none",) + WORKER_FAULTS + PARENT_FAULTS
@@ -149,7 +153,7 @@ def corrupt_store(store: str, rng: random.Random) -> int:
     hit = 0
     for dirpath, _dirs, files in os.walk(store):
         for name in files:
-            if not name.endswith(".entry") or rng.random() < 0.3:
+            if not name.endswith(layout.ENTRY_SUFFIX) or rng.random() < 0.3:
                 continue
             path = os.path.join(dirpath, name)
             try:
@@ -183,7 +187,7 @@ def run_kind(kind: str, args: argparse.Namespace, rng: random.Random) -> dict[st
         env["TORCHINDUCTOR_COMPILE_THREADS"] = "1"
         if args.signing_key:
             env["TORCH_AOTCACHE_SIGNING_KEY"] = args.signing_key
-        store = os.path.join(cache, "torch_aotcache")
+        store = layout.store_root(cache)
         for rnd in range(args.rounds):
             if kind == "corrupt":
                 row["corrupted"] += corrupt_store(store, rng)

@@ -60,7 +60,7 @@ from .inductor import artifacts, digests as inductor_digests
 from .key import fingerprint, registered_ops
 from .key.graph_hashing import digest, encode_inputs, encode_value, GraphEncoder, Unkeyable
 from . import runtime_wrappers
-from .store import stats
+from .store import layout, stats
 from .tiers import lookup, ranks
 
 
@@ -70,7 +70,7 @@ log = logging.getLogger(__name__)
 BypassAOTAutogradCache = upstream.BypassAOTAutogradCache
 FXGraphCacheMiss = upstream.FXGraphCacheMiss
 
-KEY_PREFIX = "tac"
+KEY_PREFIX = layout.GRAPH_KEY_PREFIX
 
 
 # ---------------------------------------------------------------------------
@@ -903,9 +903,9 @@ def encode_for_store(
     """(entry id, entry bytes) of a result about to be stored, with ``kernels``
     (source digest, binary) appended (Note [Self-contained entries])."""
     components = getattr(key, "components", {})
-    mode = "bundled" if is_bundled_result(entry) else "fxgraphcache"
+    mode = schemas.MODE_BUNDLED if is_bundled_result(entry) else schemas.MODE_FXGRAPHCACHE
     # See Note [Entries that stand for Inductor's FX graph cache].
-    upstream_mode = "bundled" if upstream.should_bundle_autograd_cache() else "fxgraphcache"
+    upstream_mode = schemas.MODE_BUNDLED if upstream.should_bundle_autograd_cache() else schemas.MODE_FXGRAPHCACHE
     header = schemas.make_header(
         key=key,
         payload=payload,
@@ -916,7 +916,7 @@ def encode_for_store(
         guards_expr=getattr(entry, "guards_expr", None),
         mode=mode,
         components=components,
-        extra={"upstream_mode": upstream_mode, **lookup.explain_extra(key)},
+        extra={schemas.EXTRA_UPSTREAM_MODE: upstream_mode, **lookup.explain_extra(key)},
         artifacts=kernels,
     )
     return header.entry_id, framing.encode_entry(header, payload, [b for _, b in kernels])
@@ -1019,7 +1019,7 @@ def clear_fx_graph_cache(original: Callable[[], None]) -> None:
             header = framing.read_header(path)
         except (OSError, schemas.EntryFormatError):
             continue  # not ours to judge here: a lookup verifies and quarantines
-        if header.extra.get("upstream_mode") == "fxgraphcache":
+        if header.extra.get(schemas.EXTRA_UPSTREAM_MODE) == schemas.MODE_FXGRAPHCACHE:
             lookup.local_store.remove(path)
             removed += 1
     if removed:

@@ -50,7 +50,8 @@ def wrap_cached_result(
         compiled_fn = result.wrap_post_compile(args, aot_config, fx_config)
     count("post_compile_ns", time.perf_counter_ns() - start)
     header = entry.header
-    if header.mode == "bundled" and header.extra.get("upstream_mode") == "fxgraphcache":
+    upstream_mode = header.extra.get(schemas.EXTRA_UPSTREAM_MODE)
+    if header.mode == schemas.MODE_BUNDLED and upstream_mode == schemas.MODE_FXGRAPHCACHE:
         # Upstream would have loaded each graph from Inductor's FX graph
         # cache: count it as such.  See Note [Entries that stand for
         # Inductor's FX graph cache] in autograd_cache.py.

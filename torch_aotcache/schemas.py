@@ -38,6 +38,31 @@ class EntrySignatureError(EntryFormatError):
     """An entry without a valid signature while signing is on (Note [Signed entries])."""
 
 
+# The modes of an entry (``EntryHeader.mode``).
+MODE_BUNDLED = "bundled"
+MODE_FXGRAPHCACHE = "fxgraphcache"
+MODE_FRAME = "dynamo-frame"
+ENTRY_MODES = (MODE_BUNDLED, MODE_FXGRAPHCACHE, MODE_FRAME)
+
+# The fields of a header's ``extra``: the only names written or read there
+# (test/test_owners.py checks every use in the package against this table).
+EXTRA_UPSTREAM_MODE = "upstream_mode"  # the mode upstream's cache would have stored; see
+# Note [Entries that stand for Inductor's FX graph cache] in autograd_cache.py
+EXTRA_EXPLAIN = "explain"  # facts for explain (Note [Explaining misses] in store/explain.py)
+# A Dynamo frame's (dynamo/frames.py):
+EXTRA_FUNCTION = "function"  # the compiled function, module and qualified name
+EXTRA_REPLACEMENTS = "replacements"  # replaced identity guards, by guard-set digest
+EXTRA_GLOBALS = "globals"  # per-process globals the bytecode reads, named by reference
+EXTRA_CODES = "codes"  # counts: code objects, guarded codes, codes not packaged
+EXTRA_GUARDED_CODES = "guarded_codes"
+EXTRA_NOT_PACKAGED_CODES = "not_packaged_codes"
+EXTRA_OPS = "ops"  # Note [Registered operators in stored frames] in dynamo/frames.py
+EXTRA_FIELDS = frozenset({
+    EXTRA_UPSTREAM_MODE, EXTRA_EXPLAIN, EXTRA_FUNCTION, EXTRA_REPLACEMENTS, EXTRA_GLOBALS,
+    EXTRA_CODES, EXTRA_GUARDED_CODES, EXTRA_NOT_PACKAGED_CODES, EXTRA_OPS,
+})
+
+
 @dataclasses.dataclass
 class EntryHeader:
     """Everything known about an entry without unpickling its payload."""
@@ -52,14 +77,13 @@ class EntryHeader:
     payload_sha256: str
     # ShapeEnv guard expression the entry is valid under ("" when unguarded).
     guards_expr: str
-    # "bundled" (compiled code inside the payload) or "fxgraphcache" (payload
-    # refers to Inductor's FX graph cache by key).
+    # MODE_BUNDLED (compiled code inside the payload), MODE_FXGRAPHCACHE
+    # (payload refers to Inductor's FX graph cache by key) or MODE_FRAME (a
+    # Dynamo frame package, dynamo/frames.py).
     mode: str
     # Per-component digests of the key, for ``explain``.
     components: dict[str, str]
-    # Optional facts: "upstream_mode" is the layout upstream's cache would
-    # have stored under the same settings ("fxgraphcache" or "bundled"); see
-    # Note [Entries that stand for Inductor's FX graph cache] in autograd_cache.py.
+    # Optional facts, by the names in EXTRA_FIELDS (the only keys written or read).
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
     # Compiled kernels stored after the payload, in order: each a dict with
     # "digest" (of the source it was built from), "size" and "sha256".

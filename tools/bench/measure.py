@@ -196,9 +196,10 @@ class Driver:
             cold_dir = self.new_cache_dir(f"{model}-remote-cold")
             self.step(model, "ours", "remote_cold", cold_dir, 0, server.url)
             local = 0
-            entries_root = os.path.join(cold_dir, "torch_aotcache", "entries")
-            for root, _dirs, files in os.walk(entries_root):
-                local += sum(os.path.getsize(os.path.join(root, f)) for f in files if f.endswith(".entry"))
+            from torch_aotcache.store import layout  # torch-free
+
+            for root, _dirs, files in os.walk(layout.entries_root(layout.store_root(cold_dir))):
+                local += sum(os.path.getsize(os.path.join(root, f)) for f in files if f.endswith(layout.ENTRY_SUFFIX))
             info["local_entry_bytes"] = local
             info.update(_redis_value_bytes(server))
             for r in range(s.repeats):

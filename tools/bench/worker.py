@@ -361,7 +361,7 @@ def worker_lookup(spec: dict[str, Any]) -> dict[str, Any]:
         header = schemas.make_header(
             key=real_key, payload=payload, torch_version=torch.__version__,
             created_ns=time.time_ns(), forward_cost_ns=0, backward_cost_ns=0,
-            guards_expr=None, mode="bundled", components={},
+            guards_expr=None, mode=schemas.MODE_BUNDLED, components={},
         )
         store.put(real_key, header.entry_id, framing.encode_entry(header, payload))
         populate_s = time.perf_counter() - t

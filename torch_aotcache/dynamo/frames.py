@@ -309,14 +309,14 @@ def _save(package: Any) -> bool:
         mode=MODE,
         components=header_components(components),
         extra={
-            "function": components["function"],
-            "replacements": replacements,
-            "globals": needed_globals,
-            "codes": len(entry.codes),
-            "guarded_codes": sum(len(c.guarded_codes) for c in entry.codes),
-            "not_packaged_codes": sum(1 for c in entry.codes if c.bypassed),
+            schemas.EXTRA_FUNCTION: components["function"],
+            schemas.EXTRA_REPLACEMENTS: replacements,
+            schemas.EXTRA_GLOBALS: needed_globals,
+            schemas.EXTRA_CODES: len(entry.codes),
+            schemas.EXTRA_GUARDED_CODES: sum(len(c.guarded_codes) for c in entry.codes),
+            schemas.EXTRA_NOT_PACKAGED_CODES: sum(1 for c in entry.codes if c.bypassed),
             # See Note [Registered operators in stored frames].
-            "ops": ops,
+            schemas.EXTRA_OPS: ops,
         },
         artifacts=sorted(kernels.items()),
     )
@@ -529,13 +529,13 @@ def _check(entry: schemas.VerifiedEntry) -> Any:
     from torch._dynamo.package import PrecompileCacheEntry, _hash_sourcelines
     from torch._dynamo.precompile_context import BackendCacheArtifact, PrecompileContext
 
-    replacements = entry.header.extra.get("replacements", {})
+    replacements = entry.header.extra.get(schemas.EXTRA_REPLACEMENTS, {})
     if not isinstance(replacements, dict):
         raise Miss("malformed", "replacements are malformed")
     # See Note [Registered operators in stored frames]; before anything is unpickled.
     from ..key import registered_ops
 
-    changed = registered_ops.changed_since(entry.header.extra.get("ops"))
+    changed = registered_ops.changed_since(entry.header.extra.get(schemas.EXTRA_OPS))
     if changed is not None:
         raise Miss("ops_changed", "differs: " + changed)
     resolved = {}
@@ -576,7 +576,7 @@ def _check(entry: schemas.VerifiedEntry) -> Any:
             guards.expect_loaded(digest, items, objects, bindings)
     for artifact in result.backends.values():
         PrecompileContext.record_artifact(artifact)
-    _restore_globals(entry.header.extra.get("globals", {}))
+    _restore_globals(entry.header.extra.get(schemas.EXTRA_GLOBALS, {}))
     kernels = entry.kernels()
     sealed = {bid: SealedBackend(artifact, kernels) for bid, artifact in result.backends.items()}
     # Load every compiled graph now, while a failure is still a plain miss

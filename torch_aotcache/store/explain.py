@@ -44,7 +44,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -56,12 +55,11 @@ from ..entry import framing
 
 log = logging.getLogger(__name__)
 
-MISSES_FILE = os.path.join("explain", "misses.jsonl")
 MAX_BYTES = 256 * 1024
 KEEP = 64
 # Keys and mode of Dynamo's frames (dynamo/frames.py, which imports torch).
-FRAME_KEY_PREFIX = "tdf"
-FRAME_MODE = "dynamo-frame"
+FRAME_KEY_PREFIX = layout.FRAME_KEY_PREFIX
+FRAME_MODE = schemas.MODE_FRAME
 # The log line at a miss searches at most this many of the newest entries.
 LOG_SEARCH_LIMIT = 2000
 
@@ -75,7 +73,7 @@ class Miss:
 
 
 def misses_path() -> str:
-    return os.path.join(layout.store_root(), MISSES_FILE)
+    return layout.misses_path()
 
 
 def remember_miss(miss: Miss) -> None:
@@ -148,7 +146,7 @@ def differences(
 ) -> list[str]:
     """What differs between a key (``components``, ``detail``) and an entry,
     by component name, refined by the details both sides recorded."""
-    theirs = header.extra.get("explain")
+    theirs = header.extra.get(schemas.EXTRA_EXPLAIN)
     theirs = theirs if isinstance(theirs, dict) else {}
     out = []
     for name in list(components) + [n for n in header.components if n not in components]:

@@ -60,6 +60,11 @@ log = logging.getLogger(__name__)
 #                                                the torch fingerprint, Inductor's
 #                                                torch_key, ISA probes, precompiled
 #                                                headers, drift digests (records.py)
+#   explain/misses.jsonl                        recent misses (store/explain.py)
+#
+# Keys begin with a prefix of KEY_PREFIX_LEN characters that says what they
+# key (a graph of AOTAutograd's, a Dynamo frame); the entry folders fan out
+# on the two characters after it.
 ENTRIES = "entries"
 QUARANTINE = "quarantine"
 LOCKS = "locks"
@@ -68,6 +73,11 @@ META = "meta"
 ENTRY_SUFFIX = ".entry"
 LOCK_SUFFIX = ".lock"
 TEMP_PREFIX = ".tmp-"
+EXPLAIN = "explain"
+MISSES = "misses.jsonl"
+GRAPH_KEY_PREFIX = "tac"
+FRAME_KEY_PREFIX = "tdf"
+KEY_PREFIX_LEN = 3
 
 # The knobs a reader of the store needs, with the environment variable each
 # is read from when torch is not imported (knobs.py declares them all).
@@ -119,8 +129,12 @@ def inductor_cache_dir() -> str:
     return os.path.abspath(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or default_inductor_cache_dir())
 
 
-def store_root() -> str:
-    """See Note [Store layout] in store/local.py."""
+def store_root(inductor_dir: str | None = None) -> str:
+    """See Note [Store layout] in store/local.py.  ``inductor_dir``: the store
+    under that Inductor cache dir (tools that start processes with one),
+    whatever the environment says."""
+    if inductor_dir is not None:
+        return os.path.join(inductor_dir, KNOBS["subdir"].default)
     return setting("store_dir") or os.path.join(inductor_cache_dir(), setting("subdir"))
 
 
@@ -131,8 +145,12 @@ def entries_root(root: str | None = None) -> str:
 def key_dir(key: str, root: str | None = None) -> str:
     """The folder of ``key``'s entries.  Keys look like "tac<hex>"; the folders
     fan out on the first hex characters."""
-    shard = key[3:5] if len(key) > 5 else "__"
+    shard = key[KEY_PREFIX_LEN:KEY_PREFIX_LEN + 2] if len(key) > KEY_PREFIX_LEN + 2 else "__"
     return os.path.join(entries_root(root), shard, key)
+
+
+def misses_path(root: str | None = None) -> str:
+    return os.path.join(root or store_root(), EXPLAIN, MISSES)
 
 
 def entry_path(key: str, entry_id: str, root: str | None = None) -> str:

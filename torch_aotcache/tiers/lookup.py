@@ -396,7 +396,7 @@ def account_miss(key: Any, detail: Callable[[], dict[str, Any]]) -> None:
 def explain_extra(key: Any) -> dict[str, Any]:
     """What an entry saved after a miss records for ``explain``."""
     detail = getattr(key, "explain_detail", None)
-    return {"explain": detail} if detail else {}
+    return {schemas.EXTRA_EXPLAIN: detail} if detail else {}
 
 
 def increment_compile_event(name: str) -> None:
