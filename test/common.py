@@ -109,6 +109,32 @@ def spawn_child(
     return subprocess.Popen([sys.executable, *argv], env=full, cwd=cwd, text=True, **kwargs)
 
 
+def read_settings(names: Sequence[str], env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Knobs ``names`` as two fresh processes with ``env`` read them: one
+    with torch (``torch_aotcache.config``), one without (the torch-free
+    reader, ``store/layout.py``)."""
+    import json
+
+    script = (
+        "import json, sys\n"
+        "if sys.argv[1] == 'torch':\n"
+        "    import torch\n"
+        "    from torch_aotcache import config\n"
+        "    read = lambda n: getattr(config, n)\n"
+        "else:\n"
+        "    from torch_aotcache.store import layout\n"
+        "    read = layout.setting\n"
+        f"print(json.dumps({{n: read(n) for n in {list(names)!r}}}))\n"
+    )
+    found = {}
+    for how in ("torch", "reader"):
+        proc = run_child(["-c", script, how], env)
+        if proc.returncode != 0:
+            raise AssertionError(proc.stderr[-2000:])
+        found[how] = json.loads(proc.stdout.splitlines()[-1])
+    return found
+
+
 def run_python(code: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter with the repo importable."""
     extra = dict(env or {})

@@ -9,7 +9,6 @@ default holds.  ``TORCH_AOTCACHE_DISABLE=off`` leaves the package on.
 from __future__ import annotations
 
 import itertools
-import json
 import unittest
 import warnings
 
@@ -17,7 +16,7 @@ import torch  # noqa: F401  (first: the package's install waits for torch's impo
 
 from torch_aotcache import knobs
 
-from common import child_env, run_child
+from common import child_env, read_settings, run_child
 
 SPELLINGS = {
     True: ["1", "true", "True", "TRUE", "yes", "Yes", "on", "ON", " on ", "true\n"],
@@ -67,22 +66,8 @@ class TestReadersAgree(unittest.TestCase):
         without (store/layout.py); ``off`` disables the package."""
         env = child_env({"TORCH_AOTCACHE_RECORD_STATS": "off", "TORCH_AOTCACHE_FRONT_DOOR": "False ",
                          "TORCH_AOTCACHE_DYNAMO": "yes"})
-        script = (
-            "import json, sys\n"
-            "if sys.argv[1] == 'torch':\n"
-            "    import torch\n"
-            "    from torch_aotcache import config\n"
-            "    read = lambda n: getattr(config, n)\n"
-            "else:\n"
-            "    from torch_aotcache.store import layout\n"
-            "    read = layout.setting\n"
-            "print(json.dumps({n: read(n) for n in ('record_stats', 'front_door', 'dynamo')}))\n"
-        )
         want = {"record_stats": False, "front_door": False, "dynamo": True}
-        for how in ("torch", "reader"):
-            proc = run_child(["-c", script, how], env)
-            self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
-            self.assertEqual(json.loads(proc.stdout.splitlines()[-1]), want, how)
+        self.assertEqual(read_settings(sorted(want), env), {"torch": want, "reader": want})
         # TORCH_AOTCACHE_DISABLE=off: not disabled (it used to turn the package off).
         for word, installed in (("off", "True"), ("on", "False")):
             proc = run_child(["-c", "import torch, torch_aotcache; print(torch_aotcache.is_installed())"],

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 import re
@@ -32,7 +31,7 @@ from torch_aotcache.entry import framing
 from torch_aotcache.store import layout, stats, local as storage
 from torch_aotcache.counters import COUNTERS
 
-from common import CacheTestCase, child_env, clear_in_memory_state, REPO_ROOT, run_child, run_python, slow
+from common import CacheTestCase, child_env, clear_in_memory_state, REPO_ROOT, read_settings, run_child, run_python, slow
 from fake_entries import fake_entry, write_fake_entry, write_many_raw
 
 
@@ -129,21 +128,7 @@ class TestStoreWithoutTorch(TmpDirMixin):
                   "verify_key_files": "/x/a", "record_stats": "0"}
         self.assertEqual(set(values), set(layout.ENV_NAMES))
         env = _env(**{layout.ENV_NAMES[n]: v for n, v in values.items()})
-        script = (
-            "import json, sys\n"
-            "if sys.argv[1] == 'torch':\n"
-            "    import torch\n"
-            "    from torch_aotcache import config\n"
-            "    read = lambda n: getattr(config, n)\n"
-            "else:\n"
-            "    from torch_aotcache.store import layout\n"
-            "    read = layout.setting\n"
-            f"print(json.dumps({{n: bool(read(n)) if n == 'record_stats' else read(n) for n in {sorted(values)!r}}}))\n"
-        )
-        read = {
-            how: json.loads(run_child(["-c", script, how], env, check=True).stdout)
-            for how in ("torch", "reader")
-        }
+        read = read_settings(sorted(values), env)
         self.assertTrue(read["torch"] == read["reader"] == {**values, "record_stats": False}, read)
         from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
