@@ -31,7 +31,9 @@ from torch_aotcache.entry import framing
 from torch_aotcache.store import layout, stats, local as storage
 from torch_aotcache.counters import COUNTERS
 
-from common import CacheTestCase, child_env, clear_in_memory_state, REPO_ROOT, read_settings, run_child, run_python, slow
+from common import (
+    CacheTestCase, child_env, clear_in_memory_state, read_settings, REPO_ROOT, run_child, run_python, slow,
+)
 from fake_entries import fake_entry, write_fake_entry, write_many_raw
 
 
