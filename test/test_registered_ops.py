@@ -22,6 +22,7 @@ import sys
 import tempfile
 import textwrap
 import unittest
+import warnings
 from typing import Any
 
 import torch
@@ -310,6 +311,23 @@ class TestFacets(unittest.TestCase):
         self._defs.append(namespace["op"])
         with self.assertRaisesRegex(registered_ops.Unkeyable, "operator tac_unkeyable::op: its fake"):
             registered_ops.op_facets(torch.ops.tac_unkeyable.op.default)
+
+    def test_a_kernel_registered_past_the_watch_is_a_bypass(self) -> None:
+        """A Python kernel on a torch operator that did not go through the
+        watched ``Library.impl`` cannot be read back: every graph bypasses
+        until it is gone."""
+        registered_ops.overrides_lines()  # nothing unexplained before
+        original = vars(torch.library.Library)["impl"].__torch_aotcache_original__
+        lib = torch.library.Library("aten", "IMPL")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                original(lib, "square", lambda x: x * x, "CompositeImplicitAutograd")
+            with self.assertRaisesRegex(registered_ops.Unkeyable, "aten/square/CompositeImplicitAutograd"):
+                registered_ops.overrides_lines()
+        finally:
+            lib._destroy()
+        registered_ops.overrides_lines()
 
     def test_explain_lists_each_changed_facet(self) -> None:
         mine = {"ns::a": {"schema": "1", "fake": "2"}, "ns::b": {"schema": "3"}}

@@ -54,9 +54,11 @@ namespaces is kept only when it is the program's (its function, under its
 wrappers, is not torch's code, or torch's code closes over a program's
 function, as ``register_autograd`` builds it).
 
-A registration made before the wrapper (torch_aotcache imported after the
-program registered its kernels) is found in ``torch.library._impls`` without
-a function: for an operator the graph calls it is a bypass; on ``aten`` the
+A kernel on torch's namespaces that neither the registrations seen nor the
+snapshot of ``torch.library._impls`` taken when watching began accounts for
+(registered around the wrapper) makes every graph a bypass.  A registration
+made before the wrapper (torch_aotcache imported after the program registered
+its kernels) is found in ``torch.library._impls`` without a function: for an operator the graph calls it is a bypass; on ``aten`` the
 dispatcher's record of where each such kernel was registered tells torch's
 own from the program's (read once a process), and a program's is a bypass for
 every graph.  Not covered there: a program's ``Meta`` kernel for an ``aten``
@@ -80,6 +82,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import logging
 import os
 import sys
 import threading
@@ -90,6 +93,9 @@ from typing import Any
 import torch
 
 from .graph_hashing import digest, encode_value, qualified_name, tensor_values_digest, Unkeyable
+
+
+log = logging.getLogger(__name__)
 
 
 # Namespaces whose operators torch itself defines (fixed by the torch install).
@@ -172,6 +178,9 @@ _recorded: dict[str, Any] = {}
 # torch.library._impls as it was when we started watching, or None before.
 _before: frozenset[str] | None = None
 _pre_overrides: list[str] | None = None
+# Registrations on torch's namespaces made since, that were torch's own.
+_torch_keys: set[str] = set()
+_watch_failed = False
 
 
 def _impl_key(lib: Any, op_name: Any, dispatch_key: str) -> str | None:
@@ -202,20 +211,34 @@ def _program_kernel(fn: Any) -> bool:
     return False
 
 
+def _record(lib: Any, op_name: Any, fn: Any, dispatch_key: str) -> None:
+    key = _impl_key(lib, op_name, dispatch_key)
+    if key is None:
+        return
+    # On torch's namespaces only what the program registers is kept (torch's
+    # own kernels are fixed by the install); a kernel we cannot classify is
+    # kept (keyed, or a bypass), never dropped.
+    try:
+        torch_own = key.partition("/")[0] in TORCH_NAMESPACES and not _program_kernel(fn)
+    except Exception:  # noqa: BLE001 - see above
+        torch_own = False
+    with _lock:
+        if torch_own:
+            _recorded.pop(key, None)
+            _torch_keys.add(key)
+        else:
+            _recorded[key] = fn
+            _torch_keys.discard(key)
+
+
 def _recording_impl(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def impl(self: Any, op_name: Any, fn: Any, dispatch_key: str = "", *args: Any, **kwargs: Any) -> Any:
         result = original(self, op_name, fn, dispatch_key, *args, **kwargs)
-        key = _impl_key(self, op_name, dispatch_key)
-        if key is not None:
-            # On torch's namespaces only what the program registers is kept
-            # (torch's own kernels are fixed by the install).
-            torch_own = key.partition("/")[0] in TORCH_NAMESPACES and not _program_kernel(fn)
-            with _lock:
-                if torch_own:
-                    _recorded.pop(key, None)
-                else:
-                    _recorded[key] = fn
+        try:
+            _record(self, op_name, fn, dispatch_key)
+        except Exception as e:  # noqa: BLE001 - a registration never fails because of us
+            log.debug("torch_aotcache: cannot record a kernel registration: %s", e)
         return result
 
     impl.__torch_aotcache_original__ = original  # type: ignore[attr-defined]
@@ -234,10 +257,16 @@ def watch_registrations() -> None:
     current = vars(cls)["impl"]
     if getattr(current, "__torch_aotcache_original__", None) is not None:
         return
+    try:
+        cls.impl = _recording_impl(current)
+    except Exception as e:  # noqa: BLE001 - importing must never fail; see overrides_lines
+        global _watch_failed
+        _watch_failed = True
+        log.warning("torch_aotcache: cannot watch kernel registrations (%s); graphs will bypass", e)
+        return
     with _lock:
         if _before is None:
             _before = frozenset(library._impls)
-    cls.impl = _recording_impl(current)
 
 
 def unwatch_registrations() -> None:
@@ -855,6 +884,29 @@ def _torch_owned_uncached(fn: Any) -> bool:
     return _is_torch_module(getattr(type(fn), "__module__", None))
 
 
+_unexplained_memo: tuple[tuple[int, int, int], str | None] | None = None
+
+
+def _unexplained(live: set[str]) -> str | None:
+    """A kernel on torch's namespaces that neither the snapshot taken when
+    watching began, nor a registration seen since, accounts for (registered
+    some other way than ``Library.impl``); rechecked when the counts change.
+    Called with ``_lock`` held."""
+    global _unexplained_memo
+    sizes = (len(live), len(_recorded), len(_torch_keys))
+    if _unexplained_memo is not None and _unexplained_memo[0] == sizes:
+        return _unexplained_memo[1]
+    before = _before or frozenset()
+    found = sorted(
+        k for k in live
+        if k not in before and k not in _recorded and k not in _torch_keys
+        and k.partition("/")[0] in TORCH_NAMESPACES and k.rpartition("/")[2] not in _RUNTIME_KEYS
+    )
+    result = found[0] if found else None
+    _unexplained_memo = (sizes, result)
+    return result
+
+
 def _decomposition_tables() -> Iterable[tuple[str, dict[Any, Any]]]:
     decomp = sys.modules.get("torch._decomp")
     if decomp is not None:
@@ -882,9 +934,17 @@ def overrides_lines() -> list[str]:
             + " before torch_aotcache was imported; it changes what every graph traces into and "
             "cannot be keyed by content: import torch_aotcache before the code that registers it"
         )
+    if _watch_failed:
+        raise Unkeyable("torch_aotcache could not watch kernel registrations, so none can be keyed")
+    live = _impls()
     with _lock:
         recorded = sorted(_recorded.items())
-    live = _impls()
+        unexplained = _unexplained(live)
+    if unexplained:
+        raise Unkeyable(
+            f"a kernel for {unexplained} was registered where torch_aotcache could not see it; "
+            "it may change what every graph traces into"
+        )
     for key, fn in recorded:
         prefix, _, dispatch_key = key.rpartition("/")
         ns = prefix.partition("/")[0]
