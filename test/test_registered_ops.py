@@ -79,6 +79,8 @@ class TestSecondProcess(unittest.TestCase):
     first: dict[str, Any]
     second: dict[str, Any]
     explained: str
+    again: dict[str, Any]
+    late: dict[str, Any]
 
     @classmethod
     def setUpClass(cls) -> None:
@@ -88,6 +90,14 @@ class TestSecondProcess(unittest.TestCase):
         if proc.returncode != 0:
             raise AssertionError(proc.stderr[-3000:])
         cls.explained = proc.stdout
+        # The same definitions again, from another working directory and hash
+        # seed: every case must hit the first process's entries.
+        work = os.path.dirname(cache_dir)
+        elsewhere = os.path.join(work, "elsewhere")
+        os.makedirs(elsewhere)
+        cls.again = run_variant(0, CASES, work, cache_dir, cwd=elsewhere, env={"PYTHONHASHSEED": "2"})
+        # Variant 1 with ``import torch_aotcache`` after the registrations.
+        cls.late = run_variant(1, CASES, work, cache_dir, "--late", cwd=elsewhere)
 
     @parametrize("case", CASES)
     def test_a_changed_registration_is_never_a_stale_entry(self, case: str) -> None:
@@ -121,6 +131,27 @@ class TestSecondProcess(unittest.TestCase):
         ):
             self.assertRegex(self.explained, rf"differs: op {op} (.*, )?{facet}(,|\n)")
 
+    def test_the_same_definitions_hit_from_elsewhere(self) -> None:
+        for case in CASES:
+            with self.subTest(case=case):
+                self.assertEqual(self.again[case]["counts"], {"autograd_cache_hit": 1}, self.again[case])
+                self.assertTrue(self.again[case]["equal_to_eager"], self.again[case])
+
+    def test_registered_before_import(self) -> None:
+        """``import torch_aotcache`` after the registrations of variant 1: a
+        custom_op is keyed from its definition as with the import first (it hits
+        the entry the second process saved, never the first's); a Python kernel
+        registered through ``Library.impl`` before the import cannot be read
+        back, so its graphs bypass, with the reason; nothing is ever stale."""
+        for case in CASES:
+            with self.subTest(case=case):
+                result = self.late[case]
+                self.assertTrue(result["equal_to_eager"], result)
+                if case in CUSTOM_OP_CASES:
+                    self.assertEqual(result["counts"], {"autograd_cache_hit": 1}, result)
+                else:
+                    self.assertEqual(result["counts"], {"autograd_cache_bypass": 1}, result)
+
 
 @slow
 @instantiate_parametrized_tests
@@ -146,45 +177,6 @@ class TestStockTorch(unittest.TestCase):
         else:
             self.assertTrue(second["differs_from_variant_0"], second)
             self.assertFalse(second["equal_to_eager"], second)
-
-
-@slow
-class TestSameDefinitionsHit(unittest.TestCase):
-    def test_a_fresh_process_elsewhere_hits_every_case(self) -> None:
-        with tempfile.TemporaryDirectory() as work:
-            cache_dir = os.path.join(work, "cache")
-            run_variant(0, CASES, work, cache_dir, env={"PYTHONHASHSEED": "1"})
-            elsewhere = os.path.join(work, "elsewhere")
-            os.makedirs(elsewhere)
-            again = run_variant(0, CASES, work, cache_dir, cwd=elsewhere, env={"PYTHONHASHSEED": "2"})
-        for case in CASES:
-            with self.subTest(case=case):
-                self.assertEqual(again[case]["counts"], {"autograd_cache_hit": 1}, again[case])
-                self.assertTrue(again[case]["equal_to_eager"], again[case])
-
-
-@slow
-class TestRegisteredBeforeImport(unittest.TestCase):
-    """``import torch_aotcache`` after the registrations: a custom_op is still
-    keyed from its definition; a Python kernel registered through
-    ``Library.impl`` before the import cannot be read back, so its graphs
-    bypass, with the reason; nothing is ever stale."""
-
-    def test_late_import(self) -> None:
-        with tempfile.TemporaryDirectory() as work:
-            cache_dir = os.path.join(work, "cache")
-            run_variant(0, CASES, work, cache_dir, "--late")
-            second = run_variant(1, CASES, work, cache_dir, "--late")
-        for case in CASES:
-            with self.subTest(case=case):
-                result = second[case]
-                self.assertTrue(result["equal_to_eager"], result)
-                if case == "unchanged":
-                    self.assertEqual(result["counts"], {"autograd_cache_hit": 1}, result)
-                elif case in CUSTOM_OP_CASES:
-                    self.assertEqual(result["counts"], {"autograd_cache_miss": 1, "autograd_cache_saved": 1}, result)
-                else:
-                    self.assertEqual(result["counts"], {"autograd_cache_bypass": 1}, result)
 
 
 @slow
