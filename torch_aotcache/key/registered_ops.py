@@ -58,8 +58,9 @@ A kernel on torch's namespaces that neither the registrations seen nor the
 snapshot of ``torch.library._impls`` taken when watching began accounts for
 (registered around the wrapper) makes every graph a bypass.  A registration
 made before the wrapper (torch_aotcache imported after the program registered
-its kernels) is found in ``torch.library._impls`` without a function: for an operator the graph calls it is a bypass; on ``aten`` the
-dispatcher's record of where each such kernel was registered tells torch's
+its kernels) is found in ``torch.library._impls`` without a function: for
+an operator the graph calls it is a bypass; on ``aten`` the dispatcher's
+record of where each such kernel was registered tells torch's
 own from the program's (read once a process), and a program's is a bypass for
 every graph.  Not covered there: a program's ``Meta`` kernel for an ``aten``
 operator registered before the import (torch registers some 1,500 of its
