@@ -634,7 +634,7 @@ def compute_key(
         add("graph", "\n".join(encoder.lines()))
         ops_text, ops_record = registered_ops.ops_record(encoder.ops)
         add("ops", ops_text)
-        ops_detail = {n: {k: v[:12] for k, v in f.items()} for n, f in ops_record["ops"].items()}
+        ops_detail = registered_ops.short_facets(ops_record)
         backend_id = getattr(aot_config, "precompile_backend_id", None)
         if backend_id:
             # Note [Registered operators in stored frames] in dynamo/frames.py.

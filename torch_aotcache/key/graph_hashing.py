@@ -327,6 +327,8 @@ class GraphEncoder:
         # The operators the graph calls or names, for the ``ops`` component
         # (Note [Registered operators in the key] in key/registered_ops.py).
         self.ops: set[Any] = set()
+        # Whether it (or a sub-graph) calls attention (the backends around it are keyed).
+        self.calls_attention = False
         self._lifted: set[str] | None = None
 
     def _ref(self, node: torch.fx.Node) -> str:
@@ -353,6 +355,7 @@ class GraphEncoder:
             d = sub.digest()
             self.triton_sources.extend(sub.triton_sources)
             self.ops |= sub.ops
+            self.calls_attention |= sub.calls_attention
             return "graph:" + d
         if isinstance(obj, torch.Tensor):
             meta = tensor_metadata(obj)
@@ -369,6 +372,7 @@ class GraphEncoder:
             d = sub.digest()
             self.triton_sources.extend(sub.triton_sources)
             self.ops |= sub.ops
+            self.calls_attention |= sub.calls_attention
             return "graph:" + d
         parts = [qualified_name(type(mod)), mod.extra_repr()]
         for name, p in mod.named_parameters():
@@ -427,6 +431,7 @@ class GraphEncoder:
         index = self._index
         ref = self._ref
         autocast_targets = _autocast_targets()
+        attention_targets = _attention_targets()
         for i, node in enumerate(self.gm.graph.nodes):
             op = node.op
             if op == "placeholder":
@@ -439,8 +444,11 @@ class GraphEncoder:
                 else:
                     kw = _encode_args(node.kwargs, ref)
                 line = f"{i} {op} {target} {_encode_args(node.args, ref)} {kw}"
-                if op == "call_function" and any(node.target is t for t in autocast_targets):
-                    line += " " + autocast_resolved_state(node.args)
+                if op == "call_function":
+                    if any(node.target is t for t in autocast_targets):
+                        line += " " + autocast_resolved_state(node.args)
+                    elif any(node.target is t for t in attention_targets):
+                        self.calls_attention = True
             meta = node.meta
             if not _META_SET.isdisjoint(meta):
                 extras = [
@@ -450,10 +458,7 @@ class GraphEncoder:
                     line += " meta{" + ",".join(extras) + "}"
             index[node] = i
             out.append(line)
-        if self.gm is self.root and any(
-            n.op == "call_function" and any(n.target is t for t in _attention_targets())
-            for n in self.gm.graph.nodes
-        ):
+        if self.gm is self.root and self.calls_attention:
             out.append("attention_backends " + attention_backend_state())
         context_fn = getattr(self.gm, "meta", {}).get(_SAC_CONTEXT_FN)
         if context_fn is not None:

@@ -1007,8 +1007,13 @@ def ops_component(ops: Iterable[Any]) -> tuple[str, dict[str, dict[str, str]]]:
     """The ``ops`` component's text, and per operator its facets' short
     digests (for ``explain``).  Raises :class:`Unkeyable`."""
     text, record = ops_record(ops)
-    detail = {name: {k: v[:12] for k, v in facets.items()} for name, facets in record["ops"].items()}
-    return text, detail
+    return text, short_facets(record)
+
+
+def short_facets(record: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Per operator of an :func:`ops_record`, its facets' short digests (what
+    ``explain`` compares)."""
+    return {name: {k: v[:12] for k, v in facets.items()} for name, facets in record["ops"].items()}
 
 
 def ops_record(ops: Iterable[Any]) -> tuple[str, dict[str, Any]]:
