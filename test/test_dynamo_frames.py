@@ -592,6 +592,117 @@ class TestFramesAcrossProcesses(unittest.TestCase):
         self.assertEqual(warm["ours"].get("frame_hit"), 1, warm)  # type: ignore[union-attr]
         self.assertEqual(warm["traced"], 0)
 
+    def test_frames_compiled_apart_through_a_property_or_without_a_name(self) -> None:
+        """Note [Codes a package cannot name]: a graph break inside a
+        property's getter, or inside a function upstream cannot name, makes
+        Dynamo compile that function as a frame of its own; upstream's package
+        raised PackageError there and the compile failed, in every process
+        (transformers' GPT-2 ``loss_function``)."""
+        self.write(textwrap.dedent("""
+            import torch
+            def _shift(t):
+                t = t.cos()
+                torch._dynamo.graph_break()
+                return t + 1
+            HELPERS = {"shift": _shift}
+            del _shift  # reachable only through the dict: no name leads to it
+            class M(torch.nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.a = torch.nn.Linear(16, 32)
+                    self.b = torch.nn.Linear(32, 4)
+                @property
+                def scale(self):
+                    s = self.b.bias.sum() * 0 + 2.0
+                    torch._dynamo.graph_break()
+                    return s
+                def forward(self, x):
+                    h = HELPERS["shift"](self.a(x))
+                    return self.b(torch.sin(h)) * self.scale
+            def build():
+                return M()
+        """))
+        cold = self.run_program()
+        self.assertTrue(cold["equal"], cold)
+        self.assertEqual(cold["ours"].get("frame_saved"), 1, cold)  # type: ignore[union-attr]
+        self.assertEqual(cold["ours"].get("frame_code_not_packaged"), 1, cold)  # type: ignore[union-attr]
+        warm = self.run_program()
+        self.assertTrue(warm["equal"], warm)
+        self.assertEqual(warm["ours"].get("frame_hit"), 1, warm)  # type: ignore[union-attr]
+        # The property's getter came from the store; the unnamed helper (and
+        # its resume function) were traced again.
+        self.assertEqual(warm["ours"].get("frame_code_not_packaged"), 1, warm)  # type: ignore[union-attr]
+        self.assertEqual(warm["ours"].get("frame_retraced"), 2, warm)  # type: ignore[union-attr]
+
+    def test_a_failed_replaced_guard_with_recompile_logging(self) -> None:
+        """Dynamo evaluates a failed guard set's parts to give the reason of
+        a recompile: ours must be Python (a SyntaxError there crashed
+        transformers' Llama with activation checkpointing)."""
+        logs = {"TORCH_LOGS": "recompiles,guards"}
+        cold = self.run_program("rebind", **logs)
+        self.assertTrue(cold["equal"], cold)
+        self.assertTrue(cold["rebound_equal"], cold)
+        warm = self.run_program("rebind", **logs)
+        self.assertTrue(warm["equal"], warm)
+        self.assertTrue(warm["rebound_equal"], warm)
+        self.assertEqual(warm["ours"].get("frame_hit"), 1, warm)  # type: ignore[union-attr]
+
+    def run_config_program(self, *args: str) -> dict[str, object]:
+        with open(os.path.join(self.dir, "configs.py"), "w") as f:
+            f.write(CONFIG_PROGRAM)
+        e = child_env({"TORCHINDUCTOR_CACHE_DIR": self.cache, "TORCH_AOTCACHE_DYNAMO": "1"}, path=(REPO_ROOT,))
+        proc = run_child([os.path.join(self.dir, "configs.py"), *args], e, cwd=self.dir)
+        for line in proc.stdout.splitlines():
+            if line.startswith("RESULT "):
+                result: dict[str, object] = json.loads(line[len("RESULT "):])
+                return result
+        self.fail(f"program failed (rc={proc.returncode}):\n{proc.stderr[-3000:]}")
+
+    def test_a_config_set_between_compile_and_the_first_call(self) -> None:
+        """Note [Configs of a compile]: Inductor's ``fallback_random`` set after
+        ``torch.compile`` and before the first call changes what is compiled
+        (dropout then draws eager's mask).  A stored frame compiled under other
+        configs must not run; one compiled under the same ones hits."""
+        plain = self.run_config_program()
+        self.assertFalse(plain["equal"], plain)  # Inductor's own random numbers
+        # Compiled without the config; the next process sets it after torch.compile.
+        later = self.run_config_program("fallback")
+        self.assertTrue(later["equal"], later)
+        self.assertEqual(later["ours"].get("frame_loaded"), 1, later)  # type: ignore[union-attr]
+        self.assertNotIn("frame_hit", later["ours"], later)  # type: ignore[operator]
+        self.assertEqual(later["ours"].get("frame_retraced"), 1, later)  # type: ignore[union-attr]
+        # The other order: the stored frame now also holds the fallback variant.
+        again = self.run_config_program("fallback")
+        self.assertTrue(again["equal"], again)
+        self.assertEqual(again["ours"].get("frame_hit"), 1, again)  # type: ignore[union-attr]
+        self.assertEqual(again["traced"], 0, again)
+        unset = self.run_config_program()
+        self.assertEqual(unset["ours"].get("frame_hit"), 1, unset)  # type: ignore[union-attr]
+        self.assertEqual(unset["traced"], 0, unset)
+        self.assertEqual(unset["out_digest"], plain["out_digest"], unset)
+
+
+# Dropout under a config set after torch.compile (Note [Configs of a compile]).
+CONFIG_PROGRAM = '''
+import hashlib, json, sys
+import torch
+import torch_aotcache
+def f(x):
+    return torch.nn.functional.dropout(x, 0.5, training=True) * 3
+compiled = torch.compile(f)
+if "fallback" in sys.argv:
+    torch._inductor.config.fallback_random = True
+x = torch.ones(64, 64)
+torch.manual_seed(0)
+out = compiled(x)
+torch.manual_seed(0)
+ref = f(x)
+from torch._dynamo.utils import counters
+print("RESULT " + json.dumps({"equal": bool(torch.equal(out, ref)),
+    "out_digest": hashlib.sha256(out.numpy().tobytes()).hexdigest(),
+    "traced": int(counters["stats"].get("unique_graphs", 0)), "ours": dict(counters["torch_aotcache"])}))
+'''
+
 
 def _soundness_tool() -> types.ModuleType:
     sys.path.insert(0, TOOLS)

@@ -924,6 +924,8 @@ def encode_for_store(
 
 def _save(key: str, entry: Any, remote: bool) -> None:
     try:
+        if entry is None:  # make_entry found nothing to save
+            return
         if getattr(entry, "guards_expr", None) == UNSAVEABLE_GUARDS:
             count("save_skipped_no_guards")
             return
@@ -1031,13 +1033,17 @@ def clear_fx_graph_cache(original: Callable[[], None]) -> None:
 # ---------------------------------------------------------------------------
 
 
+class NotOutputCode(AssertionError):
+    pass
+
+
 def _unwrap_output_code(obj: Any) -> Any:
     from torch._inductor.output_code import OutputCode
 
     while hasattr(obj, "__wrapped__"):
         obj = obj.__wrapped__
     if not isinstance(obj, OutputCode):
-        raise AssertionError(f"expected OutputCode, got {type(obj)}")
+        raise NotOutputCode(f"expected a compiled graph (OutputCode), got {type(obj).__name__}")
     return obj
 
 
@@ -1128,12 +1134,19 @@ class AOTAutogradCache:
         if bw is not None and (bsi is None or nsym is None):
             raise AssertionError("a backward needs backward_state_indices and num_symints_saved_for_bw")
         if _bundle_entries():
-            v["compiled_fw"] = results.BundledCompiledForward(_unwrap_output_code(fw))
-            v["compiled_bw"] = (
-                None
-                if bw is None
-                else results.BundledCompiledBackward(_unwrap_output_code(bw), bsi, nsym)
-            )
+            try:
+                forward, backward = _unwrap_output_code(fw), None if bw is None else _unwrap_output_code(bw)
+            except NotOutputCode as e:
+                # Inductor hands back a graph it did not compile (its module's
+                # forward) for some trivial graphs: nothing to bundle.  Upstream
+                # fails the compile here; we save nothing (see _save).
+                log.info("torch_aotcache: entry not saved: %s", e)
+                count("save_skipped_not_compiled")
+                if functorch_config.strict_autograd_cache:
+                    raise
+                return None
+            v["compiled_fw"] = results.BundledCompiledForward(forward)
+            v["compiled_bw"] = None if backward is None else results.BundledCompiledBackward(backward, bsi, nsym)
             return _compat.construct(results.BundledAOTAutogradResult, v)
         v["compiled_fw"] = _fx_loadable(results.CompiledForward, fw, {})
         v["compiled_bw"] = (

@@ -31,6 +31,7 @@ COUNTERS: dict[str, str] = {
     "pickle_failed": "compiled results that could not be pickled (not saved)",
     "save_failed": "saves that failed for another reason (not saved; the compile goes on)",
     "save_skipped_no_guards": "entries not saved because their shape guards could not be produced",
+    "save_skipped_not_compiled": "bundled entries not saved: Inductor handed back a graph it did not compile",
     # The front door (Note [Front door] in inductor/front_door.py).
     "front_door_hits": "hits loaded without importing Inductor's compiler",
     "front_door_errors": "front door attempts that failed in our code (the normal path compiled)",
@@ -74,7 +75,7 @@ COUNTERS: dict[str, str] = {
     "single_flight_timeout": "waits that ran out and compiled after all",
     "single_flight_released_unsaved": "single-flight locks released by a compile that did not save",
     # Dynamo's frames (Note [Caching Dynamo's frames] in dynamo/__init__.py).
-    "frame_hit": "stored frame packages loaded and installed in place of tracing",
+    "frame_hit": "stored frame packages whose compiled code ran in place of tracing",
     "frame_miss": "torch.compile calls that found no stored frame package",
     "frame_saved": "frame packages written to the store",
     "frame_unkeyable": "torch.compile calls whose settings or configs cannot be named (not cached)",
@@ -87,6 +88,9 @@ COUNTERS: dict[str, str] = {
     "frame_not_saved_unkeyed_ops": "packages with a graph whose registered operators we did not key (not saved)",
     "frame_save_failed": "frame package saves that failed (the compile goes on)",
     "frame_load_failed": "frame lookups that failed in our code (traced as usual)",
+    "frame_code_not_packaged": "functions compiled as frames of their own that a package cannot name (traced anew)",
+    "frame_loaded": "stored frame packages loaded and installed (a hit once one runs)",
+    "frame_retraced": "compiles under a loaded frame package (a guard set failed, or code it does not hold)",
     "frame_install_failed": "loaded frames that failed to install (taken out; traced as usual)",
     "frame_miss_guard_unresolved": "stored frames not used: a replaced guard names nothing, or changed code",
     "frame_miss_source_changed": "stored frames not used: a source they inlined changed",

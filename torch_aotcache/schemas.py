@@ -57,9 +57,10 @@ EXTRA_CODES = "codes"  # counts: code objects, guarded codes, codes not packaged
 EXTRA_GUARDED_CODES = "guarded_codes"
 EXTRA_NOT_PACKAGED_CODES = "not_packaged_codes"
 EXTRA_OPS = "ops"  # Note [Registered operators in stored frames] in dynamo/frames.py
+EXTRA_CONFIGS = "configs"  # per guard set: Note [Configs of a compile] in dynamo/frames.py
 EXTRA_FIELDS = frozenset({
     EXTRA_UPSTREAM_MODE, EXTRA_EXPLAIN, EXTRA_FUNCTION, EXTRA_REPLACEMENTS, EXTRA_GLOBALS,
-    EXTRA_CODES, EXTRA_GUARDED_CODES, EXTRA_NOT_PACKAGED_CODES, EXTRA_OPS,
+    EXTRA_CODES, EXTRA_GUARDED_CODES, EXTRA_NOT_PACKAGED_CODES, EXTRA_OPS, EXTRA_CONFIGS,
 })
 
 

@@ -26,6 +26,21 @@ A call whose settings or configs cannot be named by value or by reference (a
 lambda as backend, a config holding a local function) is not cached:
 ``frame_unkeyable``.
 
+Note [Configs of a compile]
+~~~~~~~~~~~~~~~~~~~~~~~~~~~
+The key is made when ``torch.compile`` wraps the function, but Dynamo,
+AOTAutograd and Inductor read their configs when the frame is compiled, at
+its first call: a program may change a config in between (Inductor's
+``fallback_random`` set after ``torch.compile``).  The key's configs are the
+lookup's index, nothing more; what was compiled is recorded per guard set:
+the digests of the three configs when its guards were built (the end of
+that compile) go into the entry (``extra["configs"]``), and a loaded guard
+set gets one more guard, which holds only where the configs are those
+digests at its first check (once it has held, it always holds: a compiled
+frame does not recompile for a config changed later, as with no frame
+cache).  A mismatch fails that guard set; Dynamo traces with the configs of
+the moment, as it would have with nothing stored.
+
 Note [Saving when the graphs are saved]
 ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
 Dynamo records a package when a frame's compile ends, but the compiled graphs
@@ -58,6 +73,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import functools
 import hashlib
 import importlib
 import json
@@ -81,7 +97,7 @@ log = logging.getLogger(__name__)
 KEY_PREFIX = explain.FRAME_KEY_PREFIX
 MODE = explain.FRAME_MODE
 # Bump when what a frame entry holds, or how its key is made, changes.
-FRAME_FORMAT = 1
+FRAME_FORMAT = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,19 +162,23 @@ def _config(module: Any, what: str) -> str:
 
 def settings_for(arguments: dict[str, Any]) -> Settings:
     """The settings of an ``_optimize`` call (its bound arguments); raises Unkeyable."""
-    import torch
-
     described = {}
     for name, value in sorted(arguments.items()):
         if name in ("rebuild_ctx", "guard_export_fn", "guard_fail_fn", "package"):
             continue
         described[name] = _backend(value) if name == "backend" else _named(value, name)
-    return Settings({
-        "settings": _digest(described),
+    return Settings({"settings": _digest(described), **config_components()})
+
+
+def config_components() -> dict[str, str]:
+    """The digests of the configs as they are now (Note [Configs of a compile]); raises Unkeyable."""
+    import torch
+
+    return {
         "dynamo_config": _config(torch._dynamo.config, "torch._dynamo.config"),
         "inductor_config": _config(torch._inductor.config, "torch._inductor.config"),
         "functorch_config": _config(torch._functorch.config, "torch._functorch.config"),
-    })
+    }
 
 
 def key_for(fn: Any, settings: Settings) -> tuple[str, dict[str, str]]:
@@ -214,6 +234,10 @@ def package_recorded(package: Any) -> None:
         if getattr(package, "_aotcache_settings", None) is None:
             count("frame_unkeyable")
             return
+        if getattr(package, "_aotcache_loaded", False):
+            # Dynamo traced a frame of a package we loaded: a guard set failed
+            # (or the frame called code the package does not hold).
+            count("frame_retraced")
         _pending[id(package)] = package
     save_pending()
 
@@ -252,7 +276,9 @@ def _save(package: Any) -> bool:
 
     if getattr(package, "_current_entry", None) is not None:
         return False  # mid-compile; its record_package comes
-    entry = _with_true_module(package.cache_entry(), package._innermost_fn)
+    from . import codes
+
+    entry = _with_true_module(codes.without_unnamed(package, package.cache_entry()), package._innermost_fn)
     backends = {}
     for backend_id in sorted(entry.backend_ids):
         artifact = PrecompileContext.serialize_artifact_by_key(backend_id)
@@ -260,15 +286,18 @@ def _save(package: Any) -> bool:
             return False
         backends[backend_id] = artifact
     replacements: dict[str, list[dict[str, Any]]] = {}
+    configs: dict[str, dict[str, str]] = {}
     for code in entry.codes:
         for guarded in code.guarded_codes:
             digest = guards.state_digest(guarded.guards_state)
             found = guards.recorded(digest)
-            if found is None:
+            compiled_under = guards.compiled_configs(digest)
+            if found is None or compiled_under is None:
                 count("frame_not_saved_unknown_guards")
                 return True
             if found:
                 replacements[digest] = found
+            configs[digest] = compiled_under
     if not any(code.guarded_codes for code in entry.codes):
         count("frame_not_saved_empty")
         return True
@@ -317,6 +346,7 @@ def _save(package: Any) -> bool:
             schemas.EXTRA_NOT_PACKAGED_CODES: sum(1 for c in entry.codes if c.bypassed),
             # See Note [Registered operators in stored frames].
             schemas.EXTRA_OPS: ops,
+            schemas.EXTRA_CONFIGS: configs,
         },
         artifacts=sorted(kernels.items()),
     )
@@ -489,15 +519,18 @@ def load(fn: Any, package: Any) -> Any:
                 lookup.reject(tier, key, candidate, e)
                 continue
             try:
-                result = _check(entry)
+                result = _check(entry, FirstRun(entry.header.compile_cost_ns))
             except Miss as e:
                 count(f"frame_miss_{e.reason}")
                 stats.record("frame_miss")
                 log.info("torch_aotcache: stored Dynamo frame for %s not used: %s", key, e)
                 _remember_miss(key, components, f"{e.reason}: {e}")
                 return None
-            count("frame_hit")
-            stats.record("frame_hit", entry.header.compile_cost_ns)
+            # A hit is counted when the stored frame first runs (a guard set
+            # may still fail, and Dynamo trace); see FirstRun.
+            count("frame_loaded")
+            if package is not None:
+                package._aotcache_loaded = True
             if candidate.path is not None:
                 lookup.local_store.record_hit(candidate.path)
             elif tier.name != "local":
@@ -524,7 +557,7 @@ def _verified(key: str, candidate: Any) -> schemas.VerifiedEntry:
     return entry
 
 
-def _check(entry: schemas.VerifiedEntry) -> Any:
+def _check(entry: schemas.VerifiedEntry, first_run: FirstRun) -> Any:
     """Everything that must hold before the package is installed; raises Miss."""
     from torch._dynamo.package import PrecompileCacheEntry, _hash_sourcelines
     from torch._dynamo.precompile_context import BackendCacheArtifact, PrecompileContext
@@ -535,9 +568,15 @@ def _check(entry: schemas.VerifiedEntry) -> Any:
     # See Note [Registered operators in stored frames]; before anything is unpickled.
     from ..key import registered_ops
 
-    changed = registered_ops.changed_since(entry.header.extra.get(schemas.EXTRA_OPS))
+    ops = entry.header.extra.get(schemas.EXTRA_OPS)
+    changed = registered_ops.changed_since(ops)
     if changed is not None:
         raise Miss("ops_changed", "differs: " + changed)
+    if not isinstance(ops, dict):
+        raise Miss("malformed", "the registered operators are malformed")
+    configs = entry.header.extra.get(schemas.EXTRA_CONFIGS)
+    if not isinstance(configs, dict) or not all(isinstance(c, dict) for c in configs.values()):
+        raise Miss("malformed", "the configs of its compiles are malformed")
     resolved = {}
     for digest, items in replacements.items():
         try:
@@ -572,13 +611,20 @@ def _check(entry: schemas.VerifiedEntry) -> Any:
                 raise Miss("incomplete", f"compiled graph {backend_id} is missing")
         for guarded in code.guarded_codes:
             digest = guards.state_digest(guarded.guards_state)
+            if digest not in configs:
+                raise Miss("malformed", "a guard set has no record of its configs")
             items, objects, bindings = resolved.get(digest, ([], [], []))
-            guards.expect_loaded(digest, items, objects, bindings)
-    for artifact in result.backends.values():
+            guards.expect_loaded(digest, guards.Loaded(items, objects, bindings, configs[digest]))
+    for backend_id, artifact in result.backends.items():
         PrecompileContext.record_artifact(artifact)
+        # Checked above: a later save of this package (after a recompile)
+        # carries the same record for the graphs it loaded.
+        registered_ops.remember_for_backend(backend_id, ops)
     _restore_globals(entry.header.extra.get(schemas.EXTRA_GLOBALS, {}))
     kernels = entry.kernels()
-    sealed = {bid: SealedBackend(artifact, kernels) for bid, artifact in result.backends.items()}
+    sealed = {bid: SealedBackend(artifact, kernels, first_run) for bid, artifact in result.backends.items()}
+    if not sealed:
+        first_run()
     # Load every compiled graph now, while a failure is still a plain miss
     # (once CompilePackage.install has begun, upstream cannot go back).
     for backend_id, backend in sealed.items():
@@ -590,15 +636,36 @@ def _check(entry: schemas.VerifiedEntry) -> Any:
     return result
 
 
+class FirstRun:
+    """Counts a frame hit (and the compile time it saved) when a stored
+    frame's compiled code first runs: a loaded frame whose guards fail is
+    traced, and is counted ``frame_loaded`` and ``frame_retraced``, not hit."""
+
+    def __init__(self, cost_ns: int) -> None:
+        self.cost_ns = cost_ns
+        self.ran = False
+
+    def __call__(self) -> None:
+        if self.ran:
+            return
+        self.ran = True
+        from ..store import stats
+
+        count("frame_hit")
+        stats.record("frame_hit", self.cost_ns)
+
+
 class SealedBackend:
     """A stored compiled graph as ``CompilePackage.install`` uses it: its
     generated module and kernels load from the entry (``sealed_load``), with
     the light runtime imports (Note [Light runtime imports] in
-    inductor/light_runtime.py), as our AOTAutograd hits load."""
+    inductor/light_runtime.py), as our AOTAutograd hits load.  What it
+    installs tells ``first_run`` when it is first called."""
 
-    def __init__(self, artifact: Any, kernels: dict[str, memoryview]) -> None:
+    def __init__(self, artifact: Any, kernels: dict[str, memoryview], first_run: FirstRun) -> None:
         self.artifact = artifact
         self.kernels = kernels
+        self.first_run = first_run
         self.loaded: Any = None
 
     def load(self) -> Any:
@@ -614,7 +681,16 @@ class SealedBackend:
         return self.loaded
 
     def after_deserialization(self) -> Any:
-        return self.load()
+        compiled = self.load()
+        first_run = self.first_run
+
+        @functools.wraps(compiled)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            if not first_run.ran:
+                first_run()
+            return compiled(*args, **kwargs)
+
+        return run
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.artifact, name)

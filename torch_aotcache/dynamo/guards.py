@@ -44,8 +44,9 @@ are checked (and signed) before anything is unpickled.
 
 from __future__ import annotations
 
-import builtins
 import ast
+import builtins
+import dataclasses
 import hashlib
 import logging
 import re
@@ -73,6 +74,9 @@ KEPT_GUARDS = frozenset({"DICT_VERSION", "WEAKREF_ALIVE", "NN_MODULE"})
 # sha256(guards_state) -> the replacements of that guard set (JSON-able),
 # for the save of the package that holds it.
 _by_state: dict[str, list[dict[str, Any]]] = {}
+# sha256(guards_state) -> the configs it was compiled under (Note [Configs of
+# a compile] in frames.py).
+_configs_by_state: dict[str, dict[str, str]] = {}
 _lock = threading.Lock()
 
 
@@ -80,9 +84,19 @@ def state_digest(guards_state: bytes) -> str:
     return hashlib.sha256(guards_state).hexdigest()
 
 
-def remember(digest: str, replacements: list[dict[str, Any]]) -> None:
+def remember(digest: str, replacements: list[dict[str, Any]], configs: dict[str, str] | None) -> None:
     with _lock:
         _by_state[digest] = replacements
+        if configs is None:
+            _configs_by_state.pop(digest, None)
+        else:
+            _configs_by_state[digest] = configs
+
+
+def compiled_configs(digest: str) -> dict[str, str] | None:
+    """The configs a guard set was compiled under, or None if unknown."""
+    with _lock:
+        return _configs_by_state.get(digest)
 
 
 def recorded(digest: str) -> list[dict[str, Any]] | None:
@@ -244,8 +258,32 @@ def add_lambda_guard(guard_manager: Any, replacements: list[dict[str, Any]], obj
             return False
         return True
 
-    parts = [f"{r['source']} is {identity.spelled(r['object'])} (torch_aotcache)" for r in replacements]
+    # Dynamo evaluates each part where the guard set fails (the reason of a
+    # recompile, guard failure reports): each must be Python that is False
+    # where its check fails.  It calls a checker placed in the guard set's
+    # closure variables, and says in a comment what it checks.
+    def same_object(value: Any, index: int) -> bool:
+        _, obj, _ = checks[index]
+        return value is obj or (isinstance(obj, identity.SameCode) and obj.matches(value))
+
+    closure_vars = getattr(guard_manager, "closure_vars", None)
+    if isinstance(closure_vars, dict):
+        closure_vars[CHECKER_NAME] = same_object
+    parts = [
+        f"{CHECKER_NAME}({r['source']}, {i})  # {_comment(r['source'])} is {_comment(identity.spelled(r['object']))}"
+        for i, r in enumerate(replacements)
+    ]
     guard_manager.root.add_lambda_guard(same_objects, parts, None)
+
+
+# The name of a replacement guard set's checker among Dynamo's closure
+# variables of that guard set (read where a recompile's reason is found).
+CHECKER_NAME = "___torch_aotcache_same_object"
+
+
+def _comment(text: str) -> str:
+    """``text`` as it may stand in a one-line comment of a guard part."""
+    return " ".join(str(text).split())[:200]
 
 
 def resolve_all(replacements: list[dict[str, Any]]) -> list[Any]:
@@ -297,12 +335,13 @@ def check_function_manager_init(original: Callable[..., Any], signature: Any, *a
         log.debug("torch_aotcache: identity guards kept (frame not packaged): %s", collector.kept)
     runtime_scope = bound.arguments.get("runtime_global_scope")
     scope = runtime_scope if runtime_scope is not None else getattr(output_graph, "global_scope", None)
-    loaded = getattr(_loading, "pending", None)
+    loaded: Loaded | None = getattr(_loading, "pending", None)
     replacements, objects, bindings = collector.replacements, collector.objects, collector.bindings
     if loaded is not None:
         # A guard set loaded from a package: its replacements come from the entry.
         _loading.pending = None
-        replacements, objects, bindings = loaded
+        replacements, objects, bindings = loaded.replacements, loaded.objects, loaded.bindings
+        add_config_check(self.guard_manager, loaded.configs)
     if replacements:
         if scope is None:
             raise RuntimeError("torch_aotcache: no global scope to evaluate replacement guards in")
@@ -310,7 +349,7 @@ def check_function_manager_init(original: Callable[..., Any], signature: Any, *a
         count("frame_guard_replaced", len(replacements))
     state = getattr(self, "guards_state", None)
     if state is not None and loaded is None:
-        remember(state_digest(state), list(collector.replacements))
+        remember(state_digest(state), list(collector.replacements), _configs_now())
 
 
 def load_guards_state(original: Callable[..., Any], data: bytes) -> Any:
@@ -334,12 +373,60 @@ def load_guard_manager(original: Callable[..., Any], guards_state: Any, target_c
         _loading.pending = None
 
 
-# sha256(guards_state) -> (replacements, objects, bindings) resolved by the load of a package.
-_resolved: dict[str, tuple[list[dict[str, Any]], list[Any], list[dict[str, Any]]]] = {}
+@dataclasses.dataclass(frozen=True)
+class Loaded:
+    """What the load of a package resolved for one of its guard sets."""
+
+    replacements: list[dict[str, Any]]
+    objects: list[Any]
+    bindings: list[dict[str, Any]]
+    configs: dict[str, str]
 
 
-def expect_loaded(digest: str, replacements: list[dict[str, Any]], objects: list[Any],
-                  bindings: list[dict[str, Any]]) -> None:
+# sha256(guards_state) -> what the load of a package resolved for it.
+_resolved: dict[str, Loaded] = {}
+
+
+def expect_loaded(digest: str, loaded: Loaded) -> None:
     with _lock:
-        _resolved[digest] = (replacements, objects, bindings)
-        _by_state[digest] = replacements
+        _resolved[digest] = loaded
+        _by_state[digest] = loaded.replacements
+        _configs_by_state[digest] = loaded.configs
+
+
+def _configs_now() -> dict[str, str] | None:
+    """The digests of the configs now (Note [Configs of a compile] in
+    frames.py), or None where one cannot be named (the frame is not saved)."""
+    from . import frames
+
+    try:
+        return frames.config_components()
+    except frames.Unkeyable as e:
+        log.debug("torch_aotcache: a compile's configs cannot be named: %s", e)
+        return None
+
+
+# The name of the config check among a loaded guard set's closure variables.
+CONFIG_CHECKER_NAME = "___torch_aotcache_configs_as_compiled"
+
+
+def add_config_check(guard_manager: Any, expected: dict[str, str]) -> None:
+    """Add to a loaded guard set the guard of Note [Configs of a compile] in
+    frames.py: the configs are the ones it was compiled under, checked until
+    it first holds."""
+    held = False
+
+    def configs_as_compiled(*_: Any) -> bool:
+        nonlocal held
+        if held:
+            return True
+        now = _configs_now()
+        if now is not None and all(now.get(k) == v for k, v in expected.items()) and set(now) == set(expected):
+            held = True
+        return held
+
+    closure_vars = getattr(guard_manager, "closure_vars", None)
+    if isinstance(closure_vars, dict):
+        closure_vars[CONFIG_CHECKER_NAME] = configs_as_compiled
+    part = f"{CONFIG_CHECKER_NAME}()  # the configs this frame was compiled under (torch_aotcache)"
+    guard_manager.root.add_lambda_guard(configs_as_compiled, [part], None)

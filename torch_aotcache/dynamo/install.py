@@ -10,15 +10,18 @@ imported, else when it is; see installer/lazy.py); each call reads
 ``config.dynamo`` (``TORCH_AOTCACHE_DYNAMO``) and switches the frame cache
 on or off to match before going on.  On: torch_aotcache is installed, our
 store takes the place of ``torch._dynamo.package.DynamoCache``,
-``caching_precompile`` is set, and five of Dynamo's functions are wrapped:
-``_optimize`` (its package learns the call's settings),
+``caching_precompile`` is set, and eight of Dynamo's functions are
+wrapped: ``_optimize`` (its package learns the call's settings),
 ``CheckFunctionManager.__init__`` (our guard filter), ``load_guards_state``
 and ``load_guard_manager`` (a loaded guard set gets its replacement guards),
 ``CompilePackage.install`` (a stored frame that fails to install is taken
-out).  Off puts back every object exactly.  On a release the frame cache was
-not checked against (``_compat.FRAME_RELEASES``: 2.15) the knob warns once
-and nothing changes.  Programs that call ``torch._dynamo.optimize`` directly get the
-frame cache once a ``torch.compile`` call (or :func:`enable`) switched it on.
+out), ``_get_code_source``, ``CompilePackage._add_user_function`` and
+``add_resume_function`` (Note [Codes a package cannot name] in codes.py).
+Off puts back every object exactly.  On a release the frame cache was not
+checked against (``_compat.FRAME_RELEASES``: 2.15) the knob warns once and
+nothing changes.  Programs that call ``torch._dynamo.optimize`` directly get
+the frame cache once a ``torch.compile`` call (or :func:`enable`) switched
+it on.
 """
 
 from __future__ import annotations
@@ -115,7 +118,7 @@ def enable() -> bool:
         from torch._dynamo import eval_frame, guards as dynamo_guards, package, precompile_context
 
         from .. import install as install_cache
-        from . import guards
+        from . import codes, guards
 
         install_cache()
         try:
@@ -140,6 +143,21 @@ def enable() -> bool:
                 install_or_start_afresh(install, self, backends)
 
             _replace(package.CompilePackage, "install", install_package)
+            _replace(package, "_get_code_source", _bind(codes.get_code_source, package._get_code_source))
+            add_user_function = package.CompilePackage.__dict__["_add_user_function"]
+
+            @functools.wraps(add_user_function)
+            def add_user_function_or_leave_out(self: Any, code: Any) -> None:
+                codes.add_user_function(add_user_function, self, code)
+
+            _replace(package.CompilePackage, "_add_user_function", add_user_function_or_leave_out)
+            add_resume_function = package.CompilePackage.__dict__["add_resume_function"]
+
+            @functools.wraps(add_resume_function)
+            def add_resume_function_or_leave_out(self: Any, code: Any, *args: Any, **kwargs: Any) -> None:
+                codes.add_resume_function(add_resume_function, self, code, *args, **kwargs)
+
+            _replace(package.CompilePackage, "add_resume_function", add_resume_function_or_leave_out)
             _previous_caching_precompile = torch._dynamo.config.caching_precompile
             torch._dynamo.config.caching_precompile = True
         except BaseException:
