@@ -74,9 +74,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import functools
-import hashlib
 import importlib
-import json
 import logging
 import pickle
 import sys
@@ -89,6 +87,7 @@ from ..counters import count
 from ..entry import framing
 from ..store import explain
 from . import guards, identity
+from .configs import Unkeyable, config_components, digest as _digest, named as _named
 from .events import listen_for_backends
 
 
@@ -107,30 +106,6 @@ class Settings:
     components: dict[str, str]
 
 
-class Unkeyable(Exception):
-    pass
-
-
-def _named(value: Any, what: str) -> Any:
-    """A JSON-able stand-in for ``value`` that names it by value or by reference."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_named(v, what) for v in value]
-    if isinstance(value, (set, frozenset)):
-        return sorted((_named(v, what) for v in value), key=lambda v: json.dumps(v, sort_keys=True))
-    if isinstance(value, dict):
-        return {str(k): _named(v, what) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
-    described = identity.describe(value)
-    if described is not None:
-        return described
-    raise Unkeyable(f"{what} holds {type(value).__name__} {value!r:.60}, which has no name")
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def _backend(backend: Any) -> Any:
     import torch
 
@@ -142,24 +117,6 @@ def _backend(backend: Any) -> Any:
     return {"callable": _named(backend, "the backend")}
 
 
-def _config(module: Any, what: str) -> str:
-    """The digest of a config module's settings, as ``save_config_portable``
-    selects them (private settings, ignored prefixes and the settings marked
-    ``@compile_ignored`` left out) but with
-    every value named by us: upstream's serializer for Inductor imports
-    Inductor's lowering (a second) to name its choices class, which ours
-    names by reference."""
-    try:
-        prefixes = ["_", *getattr(module, "_cache_config_ignore_prefix", [])]
-        # Settings torch marks ``@compile_ignored`` do not change what is
-        # compiled (logging, debug folders under the working directory...).
-        ignored = sorted(getattr(module, "_compile_ignored_keys", ()))
-        values = module._get_dict(ignored_keys=ignored, ignored_prefixes=prefixes)
-    except Exception as e:  # noqa: BLE001
-        raise Unkeyable(f"cannot read {what}: {e}") from None
-    return _digest(_named(values, what))
-
-
 def settings_for(arguments: dict[str, Any]) -> Settings:
     """The settings of an ``_optimize`` call (its bound arguments); raises Unkeyable."""
     described = {}
@@ -168,17 +125,6 @@ def settings_for(arguments: dict[str, Any]) -> Settings:
             continue
         described[name] = _backend(value) if name == "backend" else _named(value, name)
     return Settings({"settings": _digest(described), **config_components()})
-
-
-def config_components() -> dict[str, str]:
-    """The digests of the configs as they are now (Note [Configs of a compile]); raises Unkeyable."""
-    import torch
-
-    return {
-        "dynamo_config": _config(torch._dynamo.config, "torch._dynamo.config"),
-        "inductor_config": _config(torch._inductor.config, "torch._inductor.config"),
-        "functorch_config": _config(torch._functorch.config, "torch._functorch.config"),
-    }
 
 
 def key_for(fn: Any, settings: Settings) -> tuple[str, dict[str, str]]:

@@ -397,11 +397,11 @@ def expect_loaded(digest: str, loaded: Loaded) -> None:
 def _configs_now() -> dict[str, str] | None:
     """The digests of the configs now (Note [Configs of a compile] in
     frames.py), or None where one cannot be named (the frame is not saved)."""
-    from . import frames
+    from . import configs
 
     try:
-        return frames.config_components()
-    except frames.Unkeyable as e:
+        return configs.config_components()
+    except configs.Unkeyable as e:
         log.debug("torch_aotcache: a compile's configs cannot be named: %s", e)
         return None
 
