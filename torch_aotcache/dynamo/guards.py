@@ -239,31 +239,15 @@ def add_lambda_guard(guard_manager: Any, replacements: list[dict[str, Any]], obj
     the object given for it."""
     if not replacements:
         return
-    from torch._dynamo.guards import _get_closure_vars
-
-    namespace = dict(_get_closure_vars())
-    namespace["__builtins__"] = builtins
-    checks = [
-        (compile(r["source"], "<guard source>", "eval"), obj, ChainMap(bound, global_scope) if bound else global_scope)
-        for r, obj, bound in zip(replacements, objects, bindings, strict=True)
-    ]
-
-    def same_objects(f_locals: Any) -> bool:
-        try:
-            for code, obj, frame_globals in checks:
-                value = eval(code, namespace, {"L": f_locals, "G": frame_globals})  # noqa: S307 - checked sources
-                if value is not obj and not (isinstance(obj, identity.SameCode) and obj.matches(value)):
-                    return False
-        except Exception:  # noqa: BLE001 - a source that no longer reads: the guard fails
-            return False
-        return True
+    objects_by_index = list(objects)
+    same_objects = _compiled_check(replacements, objects_by_index, bindings, global_scope)
 
     # Dynamo evaluates each part where the guard set fails (the reason of a
     # recompile, guard failure reports): each must be Python that is False
     # where its check fails.  It calls a checker placed in the guard set's
     # closure variables, and says in a comment what it checks.
     def same_object(value: Any, index: int) -> bool:
-        _, obj, _ = checks[index]
+        obj = objects_by_index[index]
         return value is obj or (isinstance(obj, identity.SameCode) and obj.matches(value))
 
     closure_vars = getattr(guard_manager, "closure_vars", None)
@@ -274,6 +258,41 @@ def add_lambda_guard(guard_manager: Any, replacements: list[dict[str, Any]], obj
         for i, r in enumerate(replacements)
     ]
     guard_manager.root.add_lambda_guard(same_objects, parts, None)
+
+
+class _Rename(ast.NodeTransformer):
+    def __init__(self, old: str, new: str) -> None:
+        self.old, self.new = old, new
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        return ast.copy_location(ast.Name(self.new, node.ctx), node) if node.id == self.old else node
+
+
+def _compiled_check(replacements: list[dict[str, Any]], objects: list[Any], bindings: list[dict[str, Any]],
+                    global_scope: dict[str, Any]) -> Callable[[Any], bool]:
+    """One Python function that reads every replaced source from the frame's
+    locals (and globals) and compares it with its object: ``(source) is o``,
+    or the code's digest for a code check.  The sources are of the checked
+    grammar (:func:`_evaluable`); a source that no longer reads fails the
+    guard.  One call per check of the guard set, with no ``eval`` of each
+    source and no namespace built per call."""
+    namespace: dict[str, Any] = {"__builtins__": builtins, "G": global_scope}
+    terms = []
+    for i, (r, obj, bound) in enumerate(zip(replacements, objects, bindings, strict=True)):
+        tree = ast.parse(r["source"], mode="eval")
+        if not _allowed(tree.body):
+            raise ValueError(f"unexpected guard source {r['source']!r}")
+        if bound:
+            namespace[f"___G{i}"] = ChainMap(bound, global_scope)
+            tree = _Rename("G", f"___G{i}").visit(tree)
+        expr = ast.unparse(tree.body)
+        namespace[f"___o{i}"] = obj
+        terms.append(f"___o{i}.matches({expr})" if isinstance(obj, identity.SameCode) else f"({expr}) is ___o{i}")
+    source = ("def ___same_objects(L):\n    try:\n        return bool(" + " and ".join(terms) + ")\n"
+              "    except Exception:\n        return False\n")
+    exec(compile(source, "<torch_aotcache replaced guards>", "exec"), namespace)  # noqa: S102 - checked sources
+    check: Callable[[Any], bool] = namespace["___same_objects"]
+    return check
 
 
 # The name of a replacement guard set's checker among Dynamo's closure

@@ -148,11 +148,19 @@ class SameCode:
 
     def __init__(self, digest: str) -> None:
         self.digest = digest
+        # The last code object that matched: a guard checks the same code on
+        # every call, so its digest is computed once.
+        self._matched: types.CodeType | None = None
 
     def matches(self, value: Any) -> bool:
         if isinstance(value, types.FunctionType):
             value = value.__code__
-        return isinstance(value, types.CodeType) and code_digest(value) == self.digest
+        if value is self._matched and value is not None:
+            return True
+        if isinstance(value, types.CodeType) and code_digest(value) == self.digest:
+            self._matched = value
+            return True
+        return False
 
 
 def resolve(description: dict[str, Any]) -> Any:
