@@ -433,15 +433,26 @@ def add_config_check(guard_manager: Any, expected: dict[str, str]) -> None:
     """Add to a loaded guard set the guard of Note [Configs of a compile] in
     frames.py: the configs are the ones it was compiled under, checked until
     it first holds."""
+    import torch
+
     held = False
+    # torch's own hashes of the configs (cached by torch until a config is
+    # set): a check that failed is not computed again until one changed.
+    modules = (torch._dynamo.config, torch._inductor.config, torch._functorch.config)
+    failed_at: tuple[bytes, ...] | None = None
 
     def configs_as_compiled(*_: Any) -> bool:
-        nonlocal held
+        nonlocal held, failed_at
         if held:
             return True
+        hashes = tuple(m.get_hash() for m in modules)
+        if hashes == failed_at:
+            return False
         now = _configs_now()
         if now is not None and all(now.get(k) == v for k, v in expected.items()) and set(now) == set(expected):
             held = True
+        else:
+            failed_at = hashes
         return held
 
     closure_vars = getattr(guard_manager, "closure_vars", None)
