@@ -25,7 +25,7 @@ from common import run_python, slow
 
 def _raw_attrs() -> dict[str, object]:
     out = {}
-    for site in patching.PATCH_SITES:
+    for site in patching.sites():
         owner = patching._owner_object(site)
         out[site.name] = patching._raw(owner, site.attr)
     return out
@@ -53,11 +53,11 @@ class TestInstall(unittest.TestCase):
 
     def test_uninstall_restores_identical_objects(self) -> None:
         originals = dict(patching._saved)
-        self.assertEqual(len(originals), len(patching.PATCH_SITES))
+        self.assertEqual(len(originals), len(patching.sites()))
         torch_aotcache.uninstall()
         self.assertFalse(torch_aotcache.is_installed())
         now = _raw_attrs()
-        for site in patching.PATCH_SITES:
+        for site in patching.sites():
             self.assertIs(now[site.name], originals[(site.module, site.owner, site.attr)], site.name)
         # Uninstalling twice is harmless, and install brings ours back.
         torch_aotcache.uninstall()
@@ -103,15 +103,30 @@ class TestPatchTable(unittest.TestCase):
                                 else patching._saved[(patching._OWNER_MODULE, "AOTAutogradCache", "try_load")].__func__)
         self.assertIn("autograd_cache_key(", src)
 
+    def _checked_sites(self) -> list[patching.PatchSite]:
+        """The sites of this release: the cache's, and the frame cache's where it was checked against it."""
+        release = _compat.torch_release()
+        return [s for s in patching.PATCH_SITES if s.group == "cache" or release in s.params]
+
     def test_signatures_match_this_release(self) -> None:
         release = _compat.torch_release()
         self.assertIsNotNone(release)
-        for site in patching.PATCH_SITES:
+        checked = self._checked_sites()
+        self.assertEqual(release in _compat.FRAME_RELEASES, any(s.group == "frames" for s in checked))
+        for site in checked:
             self.assertIsNone(patching.expected_signature_problem(site, release), site.name)
+        self.assertEqual(patching.group_problems("frames") == [], release in _compat.FRAME_RELEASES)
+
+    def test_every_site_is_in_a_known_group(self) -> None:
+        self.assertEqual({s.group for s in patching.PATCH_SITES}, {"cache", "frames"})
+        for site in patching.sites("frames"):
+            self.assertTrue(site.wraps, site.name)
+            self.assertFalse(site.optional, site.name)  # the frame cache installs all of them or none
+            self.assertLessEqual(set(site.params), set(_compat.FRAME_RELEASES), site.name)
 
     def test_replacements_accept_upstream_arguments(self) -> None:
         release = _compat.torch_release()
-        for site in patching.PATCH_SITES:
+        for site in self._checked_sites():
             params = list(inspect.signature(site.replacement_for(release)).parameters.values())
             if site.kind == "classmethod":
                 params = params[1:]
@@ -127,9 +142,10 @@ class TestPatchTable(unittest.TestCase):
     def test_signature_mismatch_leaves_torch_untouched(self) -> None:
         torch_aotcache.uninstall()
         before = _raw_attrs()
-        bad = patching.PATCH_SITES[2]
+        cache = patching.sites()
+        bad = cache[2]
         fake = patching.PatchSite(bad.owner, bad.attr, bad.kind, bad.replacement, {r: ("nope",) for r in _compat.SUPPORTED_RELEASES})
-        sites = (patching.PATCH_SITES[0], fake) + patching.PATCH_SITES[2:]
+        sites = (cache[0], fake) + cache[2:]
         with unittest.mock.patch.object(patching, "PATCH_SITES", sites):
             with self.assertWarnsRegex(RuntimeWarning, "left torch untouched"):
                 self.assertFalse(patching.install())
@@ -138,13 +154,14 @@ class TestPatchTable(unittest.TestCase):
 
     def test_optional_site_mismatch_is_skipped(self) -> None:
         torch_aotcache.uninstall()
-        opt = patching.PATCH_SITES[-2]
+        cache = patching.sites()
+        opt = cache[-2]
         self.assertTrue(opt.optional)
         fake = patching.PatchSite(
             opt.owner, opt.attr, opt.kind, opt.replacement,
             {r: ("nope",) for r in _compat.SUPPORTED_RELEASES}, module=opt.module, optional=True,
         )
-        with unittest.mock.patch.object(patching, "PATCH_SITES", patching.PATCH_SITES[:-2] + (fake,) + patching.PATCH_SITES[-1:]):
+        with unittest.mock.patch.object(patching, "PATCH_SITES", cache[:-2] + (fake,) + cache[-1:]):
             self.assertTrue(patching.install())
             self.assertFalse(patching.is_patched(fake))
         self.assertTrue(torch_aotcache.is_installed())
@@ -285,7 +302,7 @@ class TestImportOrder(unittest.TestCase):
     def test_watched_modules_are_the_patch_sites(self) -> None:
         from torch_aotcache.installer import lazy as _lazy
 
-        self.assertEqual(_lazy.WATCHED, {s.module for s in patching.PATCH_SITES})
+        self.assertEqual(_lazy.WATCHED, {s.module for s in patching.sites()})
 
     def test_disable_variable(self) -> None:
         got = self._probe("import torch", env={"TORCH_AOTCACHE_DISABLE": "1"})

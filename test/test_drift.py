@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import textwrap
 import unittest
+import warnings
 from typing import Any
 
 import torch
@@ -164,9 +165,19 @@ def g(a, b=2):
         release = _compat.torch_release()
         if release not in _compat.FRONT_DOOR_RELEASES:
             self.skipTest("no mirrored parts on this release")
-        names = sorted({n for ns in drift.MIRRORS.values() for n in ns})
-        current, _ = drift.current_digests(names)
+        current, _ = drift.current_digests(drift.names_for(release))
         self.assertEqual(current, _compat.MIRROR_DIGESTS[release])
+
+    def test_a_part_written_for_fewer_releases_is_off_elsewhere_without_a_warning(self) -> None:
+        release = _compat.torch_release()
+        drift.reset()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                self.assertEqual(drift.intact("frames"), release in _compat.FRAME_RELEASES)
+            self.assertEqual("frames" in drift.parts_for(release), release in _compat.FRAME_RELEASES)
+        finally:
+            drift.reset()
 
     def test_a_changed_digest_turns_its_part_off(self) -> None:
         release = _compat.torch_release()

@@ -224,26 +224,96 @@ class TestKnob(unittest.TestCase):
 
     @needs_frames
     def test_on_and_off_restore_every_object(self) -> None:
-        from torch._dynamo import eval_frame, guards as dynamo_guards, package, precompile_context
+        from torch_aotcache.installer import patching
 
-        before = (package.DynamoCache, precompile_context.DynamoCache, eval_frame._optimize,
-                  dynamo_guards.CheckFunctionManager.__dict__["__init__"], package.load_guards_state,
-                  package.load_guard_manager, torch._dynamo.config.caching_precompile)
+        frame_sites = patching.sites("frames")
+        self.assertTrue(frame_sites)
+
+        def raw() -> list[object]:
+            return [patching._raw(patching._owner_object(s), s.attr) for s in frame_sites]
+
+        before = raw() + [torch._dynamo.config.caching_precompile]
         try:
             with tac_config.patch(dynamo=True):
                 torch.compile(lambda x: x + 1)
                 self.assertTrue(frames_install.is_enabled())
                 self.assertTrue(torch._dynamo.config.caching_precompile)
-                self.assertIsNot(package.DynamoCache, before[0])
+                for site, old, new in zip(frame_sites, before, raw(), strict=False):
+                    self.assertIsNot(old, new, site.name)
+                    self.assertIs(getattr(new, "__original__", None), old, site.name)
             torch.compile(lambda x: x + 1)
             self.assertFalse(frames_install.is_enabled())
         finally:
             frames_install.disable()
-        after = (package.DynamoCache, precompile_context.DynamoCache, eval_frame._optimize,
-                 dynamo_guards.CheckFunctionManager.__dict__["__init__"], package.load_guards_state,
-                 package.load_guard_manager, torch._dynamo.config.caching_precompile)
+        after = raw() + [torch._dynamo.config.caching_precompile]
         for a, b in zip(before, after, strict=True):
             self.assertIs(a, b)
+
+    @needs_frames
+    def test_uninstall_takes_the_frame_sites_off_too(self) -> None:
+        from torch_aotcache.installer import patching
+
+        try:
+            self.assertTrue(frames_install.enable())
+            self.assertTrue(patching.group_installed("frames"))
+            patching.uninstall()
+            self.assertFalse(frames_install.is_enabled())
+            for site in patching.sites("frames"):
+                raw = patching._raw(patching._owner_object(site), site.attr)
+                self.assertFalse(hasattr(raw, "__original__"), site.name)
+        finally:
+            frames_install.disable()
+            torch_aotcache.install()
+
+    @needs_frames
+    def test_clear_and_fresh_cache_forget_the_records(self) -> None:
+        from torch._inductor.utils import fresh_cache
+
+        from torch_aotcache.dynamo import guards as frame_guards
+
+        def records() -> list[int]:
+            return [len(frames._saved), len(frame_guards._by_state), len(frame_guards._configs_by_state),
+                    len(frame_guards._resolved)]
+
+        def plant() -> None:
+            frames._saved[("root", "key")] = "digest"
+            frame_guards.remember("d", [], {"c": "1"})
+            frame_guards.expect_loaded("e", frame_guards.Loaded([], [], [], {}))
+
+        try:
+            self.assertTrue(frames_install.enable())
+            plant()
+            with fresh_cache():  # also: clear() below empties a store of its own
+                self.assertEqual(records(), [0, 0, 0, 0])
+                plant()
+                self.assertEqual(records(), [1, 2, 2, 1])
+                torch._functorch._aot_autograd.autograd_cache.AOTAutogradCache.clear()
+                self.assertEqual(records(), [0, 0, 0, 0])
+        finally:
+            frames.forget()
+            frames_install.disable()
+
+    @needs_frames
+    def test_a_loaded_guard_set_carries_its_record_explicitly(self) -> None:
+        # load_guards_state hands what the package's load resolved to the
+        # load_guard_manager call on the state object itself; once the
+        # package is installed nothing of it stays behind.
+        from torch_aotcache.dynamo import guards as frame_guards
+
+        class State:
+            pass
+
+        loaded = frame_guards.Loaded([], [], [], {})
+        frame_guards.expect_loaded(frame_guards.state_digest(b"state"), loaded)
+        try:
+            state = frame_guards.load_guards_state(lambda data: State(), b"state")
+            self.assertIs(getattr(state, frame_guards.LOADED_ATTR), loaded)
+            other = frame_guards.load_guards_state(lambda data: State(), b"other")
+            self.assertFalse(hasattr(other, frame_guards.LOADED_ATTR))
+            frame_guards.forget_loaded([frame_guards.state_digest(b"state")])
+            self.assertEqual(frame_guards._resolved, {})
+        finally:
+            frame_guards.forget()
 
     def test_uninstall_puts_torch_compile_back(self) -> None:
         wrapped = torch.compile

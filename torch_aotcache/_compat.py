@@ -137,6 +137,10 @@ MIRROR_DIGESTS["2.14"] = {
 # [release 2.15]
 MIRROR_DIGESTS["2.15"] = {
     "torch._dynamo.backends.common:AotAutograd.__call__": "54e041cd1c76d70b",
+    "torch._dynamo.eval_frame:_TorchDynamoContext.__call__": "b0f2789d57a7ee7a",
+    "torch._dynamo.package:CompilePackage.initialize": "9388b823fa08d247",
+    "torch._dynamo.package:CompilePackage.install": "46aa43df9a1e157f",
+    "torch._dynamo.package:CompilePackage.uninstall": "a6ee2f1c0d56a180",
     "torch._functorch.aot_autograd:aot_module_simplified": "9d8acb8d7e072d6d",
     "torch._functorch.aot_autograd:prepare_aot_module_simplified": "dfa444cff270ef24",
     "torch._inductor.codecache:FxGraphCache.cache_hit_post_compile": "84d43aed318630b8",

@@ -42,6 +42,7 @@ import dataclasses
 import json
 import logging
 import pickle
+import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -1191,6 +1192,10 @@ class AOTAutogradCache:
         """Installed as ``AOTAutogradCache.clear``: removes every local entry."""
         lookup.local_store.clear()
         registered_ops.clear()
+        if "torch_aotcache.dynamo.frames" in sys.modules:
+            from .dynamo import frames
+
+            frames.forget()
 
     @staticmethod
     def _write_to_local_cache(original: Callable[[str, bytes], None], key: str, content: bytes) -> None:

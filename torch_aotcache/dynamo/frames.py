@@ -170,8 +170,49 @@ def _remember_miss(key: str, components: dict[str, str], reason: str | None) -> 
 _lock = threading.RLock()
 # id(package) -> package, waiting for its compiled graphs.
 _pending: dict[int, Any] = {}
-# key -> payload digest of the last entry saved by this process under it.
-_saved: dict[str, str] = {}
+# (store root, key) -> payload digest of the last entry saved (or loaded) by
+# this process under it: a package saved again unchanged is not written
+# again.  Forgotten by ``AOTAutogradCache.clear()`` and ``fresh_cache()``.
+_saved: dict[tuple[str, str], str] = {}
+
+
+def _saved_key(key: str) -> tuple[str, str]:
+    from ..store import layout
+
+    return (layout.store_root(), key)
+
+
+def forget() -> None:
+    """Forget what this process saved and loaded (the store was cleared, or
+    another store is in use); packages still waiting for their graphs stay."""
+    with _lock:
+        _saved.clear()
+    guards.forget()
+
+
+class _Forget:
+    """Registered with Inductor's ``fresh_cache()`` (it calls ``cache_clear``)."""
+
+    @staticmethod
+    def cache_clear() -> None:
+        forget()
+
+
+_forget_registered = False
+
+
+def register_forget() -> None:
+    """Have ``fresh_cache()`` forget too; once per process."""
+    global _forget_registered
+    if _forget_registered:
+        return
+    try:
+        from torch._inductor.utils import clear_on_fresh_cache
+
+        clear_on_fresh_cache(_Forget)
+        _forget_registered = True
+    except (ImportError, AttributeError) as e:
+        log.debug("torch_aotcache: fresh_cache() cannot clear the frame cache's records: %s", e)
 
 
 def package_recorded(package: Any) -> None:
@@ -267,7 +308,7 @@ def _save(package: Any) -> bool:
     for artifact in backends.values():
         kernels.update(artifacts.collect(getattr(artifact, "content", None)))
     digest = schemas.payload_digest(payload)
-    if _saved.get(key) == digest:
+    if _saved.get(_saved_key(key)) == digest:
         return True
     forward_cost = sum(int(getattr(getattr(a, "content", None), "forward_time_taken_ns", 0) or 0)
                        for a in backends.values())
@@ -305,7 +346,7 @@ def _save(package: Any) -> bool:
     except OSError as e:
         lookup.local_store.report_fault("write", e)
         return True
-    _saved[key] = digest
+    _saved[_saved_key(key)] = digest
     registered_ops.forget_backends(entry.backend_ids)
     stats.record("save", len(data))
     count("frame_saved")
@@ -484,7 +525,7 @@ def load(fn: Any, package: Any) -> Any:
                     lookup.local_store.put(key, entry.header.entry_id, entry.data)
                 except OSError as e:
                     lookup.local_store.report_fault("write", e)
-            _saved[key] = entry.header.payload_sha256
+            _saved[_saved_key(key)] = entry.header.payload_sha256
             log.info("torch_aotcache: Dynamo frame hit for %s", key)
             return result
     count("frame_miss")

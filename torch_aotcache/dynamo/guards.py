@@ -334,13 +334,18 @@ def resolve_with_bindings(replacements: list[dict[str, Any]]) -> tuple[list[Any]
 # Wrappers installed while the frame cache is on (install.py)
 # ---------------------------------------------------------------------------
 
-_loading = threading.local()
+_signatures: dict[int, Any] = {}
 
 
-def check_function_manager_init(original: Callable[..., Any], signature: Any, *args: Any, **kwargs: Any) -> None:
+def check_function_manager_init(original: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
     """``CheckFunctionManager.__init__`` with our filter in place of upstream's drop."""
+    import inspect
+
     import torch
 
+    signature = _signatures.get(id(original))
+    if signature is None:
+        signature = _signatures[id(original)] = inspect.signature(original)
     bound = signature.bind(*args, **kwargs)
     bound.apply_defaults()
     self = bound.arguments["self"]
@@ -352,44 +357,48 @@ def check_function_manager_init(original: Callable[..., Any], signature: Any, *a
     if collector.kept:
         count("frame_guard_kept", len(collector.kept))
         log.debug("torch_aotcache: identity guards kept (frame not packaged): %s", collector.kept)
-    runtime_scope = bound.arguments.get("runtime_global_scope")
-    scope = runtime_scope if runtime_scope is not None else getattr(output_graph, "global_scope", None)
-    loaded: Loaded | None = getattr(_loading, "pending", None)
-    replacements, objects, bindings = collector.replacements, collector.objects, collector.bindings
-    if loaded is not None:
-        # A guard set loaded from a package: its replacements come from the entry.
-        _loading.pending = None
-        replacements, objects, bindings = loaded.replacements, loaded.objects, loaded.bindings
-        add_config_check(self.guard_manager, loaded.configs)
-    if replacements:
+    if collector.replacements:
+        runtime_scope = bound.arguments.get("runtime_global_scope")
+        scope = runtime_scope if runtime_scope is not None else getattr(output_graph, "global_scope", None)
         if scope is None:
             raise RuntimeError("torch_aotcache: no global scope to evaluate replacement guards in")
-        add_lambda_guard(self.guard_manager, replacements, objects, bindings, scope)
-        count("frame_guard_replaced", len(replacements))
+        add_lambda_guard(self.guard_manager, collector.replacements, collector.objects, collector.bindings, scope)
+        count("frame_guard_replaced", len(collector.replacements))
     state = getattr(self, "guards_state", None)
-    if state is not None and loaded is None:
+    if state is not None:
         remember(state_digest(state), list(collector.replacements), _configs_now())
 
 
+# The attribute of a loaded ``GuardsState`` that carries what the load of its
+# package resolved for it (a :class:`Loaded`), from ``load_guards_state`` to
+# the ``load_guard_manager`` call that follows it in ``CompilePackage.install``.
+LOADED_ATTR = "_torch_aotcache_loaded"
+
+
 def load_guards_state(original: Callable[..., Any], data: bytes) -> Any:
-    """``torch._dynamo.package.load_guards_state``: note the replacements
-    resolved for this guard set when its package was loaded, for the
-    ``load_guard_manager`` call that follows it in ``CompilePackage.install``."""
+    """``torch._dynamo.package.load_guards_state``: the state of a guard set
+    of a package we loaded carries what the load resolved for it."""
     state = original(data)
     with _lock:
-        _loading.next = _resolved.get(state_digest(data))
+        loaded = _resolved.get(state_digest(data))
+    if loaded is not None:
+        setattr(state, LOADED_ATTR, loaded)
     return state
 
 
 def load_guard_manager(original: Callable[..., Any], guards_state: Any, target_code: Any,
                        runtime_global_scope: Any) -> Any:
     """``torch._dynamo.package.load_guard_manager``: a loaded guard set gets
-    the replacement guards its entry carries (Note [Replacement guards])."""
-    _loading.pending, _loading.next = getattr(_loading, "next", None), None
-    try:
-        return original(guards_state, target_code, runtime_global_scope)
-    finally:
-        _loading.pending = None
+    the replacement guards its entry carries (Note [Replacement guards]) and
+    the check of its configs (Note [Configs of a compile] in frames.py)."""
+    manager = original(guards_state, target_code, runtime_global_scope)
+    loaded: Loaded | None = getattr(guards_state, LOADED_ATTR, None)
+    if loaded is not None:
+        add_config_check(manager, loaded.configs)
+        if loaded.replacements:
+            add_lambda_guard(manager, loaded.replacements, loaded.objects, loaded.bindings, runtime_global_scope)
+            count("frame_guard_replaced", len(loaded.replacements))
+    return manager
 
 
 @dataclasses.dataclass(frozen=True)
@@ -411,6 +420,23 @@ def expect_loaded(digest: str, loaded: Loaded) -> None:
         _resolved[digest] = loaded
         _by_state[digest] = loaded.replacements
         _configs_by_state[digest] = loaded.configs
+
+
+def forget_loaded(digests: list[str]) -> None:
+    """Drop what loads resolved for these guard sets (their package is
+    installed, or failed to): no reference to the program's objects stays
+    here past their package."""
+    with _lock:
+        for digest in digests:
+            _resolved.pop(digest, None)
+
+
+def forget() -> None:
+    """Forget every guard set (``AOTAutogradCache.clear()``, ``fresh_cache()``)."""
+    with _lock:
+        _resolved.clear()
+        _by_state.clear()
+        _configs_by_state.clear()
 
 
 def _configs_now() -> dict[str, str] | None:

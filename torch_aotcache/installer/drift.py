@@ -68,7 +68,32 @@ MIRRORS: dict[str, tuple[str, ...]] = {
         "torch._inductor.codegen.wrapper:PythonWrapperCodegen.write_header",
         "torch._inductor.select_algorithm:ExternKernelChoice.__init__",
     ),
+    # The frame cache (dynamo/hooks.py): the lookup finds its torch.compile
+    # call's package in the caller's frame, and a package that fails to
+    # install is reset field by field.
+    "frames": (
+        "torch._dynamo.eval_frame:_TorchDynamoContext.__call__",
+        "torch._dynamo.package:CompilePackage.initialize",
+        "torch._dynamo.package:CompilePackage.uninstall",
+        "torch._dynamo.package:CompilePackage.install",
+    ),
 }
+
+# Parts written for fewer releases than ``_compat.FRONT_DOOR_RELEASES``: on
+# the others they are off, with nothing to warn of.
+PART_RELEASES: dict[str, frozenset[str]] = {"frames": _compat.FRAME_RELEASES}
+
+
+def parts_for(release: str | None) -> list[str]:
+    """The parts written for ``release``."""
+    if release not in _compat.FRONT_DOOR_RELEASES:
+        return []
+    return [p for p in MIRRORS if release in PART_RELEASES.get(p, _compat.FRONT_DOOR_RELEASES)]
+
+
+def names_for(release: str | None) -> list[str]:
+    """The upstream functions the parts of ``release`` mirror, sorted, once."""
+    return sorted({n for p in parts_for(release) for n in MIRRORS[p]})
 
 _lock = threading.Lock()
 _intact: dict[str, bool] = {}
@@ -140,10 +165,11 @@ def current_digests(
 
 def _check_all() -> dict[str, bool]:
     release = _compat.torch_release()
-    if release not in _compat.FRONT_DOOR_RELEASES:
+    parts = parts_for(release)
+    if not parts:
         return {part: False for part in MIRRORS}  # never written for it: off, nothing to warn of
     expected = _compat.MIRROR_DIGESTS.get(release, {})
-    names = sorted({n for ns in MIRRORS.values() for n in ns})
+    names = names_for(release)
     try:
         from ..store import records
 
@@ -156,8 +182,9 @@ def _check_all() -> dict[str, bool]:
         from ..store import records
 
         records.write_record(path, record)
-    result = {}
-    for part, funcs in MIRRORS.items():
+    result = {part: False for part in MIRRORS}
+    for part in parts:
+        funcs = MIRRORS[part]
         changed = [f for f in funcs if expected.get(f) is None or current.get(f) != expected.get(f)]
         result[part] = not changed
         if changed:

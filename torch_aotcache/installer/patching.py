@@ -66,6 +66,9 @@ class PatchSite:
     # wrapt's wrappers take ``wrapped``): see Note [Replacements receive
     # their original].
     wraps: bool = False
+    # Which switch installs it: "cache" (``install()``) or "frames" (the
+    # frame cache's, Note [Patch groups]).
+    group: str = "cache"
 
     @property
     def name(self) -> str:
@@ -293,7 +296,130 @@ PATCH_SITES: tuple[PatchSite, ...] = (
         optional=True,
         wraps=True,
     ),
+    # The frame cache's (Note [Patch groups]; Note [When the frame cache
+    # switches] in dynamo/install.py).
+    PatchSite(
+        None,
+        "_optimize",
+        "function",
+        "dynamo.hooks:optimize",
+        {"2.15": ("rebuild_ctx", "backend", "nopython", "error_on_graph_break", "guard_export_fn", "guard_fail_fn",
+                  "guard_filter_fn", "disable", "dynamic", "package", "recompile_limit", "isolate_recompiles",
+                  "dynamic_shapes")},
+        module="torch._dynamo.eval_frame",
+        wraps=True,
+        group="frames",
+    ),
+    PatchSite(
+        "CheckFunctionManager",
+        "__init__",
+        "function",
+        "dynamo.guards:check_function_manager_init",
+        {"2.15": ("self", "f_code", "output_graph", "cache_entries", "guard_fail_fn", "guard_filter_fn",
+                  "shape_code_parts", "runtime_global_scope", "save_guards", "strict_error",
+                  "guard_build_local_state")},
+        module="torch._dynamo.guards",
+        wraps=True,
+        group="frames",
+    ),
+    PatchSite(
+        None,
+        "load_guards_state",
+        "function",
+        "dynamo.guards:load_guards_state",
+        {"2.15": ("guards_state",)},
+        module="torch._dynamo.package",
+        wraps=True,
+        group="frames",
+    ),
+    PatchSite(
+        None,
+        "load_guard_manager",
+        "function",
+        "dynamo.guards:load_guard_manager",
+        {"2.15": ("guards_state", "target_code", "runtime_global_scope")},
+        module="torch._dynamo.package",
+        wraps=True,
+        group="frames",
+    ),
+    PatchSite(
+        "CompilePackage",
+        "install",
+        "function",
+        "dynamo.hooks:install_or_start_afresh",
+        {"2.15": ("self", "backends")},
+        module="torch._dynamo.package",
+        wraps=True,
+        group="frames",
+    ),
+    PatchSite(
+        "DiskDynamoCache",
+        "load",
+        "function",
+        "dynamo.hooks:load_frame",
+        {"2.15": ("self", "fn")},
+        module="torch._dynamo.package",
+        wraps=True,
+        group="frames",
+    ),
+    PatchSite(
+        "DynamoStore",
+        "record_package",
+        "function",
+        "dynamo.hooks:record_package",
+        {"2.15": ("self", "package")},
+        module="torch._dynamo.package",
+        wraps=True,
+        group="frames",
+    ),
+    # See Note [Codes a package cannot name] in dynamo/codes.py.
+    PatchSite(
+        None,
+        "_get_code_source",
+        "function",
+        "dynamo.codes:get_code_source",
+        {"2.15": ("code",)},
+        module="torch._dynamo.package",
+        wraps=True,
+        group="frames",
+    ),
+    PatchSite(
+        "CompilePackage",
+        "_add_user_function",
+        "function",
+        "dynamo.codes:add_user_function",
+        {"2.15": ("self", "code")},
+        module="torch._dynamo.package",
+        wraps=True,
+        group="frames",
+    ),
+    PatchSite(
+        "CompilePackage",
+        "add_resume_function",
+        "function",
+        "dynamo.codes:add_resume_function",
+        {"2.15": ("self", "python_code", "python_module", "function_name")},
+        module="torch._dynamo.package",
+        wraps=True,
+        group="frames",
+    ),
 )
+
+# Note [Patch groups]
+# ~~~~~~~~~~~~~~~~~~~
+# The cache's sites ("cache") are installed by ``install()``, from the import
+# hook on (Note [Lazy install]); the frame cache's ("frames") only while it
+# is on (dynamo/install.py), by :func:`install_group` and
+# :func:`uninstall_group`.  Both go through this table: the same signature
+# check per release (all of a group, or none of it), the same exact restore,
+# the same listing for ``tools/port_check.py``.  A group other than "cache"
+# is installed beside the cache's, keeps its originals apart, and is
+# restored by ``uninstall()`` too.
+
+
+def sites(group: str = "cache") -> tuple[PatchSite, ...]:
+    """The sites of one group, in table order."""
+    return tuple(s for s in PATCH_SITES if s.group == group)
 
 # Attributes of AOTAutogradCache that upstream code calls and that we
 # deliberately leave as upstream's (they are building blocks we reuse).
@@ -394,12 +520,12 @@ def install() -> bool:
                 )
             uninstall()  # trampolines placed before the release was read
             return False
-        sites = []
+        chosen = []
         problems = []
-        for s in PATCH_SITES:
+        for s in sites():
             problem = expected_signature_problem(s, release)
             if problem is None:
-                sites.append(s)
+                chosen.append(s)
             elif s.optional:
                 log.info("torch_aotcache: skipping optional patch: %s", problem)
             else:
@@ -413,7 +539,7 @@ def install() -> bool:
             uninstall()
             return False
         plan = []
-        for site in sites:
+        for site in chosen:
             owner = _owner_object(site)
             original = _saved.get(_site_key(site)) or _raw(owner, site.attr)
             func = site.replacement_for(release, original)
@@ -433,8 +559,8 @@ def install() -> bool:
                     continue
                 setattr(owner, site.attr, new_obj)
             # An optional site skipped above may hold a trampoline.
-            for site in PATCH_SITES:
-                if site not in sites and _site_key(site) in _saved:
+            for site in sites():
+                if site not in chosen and _site_key(site) in _saved:
                     setattr(_owner_object(site), site.attr, _saved.pop(_site_key(site)))
         except BaseException:
             uninstall()  # never leave torch half-patched
@@ -459,7 +585,9 @@ def uninstall() -> None:
     global _installed, _pending
     with _lock:
         _lazy.unwatch()
-        for site in reversed(PATCH_SITES):
+        for group in list(_group_saved):
+            uninstall_group(group)
+        for site in reversed(sites()):
             k = _site_key(site)
             if k in _saved:
                 setattr(_owner_object(site), site.attr, _saved.pop(k))
@@ -469,6 +597,73 @@ def uninstall() -> None:
         _installed = _pending = False
         if "torch._dynamo.trace_rules" in sys.modules:
             _skip_in_dynamo(False)
+
+
+# group -> (module, owner, attr) -> (the original raw object, whether the
+# owner held it itself rather than inheriting it), for the groups other than
+# "cache" (Note [Patch groups]).
+_group_saved: dict[str, dict[tuple[str, str | None, str], tuple[Any, bool]]] = {}
+
+
+def group_problems(group: str) -> list[str]:
+    """Why the sites of ``group`` cannot be installed on this torch (empty: they can)."""
+    release = _compat.torch_release()
+    found = []
+    for site in sites(group):
+        if release is None or release not in site.params:
+            found.append(f"{site.name} was not checked against this torch release")
+            continue
+        problem = expected_signature_problem(site, release)
+        if problem is not None:
+            found.append(problem)
+    return found
+
+
+def install_group(group: str) -> None:
+    """Install every site of ``group`` (not "cache"), or none: raises
+    RuntimeError naming the sites that do not match this torch."""
+    if group == "cache":
+        raise ValueError("the cache's sites are installed by install()")
+    with _lock:
+        if group in _group_saved:
+            return
+        problems = group_problems(group)
+        if problems:
+            raise RuntimeError("; ".join(problems))
+        release = _compat.torch_release()
+        assert release is not None
+        saved: dict[tuple[str, str | None, str], tuple[Any, bool]] = {}
+        _group_saved[group] = saved
+        try:
+            for site in sites(group):
+                owner = _owner_object(site)
+                original = _raw(owner, site.attr)
+                func = site.replacement_for(release, original)
+                wrap = _KINDS.get(site.kind)
+                saved[_site_key(site)] = (original, site.attr in vars(owner))
+                setattr(owner, site.attr, wrap(func) if wrap else func)
+        except BaseException:
+            uninstall_group(group)
+            raise
+
+
+def uninstall_group(group: str) -> None:
+    """Put back the identical originals of ``group``'s sites (harmless when not installed)."""
+    with _lock:
+        saved = _group_saved.pop(group, {})
+        for site in reversed(sites(group)):
+            if _site_key(site) not in saved:
+                continue
+            original, own = saved[_site_key(site)]
+            owner = _owner_object(site)
+            if own:
+                setattr(owner, site.attr, original)
+            else:
+                delattr(owner, site.attr)  # it was inherited: ours goes, the base's shows again
+
+
+def group_installed(group: str) -> bool:
+    return group in _group_saved
 
 
 def _site_key(site: PatchSite) -> tuple[str, str | None, str]:
@@ -501,7 +696,7 @@ def _place_trampolines_locked(module_name: str) -> None:
         install()  # warns once and leaves torch untouched
         return
     module = sys.modules[module_name]
-    for site in PATCH_SITES:
+    for site in sites():
         if site.module != module_name or _site_key(site) in _saved:
             continue
         owner = getattr(module, site.owner, None) if site.owner else module
