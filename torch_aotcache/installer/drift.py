@@ -166,7 +166,7 @@ def current_digests(
 def _check_all() -> dict[str, bool]:
     release = _compat.torch_release()
     parts = parts_for(release)
-    if not parts:
+    if release is None or not parts:
         return {part: False for part in MIRRORS}  # never written for it: off, nothing to warn of
     expected = _compat.MIRROR_DIGESTS.get(release, {})
     names = names_for(release)
