@@ -717,9 +717,9 @@ class TestFramesAcrossProcesses(unittest.TestCase):
         self.assertTrue(warm["rebound_equal"], warm)
         self.assertEqual(warm["ours"].get("frame_hit"), 1, warm)  # type: ignore[union-attr]
 
-    def run_config_program(self, *args: str) -> dict[str, object]:
+    def run_config_program(self, *args: str, program: str | None = None) -> dict[str, object]:
         with open(os.path.join(self.dir, "configs.py"), "w") as f:
-            f.write(CONFIG_PROGRAM)
+            f.write(CONFIG_PROGRAM if program is None else program)
         e = child_env({"TORCHINDUCTOR_CACHE_DIR": self.cache, "TORCH_AOTCACHE_DYNAMO": "1"}, path=(REPO_ROOT,))
         proc = run_child([os.path.join(self.dir, "configs.py"), *args], e, cwd=self.dir)
         for line in proc.stdout.splitlines():
@@ -752,6 +752,24 @@ class TestFramesAcrossProcesses(unittest.TestCase):
         self.assertEqual(unset["out_digest"], plain["out_digest"], unset)
 
 
+    def test_entry_points_and_two_instances_of_one_class(self) -> None:
+        """``torch._dynamo.optimize`` used alone (it switches the frame cache
+        on), ``torch.compile`` as a decorator with options, and two instances
+        of one module class that compile different variants of one code
+        (Note [Packages of one key] in frames.py): a warm process runs all of
+        them from the store."""
+        cold = self.run_config_program(program=ENTRY_PROGRAM)
+        self.assertTrue(cold["equal"], cold)
+        self.assertEqual(cold["traced"], 4, cold)
+        self.assertEqual(cold["entries"], 3, cold)  # one key for both instances
+        warm = self.run_config_program(program=ENTRY_PROGRAM)
+        self.assertTrue(warm["equal"], warm)
+        self.assertEqual(warm["traced"], 0, warm)
+        self.assertEqual(warm["ours"].get("frame_loaded"), 4, warm)  # type: ignore[union-attr]
+        self.assertNotIn("frame_retraced", warm["ours"], warm)  # type: ignore[operator]
+        self.assertNotIn("frame_miss", warm["ours"], warm)  # type: ignore[operator]
+
+
 # Dropout under a config set after torch.compile (Note [Configs of a compile]).
 CONFIG_PROGRAM = '''
 import hashlib, json, sys
@@ -771,6 +789,44 @@ from torch._dynamo.utils import counters
 print("RESULT " + json.dumps({"equal": bool(torch.equal(out, ref)),
     "out_digest": hashlib.sha256(out.numpy().tobytes()).hexdigest(),
     "traced": int(counters["stats"].get("unique_graphs", 0)), "ours": dict(counters["torch_aotcache"])}))
+'''
+
+
+# The ways into Dynamo besides ``torch.compile(module)``, and two instances of
+# one class whose ``forward`` compiles to two variants.
+ENTRY_PROGRAM = '''
+import json, os
+import torch
+import torch_aotcache
+import torch._dynamo
+def by_optimize(x):
+    return torch.cos(x) * 2
+opt = torch._dynamo.optimize("inductor")(by_optimize)
+@torch.compile(dynamic=False)
+def decorated(x):
+    return torch.sin(x) + 1
+class M(torch.nn.Module):
+    def __init__(self, k):
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 8)
+        self.k = k
+    def forward(self, x):
+        return self.lin(x) * self.k
+torch.manual_seed(0)
+m1, m2 = M(2), M(3)
+c1, c2 = torch.compile(m1), torch.compile(m2)
+x = torch.randn(4, 8, requires_grad=True)
+equal = True
+for _ in range(2):
+    for fn, ref in ((opt, by_optimize), (decorated, decorated._torchdynamo_orig_callable), (c1, m1), (c2, m2)):
+        out = fn(x)
+        out.sum().backward()
+        equal &= bool(torch.allclose(out, ref(x), atol=1e-5))
+from torch._dynamo.utils import counters
+root = os.path.join(os.environ["TORCHINDUCTOR_CACHE_DIR"], "torch_aotcache", "entries")
+entries = sum(len(files) for d, _, files in os.walk(root) if os.path.basename(d).startswith("tdf"))
+print("RESULT " + json.dumps({"equal": equal, "traced": int(counters["stats"].get("unique_graphs", 0)),
+    "entries": entries, "ours": dict(counters["torch_aotcache"])}))
 '''
 
 

@@ -69,8 +69,13 @@ _TOP = "torch"
 
 
 def _on_watched_import(module_name: str) -> None:
-    from .installer import patching
+    from .installer import lazy as _lazy, patching
 
+    if module_name in _lazy.ENTRY_MODULES:
+        from .dynamo import install as _frames
+
+        _frames.wrap_compile()
+        return
     patching.place_trampolines(module_name)
     if module_name == _TOP:
         from .dynamo import install as _frames

@@ -74,12 +74,14 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import functools
+import hashlib
 import importlib
 import logging
 import pickle
 import sys
 import threading
 import time
+import weakref
 from typing import Any
 
 from .. import schemas
@@ -187,6 +189,7 @@ def forget() -> None:
     another store is in use); packages still waiting for their graphs stay."""
     with _lock:
         _saved.clear()
+        _by_key.clear()
     guards.forget()
 
 
@@ -263,9 +266,9 @@ def _save(package: Any) -> bool:
 
     if getattr(package, "_current_entry", None) is not None:
         return False  # mid-compile; its record_package comes
-    from . import codes
 
-    entry = _with_true_module(codes.without_unnamed(package, package.cache_entry()), package._innermost_fn)
+    key, components = key_for(package._innermost_fn, package._aotcache_settings)
+    entry = _merged(_entry_of(package), [_entry_of(p) for p in _siblings(key, package)])
     backends = {}
     for backend_id in sorted(entry.backend_ids):
         artifact = PrecompileContext.serialize_artifact_by_key(backend_id)
@@ -298,7 +301,6 @@ def _save(package: Any) -> bool:
     if ops is None:
         count("frame_not_saved_unkeyed_ops")
         return True
-    key, components = key_for(package._innermost_fn, package._aotcache_settings)
     payload = pickle.dumps(PrecompileCacheEntry(entry, backends))
     # The compiled C++ kernels of its graphs travel with it, as in our
     # AOTAutograd entries (Note [Self-contained entries] in inductor/artifacts.py).
@@ -347,12 +349,87 @@ def _save(package: Any) -> bool:
         lookup.local_store.report_fault("write", e)
         return True
     _saved[_saved_key(key)] = digest
-    registered_ops.forget_backends(entry.backend_ids)
     stats.record("save", len(data))
     count("frame_saved")
     log.info("torch_aotcache: saved Dynamo frame package %s (%s) to %s", key, components["function"], path)
     _remote_put(key, header.entry_id, data)
     return True
+
+
+# Note [Packages of one key]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~
+# Every ``torch.compile`` call makes a package of its own, but two calls on
+# one function with the same settings (two instances of one module class,
+# whose ``forward`` is one code object) share a key, and Dynamo keeps the
+# compiled variants of a code on the code object, for all of them.  Saved one
+# by one, the later package would replace the earlier, and a warm process
+# would trace the variant of the other again.  So the entry saved under a key
+# holds the variants of every package of that key this process compiled or
+# loaded (:data:`_by_key`): codes are matched by module, names and bytecode,
+# and a variant (guard set) is added once, by its digest.  Processes that
+# save one key apart still replace each other's entry (the latest wins; a
+# process that loads it and traces another variant saves the union).
+
+# key -> the packages of this process saved or loaded under it (weakly: a
+# package lives as long as its compiled function).
+_by_key: dict[str, weakref.WeakSet[Any]] = {}
+
+
+def _siblings(key: str, package: Any) -> list[Any]:
+    """The other live packages of ``key`` with nothing being compiled, and
+    records ``package`` as one of them."""
+    with _lock:
+        known = _by_key.setdefault(key, weakref.WeakSet())
+        others = [p for p in known if p is not package]
+        known.add(package)
+    return [p for p in others if p.is_initialized() and getattr(p, "_current_entry", None) is None]
+
+
+def _entry_of(package: Any) -> Any:
+    from . import codes
+
+    return _with_true_module(codes.without_unnamed(package, package.cache_entry()), package._innermost_fn)
+
+
+def _code_identity(code: Any) -> tuple[str, tuple[str, ...], str | None, str]:
+    return (code.python_module, tuple(code.function_names), code.code_source,
+            hashlib.sha256(pickle.dumps(code.python_code)).hexdigest())
+
+
+def _merged(entry: Any, others: list[Any]) -> Any:
+    """``entry`` with the codes and variants of ``others`` it lacks (Note
+    [Packages of one key])."""
+    if not others:
+        return entry
+    merged = list(entry.codes)
+    where = {_code_identity(c): i for i, c in enumerate(merged)}
+    inlined = set(entry.source_info.inlined_sources)
+    for other in others:
+        inlined |= set(other.source_info.inlined_sources)
+        for code in other.codes:
+            ident = _code_identity(code)
+            i = where.get(ident)
+            if i is None:
+                where[ident] = len(merged)
+                merged.append(code)
+                continue
+            mine = merged[i]
+            if code.bypassed:
+                continue
+            if mine.bypassed:
+                merged[i] = code
+                continue
+            have = {guards.state_digest(g.guards_state) for g in mine.guarded_codes}
+            extra = [g for g in code.guarded_codes if guards.state_digest(g.guards_state) not in have]
+            if extra:
+                merged[i] = dataclasses.replace(
+                    mine,
+                    guarded_codes=[*mine.guarded_codes, *extra],
+                    backend_ids=list(dict.fromkeys([*mine.backend_ids, *code.backend_ids])),
+                    import_sources={**code.import_sources, **mine.import_sources},
+                )
+    return dataclasses.replace(entry, codes=merged,
+                               source_info=dataclasses.replace(entry.source_info, inlined_sources=inlined))
 
 
 def _with_true_module(entry: Any, fn: Any) -> Any:
@@ -518,6 +595,8 @@ def load(fn: Any, package: Any) -> Any:
             count("frame_loaded")
             if package is not None:
                 package._aotcache_loaded = True
+                with _lock:
+                    _by_key.setdefault(key, weakref.WeakSet()).add(package)
             if candidate.path is not None:
                 lookup.local_store.record_hit(candidate.path)
             elif tier.name != "local":

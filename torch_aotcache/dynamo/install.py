@@ -23,9 +23,8 @@ store in place of upstream's folder), ``_get_code_source``,
 [Codes a package cannot name] in codes.py); the replacements are in hooks.py.
 Off puts back every object exactly.  On a release the frame cache was not
 checked against (``_compat.FRAME_RELEASES``: 2.15) the knob warns once and
-nothing changes.  Programs that call ``torch._dynamo.optimize`` directly get
-the frame cache once a ``torch.compile`` call (or :func:`enable`) switched
-it on.
+nothing changes.  ``torch._dynamo.optimize`` is wrapped the same way, when
+``torch._dynamo`` is imported (installer/lazy.py calls back then).
 """
 
 from __future__ import annotations
@@ -45,8 +44,6 @@ log = logging.getLogger(__name__)
 
 _lock = threading.RLock()
 _previous_caching_precompile: bool | None = None
-_compile_wrapper: Callable[..., Any] | None = None
-_original_compile: Any = None
 # The frame cache's patch sites (installer/patching.py, Note [Patch groups]).
 GROUP = "frames"
 
@@ -156,34 +153,46 @@ def disable() -> None:
 # ---------------------------------------------------------------------------
 
 
+# The entry points that switch the frame cache: (module, attribute).
+ENTRY_POINTS = (("torch", "compile"), ("torch._dynamo", "optimize"))
+# (module, attribute) -> (our wrapper, the original), for those wrapped.
+_entry_wrappers: dict[tuple[str, str], tuple[Callable[..., Any], Any]] = {}
+
+
 def wrap_compile() -> None:
-    """Put our wrapper on ``torch.compile`` (torch is imported); idempotent."""
-    global _compile_wrapper, _original_compile
-    torch: Any = sys.modules.get("torch")
-    if torch is None or not hasattr(torch, "compile"):
-        return
+    """Put our wrapper on ``torch.compile`` and ``torch._dynamo.optimize``
+    (those of their modules that are imported); idempotent."""
     with _lock:
-        current = torch.compile
-        if _compile_wrapper is not None and current is _compile_wrapper:
-            return
-        original = current
+        for module_name, attr in ENTRY_POINTS:
+            module: Any = sys.modules.get(module_name)
+            if module is None or not callable(getattr(module, attr, None)):
+                continue
+            current = getattr(module, attr)
+            known = _entry_wrappers.get((module_name, attr))
+            if known is not None and current is known[0]:
+                continue
+            original = current
 
-        @functools.wraps(original)
-        def compile(*args: Any, **kwargs: Any) -> Any:
-            sync()
-            return original(*args, **kwargs)
+            def make(original: Any) -> Callable[..., Any]:
+                @functools.wraps(original)
+                def entry_point(*args: Any, **kwargs: Any) -> Any:
+                    sync()
+                    return original(*args, **kwargs)
 
-        compile.__original__ = original  # type: ignore[attr-defined]
-        _compile_wrapper, _original_compile = compile, original
-        torch.compile = compile
+                entry_point.__original__ = original  # type: ignore[attr-defined]
+                return entry_point
+
+            wrapper = make(original)
+            _entry_wrappers[(module_name, attr)] = (wrapper, original)
+            setattr(module, attr, wrapper)
 
 
 def unwrap_compile() -> None:
-    global _compile_wrapper, _original_compile
     with _lock:
-        torch: Any = sys.modules.get("torch")
-        if torch is not None and _compile_wrapper is not None and torch.compile is _compile_wrapper:
-            torch.compile = _original_compile
-        _compile_wrapper = _original_compile = None
+        for (module_name, attr), (wrapper, original) in list(_entry_wrappers.items()):
+            module: Any = sys.modules.get(module_name)
+            if module is not None and getattr(module, attr, None) is wrapper:
+                setattr(module, attr, original)
+        _entry_wrappers.clear()
     if is_enabled():
         disable()

@@ -59,6 +59,12 @@ WATCHED = frozenset(
 )
 
 
+# Modules whose import also calls back, though they hold no patch site:
+# ``torch._dynamo`` has ``optimize``, an entry point the frame cache wraps
+# (Note [When the frame cache switches] in dynamo/install.py).
+ENTRY_MODULES = frozenset({"torch._dynamo"})
+
+
 # ``torch`` itself holds the front door's site (Note [Front door] in
 # inductor/front_door.py): imported, it gets its trampoline at once, but it does not
 # make the package install at once (``import torch`` alone imports none of
@@ -108,7 +114,7 @@ class _Watcher(importlib.abc.MetaPathFinder):
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
-        if fullname not in WATCHED:
+        if fullname not in WATCHED and fullname not in ENTRY_MODULES:
             return None
         after = False
         for finder in list(sys.meta_path):
