@@ -113,13 +113,22 @@ class TestCollector(unittest.TestCase):
             self.entry("ID_MATCH", "___weird", torch.sin),
             self.entry("ID_MATCH", "___odict_getitem(L['self']._modules, 'a')", torch.sin),
         ]
+        for i, e in enumerate(entries):
+            e.orig_guard = object()
         c = guards.Collector(None)
         keep = c(entries)
-        self.assertEqual(keep, [False, False, False, True, True, True, True, True])
+        # Every guard is built as Dynamo builds it in this process; the
+        # replaced ones are left out of the serialized guard set.
+        self.assertEqual(keep, [True] * len(entries))
         self.assertEqual([r["source"] for r in c.replacements], ["G['act']", "G['F'].relu", "G['F']"])
-        self.assertIs(c.objects[0], torch.sin)
-        self.assertIs(c.objects[2], F)
+        self.assertEqual(c.replaced_guards, {id(entries[i].orig_guard) for i in range(3)})
         self.assertEqual(len(c.kept), 4)
+        serialized: list[object] = []
+        manager = types.SimpleNamespace()
+        manager.__dict__[guards.COLLECTOR_ATTR] = c
+        guards.serialize_guards(lambda m, b, gs, og: serialized.extend(gs) or b"",  # type: ignore[func-returns-value]
+                                manager, None, [e.orig_guard for e in entries], None)
+        self.assertEqual(serialized, [e.orig_guard for e in entries[3:]])
         resolved = guards.resolve_all(json.loads(json.dumps(c.replacements)))
         self.assertIs(resolved[0], torch.sin)
         self.assertIs(resolved[2], F)
@@ -139,12 +148,14 @@ class TestCollector(unittest.TestCase):
             return x + 1
 
         c = guards.Collector(None)
-        self.assertEqual(c([self.entry("CLOSURE_MATCH", "L['fn']", make(1.0))]), [False])
+        self.assertEqual(c([self.entry("CLOSURE_MATCH", "L['fn']", make(1.0))]), [True])
+        self.assertEqual(len(c.replacements), 1)
         (same,) = guards.resolve_all(json.loads(json.dumps(c.replacements)))
         self.assertTrue(same.matches(make(2.0)))
         self.assertFalse(same.matches(other))
         # An ID_MATCH on the same local function has no name: kept.
         self.assertEqual(c([self.entry("ID_MATCH", "L['fn']", make(1.0))]), [True])
+        self.assertEqual((c.replacements, len(c.kept)), ([], 1))
 
     def test_the_programs_filter_comes_first(self) -> None:
         entries = [self.entry("BUILTIN_MATCH", "G['act']", torch.sin), self.entry("TENSOR_MATCH", "L['x']", 1)]

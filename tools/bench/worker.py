@@ -188,8 +188,12 @@ def worker_step(spec: dict[str, Any]) -> dict[str, Any]:
         # a hit that goes through compile_fx pays whatever the cache does.
         import torch._inductor.compile_fx  # noqa: F401
 
+    # The eager floor imports nothing the program would not: no Dynamo, no
+    # cache timers (a plain module never imports torch._dynamo; a program
+    # whose own imports do, transformers', pays it in every mode).
     timers = CacheTimers()
-    timers.install()
+    if mode != "eager":
+        timers.install()
     info["import_s"] = time.perf_counter() - t_start
     info["started_at"] = started_at
     info["loadavg_before"] = _loadavg()
@@ -214,7 +218,10 @@ def worker_step(spec: dict[str, Any]) -> dict[str, Any]:
     # to other load on the machine.
     info["step_cpu_s"] = _cpu_s() - cpu
     info["loadavg_after"] = _loadavg()
-    info["counters"] = _counters()
+    # Counters live in Dynamo: read where it is imported already (every
+    # compiled mode), never imported for them.
+    info["dynamo_imported"] = "torch._dynamo" in sys.modules
+    info["counters"] = _counters() if info["dynamo_imported"] else {}
     info["device_name"] = _device_name(device)
     info.update(timers.summary())
     return info

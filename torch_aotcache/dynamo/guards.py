@@ -22,15 +22,21 @@ and qualified name, a Python function also by its bytecode's digest.
 * ``CLOSURE_MATCH`` on a Python function checks its code, not the function
   (a closure made on each call is a new function with the same code): we
   check the digest of the code (identity.SameCode).
-* A guard whose object has such a name is taken out of Dynamo's set and
-  replaced by one lambda guard per guard set, on the root: each source, read
-  from the frame's locals and globals, must *be* the object of that name.
-  In the compiling process that object is the guarded one, so the check is
-  the identity check Dynamo would make.  In a later process the names are
-  resolved again when the package is loaded (a module imported, a function
-  found, its bytecode compared): a name that leads nowhere, or to changed
-  code, is a miss and the frame is traced; otherwise the loaded guard set
-  gets the same lambda guard, with the objects found in that process.
+* A guard whose object has such a name stays in the guard set this process
+  builds, as Dynamo built it (a native check: the frame costs what it costs
+  without the frame cache), and is left out of the guard set's serialized
+  form (:func:`serialize_guards`), where upstream drops it too; its
+  replacement is recorded instead: the source and the object's name.  In a
+  later process the names are resolved again when the package is loaded (a
+  module imported, a function found, its bytecode compared): a name that
+  leads nowhere, or to changed code, is a miss and the frame is traced;
+  otherwise the loaded guard set gets one more guard, on the root: one
+  generated Python function that reads every replaced source from the
+  frame's locals and globals and checks that it *is* the object of that
+  name found in this process (for a code, that its digest is the one
+  recorded).  That guard is Python, evaluated at every call of a loaded
+  frame: native checks there would need Dynamo's sources in the entry and a
+  guard builder over the frame's real locals, which a load does not have.
 * A guard whose object has no such name (a lambda, an instance, a dict's
   version, a weak reference) is kept: serializing it fails, so upstream's
   package leaves that compile out, and the guard checks the frame in this
@@ -120,15 +126,16 @@ class Collector:
         self.user_filter = user_filter
         self.global_scope = global_scope if global_scope is not None else {}
         self.replacements: list[dict[str, Any]] = []
-        self.objects: list[Any] = []
-        # Per replacement: the objects of the per-process globals its source
-        # reads (Note [Replacement guards]).
-        self.bindings: list[dict[str, Any]] = []
         self.kept: list[str] = []
+        # The ids of Dynamo's guards that were replaced: built as Dynamo
+        # builds them (native checks) in this process, left out of the
+        # guard set's serialized form (:func:`serialize_guards`).
+        self.replaced_guards: set[int] = set()
 
     def __call__(self, entries: Sequence[Any]) -> list[bool]:
         keep = list(self.user_filter(entries)) if self.user_filter is not None else [True] * len(entries)
-        self.replacements, self.objects, self.bindings, self.kept = [], [], [], []
+        self.replacements, self.kept = [], []
+        self.replaced_guards = set()
         for i, entry in enumerate(entries):
             if not keep[i] or not _needs_replacing(entry):
                 continue
@@ -149,13 +156,11 @@ class Collector:
             if description is None or bound is None:
                 self.kept.append(f"{entry.guard_type} {source}")
                 continue
-            keep[i] = False
+            self.replaced_guards.add(id(getattr(entry, "orig_guard", None)))
             replacement = {"source": source, "guard": entry.guard_type, "object": description}
             if bound:
                 replacement["bindings"] = {name: d for name, (d, _) in bound.items()}
             self.replacements.append(replacement)
-            self.objects.append(identity.resolve(description) if description["kind"] == "code" else entry.value)
-            self.bindings.append({name: value for name, (_, value) in bound.items()})
         return keep
 
     def _bindings(self, source: str) -> dict[str, tuple[dict[str, str], Any]] | None:
@@ -352,21 +357,38 @@ def check_function_manager_init(original: Callable[..., Any], *args: Any, **kwar
     output_graph = bound.arguments.get("output_graph")
     collector = Collector(bound.arguments.get("guard_filter_fn"), getattr(output_graph, "global_scope", None))
     bound.arguments["guard_filter_fn"] = collector
-    with torch._dynamo.config.patch(caching_precompile=False):
-        original(*bound.args, **bound.kwargs)
+    # For serialize_guards, called from within (explicitly, on the object it serializes for).
+    self.__dict__[COLLECTOR_ATTR] = collector
+    try:
+        with torch._dynamo.config.patch(caching_precompile=False):
+            original(*bound.args, **bound.kwargs)
+    finally:
+        self.__dict__.pop(COLLECTOR_ATTR, None)
     if collector.kept:
         count("frame_guard_kept", len(collector.kept))
         log.debug("torch_aotcache: identity guards kept (frame not packaged): %s", collector.kept)
     if collector.replacements:
-        runtime_scope = bound.arguments.get("runtime_global_scope")
-        scope = runtime_scope if runtime_scope is not None else getattr(output_graph, "global_scope", None)
-        if scope is None:
-            raise RuntimeError("torch_aotcache: no global scope to evaluate replacement guards in")
-        add_lambda_guard(self.guard_manager, collector.replacements, collector.objects, collector.bindings, scope)
         count("frame_guard_replaced", len(collector.replacements))
     state = getattr(self, "guards_state", None)
     if state is not None:
         remember(state_digest(state), list(collector.replacements), _configs_now())
+
+
+# The attribute of a ``CheckFunctionManager`` being built that holds its
+# Collector, for :func:`serialize_guards`.
+COLLECTOR_ATTR = "_torch_aotcache_collector"
+
+
+def serialize_guards(original: Callable[..., Any], manager: Any, builder: Any, sorted_guards: list[Any],
+                     output_graph: Any) -> bytes:
+    """``CheckFunctionManager.serialize_guards``: the guard set is serialized
+    without the identity guards we replaced (as upstream drops them), which
+    this process keeps as Dynamo built them (Note [Replacement guards])."""
+    collector = manager.__dict__.get(COLLECTOR_ATTR)
+    if isinstance(collector, Collector) and collector.replaced_guards:
+        sorted_guards = [g for g in sorted_guards if id(g) not in collector.replaced_guards]
+    result: bytes = original(manager, builder, sorted_guards, output_graph)
+    return result
 
 
 # The attribute of a loaded ``GuardsState`` that carries what the load of its

@@ -323,6 +323,16 @@ PATCH_SITES: tuple[PatchSite, ...] = (
         group="frames",
     ),
     PatchSite(
+        "CheckFunctionManager",
+        "serialize_guards",
+        "function",
+        "dynamo.guards:serialize_guards",
+        {"2.15": ("self", "builder", "sorted_guards", "output_graph")},
+        module="torch._dynamo.guards",
+        wraps=True,
+        group="frames",
+    ),
+    PatchSite(
         None,
         "load_guards_state",
         "function",
