@@ -204,6 +204,20 @@ class TestImportOrder(unittest.TestCase):
         )
         self.assertEqual(got, {"installed": True, "key_is_ours": True, "try_load_ours": True})
 
+    def test_a_module_that_imports_torch_first(self) -> None:
+        # ``_compat`` imports torch: its first importer, before torch, runs
+        # the watcher while the patch table cannot be read yet.
+        proc = run_python(
+            "import warnings\nwarnings.simplefilter('error')\n"
+            "import torch_aotcache._compat\nimport torch_aotcache, torch\n"
+            "import torch._functorch._aot_autograd.autograd_cache as ac\n"
+            "from torch_aotcache.installer import patching\n"
+            "ac.AOTAutogradCache.generate_guards_expression({})\n"
+            "print(patching.is_active())"
+        )
+        self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+        self.assertEqual(proc.stdout.split()[-1:], ["True"])
+
     def test_import_costs_no_torch(self) -> None:
         # See Note [Lazy install] in installer/lazy.py.
         proc = run_python(

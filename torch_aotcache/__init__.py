@@ -69,6 +69,12 @@ _TOP = "torch"
 
 
 def _on_watched_import(module_name: str) -> None:
+    compat = sys.modules.get(__name__ + "._compat")
+    if compat is not None and getattr(getattr(compat, "__spec__", None), "_initializing", False):
+        # torch is being imported by ``_compat`` itself (its first importer
+        # imported it before torch): the patch table is not readable yet; a
+        # later watched import, or the first install, places everything.
+        return
     from .installer import lazy as _lazy, patching
 
     if module_name in _lazy.ENTRY_MODULES:
