@@ -406,11 +406,28 @@ def build():
 @needs_frames
 @slow
 class TestFramesAcrossProcesses(unittest.TestCase):
-    """Fresh processes against one cache dir, the frame cache on."""
+    """Fresh processes against one cache dir, the frame cache on.  Every test
+    works in the same folder (emptied first), so that the cold run of the
+    plain program can run once and be restored from a copy (:meth:`run_cold`)."""
+
+    root: str
+    cold_result: dict[str, object] | None
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        cls.root = tempfile.mkdtemp(prefix="frames-")
+        cls.cold_result = None
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        shutil.rmtree(cls.root, True)
+        super().tearDownClass()
 
     def setUp(self) -> None:
-        self.dir = tempfile.mkdtemp(prefix="frames-")
-        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.dir = os.path.join(self.root, "work")
+        shutil.rmtree(self.dir, True)
+        os.makedirs(self.dir)
         self.cache = os.path.join(self.dir, "cache")
         self.write(MODEL)
         with open(os.path.join(self.dir, "prog.py"), "w") as f:
@@ -430,6 +447,22 @@ class TestFramesAcrossProcesses(unittest.TestCase):
                 return result
         self.fail(f"program failed (rc={proc.returncode}):\n{proc.stderr[-3000:]}")
 
+    def run_cold(self) -> dict[str, object]:
+        """The plain program's cold run on an empty cache dir: run by the
+        first test that needs it, then restored from a copy of the folder
+        (the same path: nothing compiled or stored differs)."""
+        cls = type(self)
+        snapshot = os.path.join(self.root, "cold")
+        if cls.cold_result is None:
+            result = self.run_program()
+            shutil.rmtree(snapshot, True)
+            shutil.copytree(self.dir, snapshot)
+            cls.cold_result = result
+            return result
+        shutil.rmtree(self.dir)
+        shutil.copytree(snapshot, self.dir)
+        return cls.cold_result
+
     def frame_entries(self) -> list[str]:
         found = []
         for dirpath, _dirs, files in os.walk(os.path.join(self.cache, "torch_aotcache", "entries")):
@@ -438,7 +471,7 @@ class TestFramesAcrossProcesses(unittest.TestCase):
         return found
 
     def test_warm_process_runs_the_stored_frame_without_tracing(self) -> None:
-        cold = self.run_program()
+        cold = self.run_cold()
         self.assertTrue(cold["equal"])
         self.assertGreater(cold["traced"], 0)
         self.assertEqual(cold["ours"].get("frame_saved"), 1, cold)  # type: ignore[union-attr]
@@ -458,7 +491,7 @@ class TestFramesAcrossProcesses(unittest.TestCase):
         self.assertEqual(row.split()[2:], ["1", "1", "1"])
 
     def test_another_working_directory_still_hits(self) -> None:
-        self.run_program()
+        self.run_cold()
         elsewhere = os.path.join(self.dir, "elsewhere")
         os.makedirs(elsewhere)
         warm = self.run_program(cwd=elsewhere)
@@ -467,7 +500,7 @@ class TestFramesAcrossProcesses(unittest.TestCase):
         self.assertEqual(warm["traced"], 0, warm)
 
     def test_a_rebound_global_retraces_in_a_later_process_and_in_the_same(self) -> None:
-        self.run_program()
+        self.run_cold()
         self.write(MODEL.replace("act = torch.sin", "act = torch.cos"))
         warm = self.run_program()
         self.assertTrue(warm["equal"], warm)
@@ -481,7 +514,7 @@ class TestFramesAcrossProcesses(unittest.TestCase):
         self.assertGreater(again["traced"], 0, again)  # the rebinding after the load retraced
 
     def test_an_edited_inlined_function_is_not_reused(self) -> None:
-        self.run_program()
+        self.run_cold()
         self.write(MODEL.replace("return self.b(F.relu(act(self.a(x))))", "return self.b(F.relu(act(self.a(x)))) * 2"))
         warm = self.run_program()
         self.assertTrue(warm["equal"], warm)
@@ -612,14 +645,14 @@ class TestFramesAcrossProcesses(unittest.TestCase):
         self.assertEqual(again["traced"], 0, again)
 
     def test_a_frame_that_fails_to_install_is_traced_instead(self) -> None:
-        self.run_program()
+        self.run_cold()
         warm = self.run_program("fail_install")
         self.assertTrue(warm["equal"], warm)
         self.assertEqual(warm["ours"].get("frame_install_failed"), 1, warm)  # type: ignore[union-attr]
         self.assertGreater(warm["traced"], 0, warm)
 
     def test_a_corrupt_frame_entry_is_refused_before_unpickling(self) -> None:
-        self.run_program()
+        self.run_cold()
         (path,) = self.frame_entries()
         with open(path, "r+b") as f:
             f.seek(-100, os.SEEK_END)
@@ -643,7 +676,7 @@ class TestFramesAcrossProcesses(unittest.TestCase):
         self.assertEqual(same["ours"].get("frame_hit"), 1, same)  # type: ignore[union-attr]
 
     def test_export_then_import_into_an_empty_cache_dir(self) -> None:
-        self.run_program()
+        self.run_cold()
         archive = os.path.join(self.dir, "store.tar")
         env = child_env({"TORCHINDUCTOR_CACHE_DIR": self.cache})
         self.assertEqual(run_child(["-m", "torch_aotcache", "export", archive], env).returncode, 0)
