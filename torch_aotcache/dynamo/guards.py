@@ -53,6 +53,7 @@ from __future__ import annotations
 import ast
 import builtins
 import dataclasses
+import functools
 import hashlib
 import logging
 import re
@@ -339,19 +340,18 @@ def resolve_with_bindings(replacements: list[dict[str, Any]]) -> tuple[list[Any]
 # Wrappers installed while the frame cache is on (install.py)
 # ---------------------------------------------------------------------------
 
-_signatures: dict[int, Any] = {}
+@functools.lru_cache(maxsize=4)
+def _signature(function: Callable[..., Any]) -> Any:
+    import inspect
+
+    return inspect.signature(function)
 
 
 def check_function_manager_init(original: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
     """``CheckFunctionManager.__init__`` with our filter in place of upstream's drop."""
-    import inspect
-
     import torch
 
-    signature = _signatures.get(id(original))
-    if signature is None:
-        signature = _signatures[id(original)] = inspect.signature(original)
-    bound = signature.bind(*args, **kwargs)
+    bound = _signature(original).bind(*args, **kwargs)
     bound.apply_defaults()
     self = bound.arguments["self"]
     output_graph = bound.arguments.get("output_graph")

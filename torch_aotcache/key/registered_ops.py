@@ -1063,7 +1063,8 @@ def changed_since(record: Any) -> str | None:
 
 
 # Per compiled-graph name of a frame being compiled (``precompile_backend_id``),
-# the ops record of its graph, until the frame's package is saved
+# the ops record of its graph, kept until clear() or fresh_cache(): a package
+# saved again after a recompile needs the records of every graph it holds
 # (Note [Registered operators in stored frames] in dynamo/frames.py).
 _by_backend: dict[str, dict[str, Any]] = {}
 
@@ -1088,12 +1089,6 @@ def take_for_backends(backend_ids: Iterable[str]) -> dict[str, Any] | None:
     if merged["overrides"] is None:
         merged["overrides"] = digest("\n".join(overrides_lines()))
     return merged
-
-
-def forget_backends(backend_ids: Iterable[str]) -> None:
-    with _lock:
-        for b in backend_ids:
-            _by_backend.pop(b, None)
 
 
 def clear() -> None:
