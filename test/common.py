@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -62,6 +64,33 @@ def aot_counts() -> dict[str, int]:
     return {k: v for k, v in counters["aot_autograd"].items() if k.startswith("autograd_cache")}
 
 
+@functools.cache
+def probed_vec_isa_env() -> dict[str, str]:
+    """``TORCHINDUCTOR_VEC_ISA_OK=1`` where this machine's compiler builds and
+    loads every vector ISA the CPU reports, else nothing.
+
+    Inductor probes the ISAs (a compile and a ``dlopen`` child per ISA, about
+    10 s here) once per cache dir, so every child process of a test, each in
+    a fresh cache dir, would pay it again.  The parent probes once (in its
+    own cache dir) and, where every ISA passed, tells the children the answer
+    they would find; elsewhere (another architecture, a failed ISA, an
+    internal that moved) the children probe as usual.  A value the caller
+    set is inherited unchanged.
+    """
+    if "TORCHINDUCTOR_VEC_ISA_OK" in os.environ or platform.machine() not in ("x86_64", "AMD64"):
+        return {}
+    try:
+        from torch._inductor import cpu_vec_isa
+
+        reported = cpu_vec_isa.x86_isa_checker()
+        wanted = [isa for isa in cpu_vec_isa.supported_vec_isa_list
+                  if all(flag in reported for flag in str(isa).split())]
+        valid = cpu_vec_isa.valid_vec_isa_list()
+    except (ImportError, AttributeError, TypeError, OSError):  # an internal that moved: probe as usual
+        return {}
+    return {"TORCHINDUCTOR_VEC_ISA_OK": "1"} if wanted and [str(i) for i in valid] == [str(i) for i in wanted] else {}
+
+
 def child_env(
     extra: Mapping[str, str] | None = None, *, path: Sequence[str] = (REPO_ROOT,), clean: bool = False
 ) -> dict[str, str]:
@@ -72,13 +101,15 @@ def child_env(
     patched torch tree or a copied one goes there too).  The child runs with
     the cache on: ``TORCH_AOTCACHE_DISABLE`` is dropped.  With ``clean``,
     nothing of the parent's set-up leaks in: every ``TORCH_AOTCACHE_*``
-    variable is dropped and ``PYTHONPATH`` is ``path`` alone.  ``extra`` is
+    variable is dropped and ``PYTHONPATH`` is ``path`` alone.  The vector ISA
+    probe's answer is passed on (``probed_vec_isa_env``).  ``extra`` is
     applied last.
     """
     env = {
         k: v for k, v in os.environ.items()
         if not (k == "TORCH_AOTCACHE_DISABLE" or (clean and k.startswith("TORCH_AOTCACHE")))
     }
+    env.update(probed_vec_isa_env())
     inherited = "" if clean else env.get("PYTHONPATH", "")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (*path, inherited) if p)
     env.update(extra or {})

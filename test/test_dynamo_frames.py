@@ -28,7 +28,7 @@ from torch_aotcache import config as tac_config
 from torch_aotcache.dynamo import frames, guards, identity
 from torch_aotcache.dynamo import install as frames_install
 
-from common import child_env, REPO_ROOT, run_child, slow, TOOLS
+from common import child_env, probed_vec_isa_env, REPO_ROOT, run_child, slow, TOOLS
 
 
 SUPPORTED = frames_install.supported()
@@ -113,7 +113,7 @@ class TestCollector(unittest.TestCase):
             self.entry("ID_MATCH", "___weird", torch.sin),
             self.entry("ID_MATCH", "___odict_getitem(L['self']._modules, 'a')", torch.sin),
         ]
-        for i, e in enumerate(entries):
+        for e in entries:
             e.orig_guard = object()
         c = guards.Collector(None)
         keep = c(entries)
@@ -935,7 +935,7 @@ class TestAdversarialSet(unittest.TestCase):
                          self.program(before), self.program(after))
         root = tempfile.mkdtemp(prefix="soundness-edit-")
         try:
-            result = tool.run_case(case, "ours", root)
+            result = tool.run_case(case, "ours", root, extra_env=probed_vec_isa_env())
         finally:
             shutil.rmtree(root, ignore_errors=True)
         self.assertIn(result["verdict"], ("retraced",), result)

@@ -209,8 +209,13 @@ def _write(folder: str, body: str, helper: str) -> None:
     shutil.rmtree(os.path.join(folder, "__pycache__"), ignore_errors=True)
 
 
-def _run(folder: str, phase: str, mode: str, cache_dir: str, timeout: float) -> dict[str, object]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TORCH_AOTCACHE_", "TORCHINDUCTOR_"))}
+def _run(folder: str, phase: str, mode: str, cache_dir: str, timeout: float,
+         extra_env: dict[str, str] | None = None) -> dict[str, object]:
+    # A clean environment, but for the vector ISA probe's answer (a fact of
+    # the machine's compiler, not a setting of the program).
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("TORCH_AOTCACHE_", "TORCHINDUCTOR_")) or k == "TORCHINDUCTOR_VEC_ISA_OK"}
+    env.update(extra_env or {})
     env.update(TORCHINDUCTOR_CACHE_DIR=cache_dir, PYTHONDONTWRITEBYTECODE="1")
     if mode == "ours":
         env["TORCH_AOTCACHE_DYNAMO"] = "1"
@@ -226,16 +231,20 @@ def _run(folder: str, phase: str, mode: str, cache_dir: str, timeout: float) -> 
     raise RuntimeError(f"{phase} process failed (rc={proc.returncode}):\n{proc.stderr[-2000:]}")
 
 
-def run_case(case: Case, mode: str, root: str, timeout: float = 600) -> dict[str, object]:
+def run_case(case: Case, mode: str, root: str, timeout: float = 600,
+             extra_env: dict[str, str] | None = None) -> dict[str, object]:
+    """Fill a cache with ``case.before``, read it with ``case.after``; the
+    verdict and both processes' reports.  ``extra_env`` is added to both
+    processes' environment."""
     folder = os.path.join(root, case.name)
     os.makedirs(folder, exist_ok=True)
     cache_dir = os.path.join(folder, "cache")
     out: dict[str, object] = {"case": case.name, "what": case.what}
     try:
         _write(folder, case.before, case.helper_before)
-        out["fill"] = _run(folder, "fill", mode, cache_dir, timeout)
+        out["fill"] = _run(folder, "fill", mode, cache_dir, timeout, extra_env)
         _write(folder, case.after, case.helper_after)
-        second = _run(folder, "read", mode, cache_dir, timeout)
+        second = _run(folder, "read", mode, cache_dir, timeout, extra_env)
     except (RuntimeError, subprocess.TimeoutExpired) as e:
         out["verdict"] = "ERROR"
         out["error"] = str(e)
