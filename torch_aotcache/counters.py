@@ -60,6 +60,7 @@ COUNTERS: dict[str, str] = {
     "remote_skipped": "remote operations skipped while the circuit breaker was open",
     "remote_dropped": "background writes dropped because the queue was full",
     "remote_garbage": "remote values that were not entries",
+    "remote_read_only_skipped": "remote writes not made: the tier is read-only",
     # The bounded store (Note [Bounded store] in store/housekeeping.py).
     "evicted": "entries removed to keep the store under config.max_size",
     "evicted_bytes": "bytes of those entries",

@@ -76,6 +76,13 @@ KNOBS: dict[str, Knob] = {
     # TORCHINDUCTOR_REDIS_URL / _HOST / _PORT and enable_remote_autograd_cache
     # work too.
     "redis_url": Knob(None, "Optional[str]", "TORCH_AOTCACHE_REDIS_URL"),
+    # Any remote store by URL (Note [Remote backends] in tiers/backend.py):
+    # redis://..., s3://bucket/prefix, gs://..., az://..., file:///dir.  Wins
+    # over redis_url.
+    "remote_url": Knob(None, "Optional[str]", "TORCH_AOTCACHE_REMOTE_URL"),
+    # Read the remote tier, never write it (entries, leases): for jobs that
+    # consume what a build job populated.
+    "remote_read_only": Knob(False, "bool", "TORCH_AOTCACHE_REMOTE_READ_ONLY"),
     # Load remote entries without a signature.  Off by default: remote data is
     # only trusted when signed.
     "trust_unsigned_remote": Knob(False, "bool", "TORCH_AOTCACHE_TRUST_UNSIGNED_REMOTE"),
@@ -89,6 +96,10 @@ KNOBS: dict[str, Knob] = {
     "remote_ttl_s": Knob(None, "Optional[str]", "TORCH_AOTCACHE_REMOTE_TTL"),
     "remote_flush_timeout_s": Knob(5.0, "float"),
     "remote_max_entry_bytes": Knob(1 << 30, "int"),
+    # Per-request limits of an object store (one request of a lookup reads a
+    # whole entry, so they are longer than Redis's).
+    "remote_object_read_timeout_s": Knob(2.0, "float"),
+    "remote_object_write_timeout_s": Knob(30.0, "float"),
     # Self-contained entries: each holds its compiled graph and C++ kernels, so a
     # hit reads nothing from Inductor's cache dir (faster, and safe from what
     # others write there; see Note [Self-contained entries] in inductor/artifacts.py).

@@ -1,22 +1,29 @@
 """
-The remote tier: entries shared through Redis across machines.
+The remote tier: entries shared across machines through a remote store
+(Redis, an object store, or a backend of the user's; Note [Remote backends]
+in tiers/backend.py).
 
 Note [Remote tier]
 ~~~~~~~~~~~~~~~~~~
-A local miss asks Redis.  A remote entry is the local entry's bytes (same
-header, same checksum and signature), compressed with zstd; a remote hit is
-verified exactly like a local one, written to the local store, then loaded.
-Entries written while the remote tier is on are *bundled* (the compiled code
-is inside the entry), so a machine with an empty cache dir can load one
-without compiling.
+A local miss asks the remote store.  A remote entry is the local entry's
+bytes (same header, same checksum and signature), compressed with zstd
+(``TACZ`` + zstd(entry)); a remote hit is verified exactly like a local one,
+written to the local store, then loaded.  Entries written while the remote
+tier is on are *bundled* (the compiled code is inside the entry), so a machine
+with an empty cache dir can load one without compiling.  Each backend's
+layout (tiers/redis_backend.py, tiers/object_store.py) is namespaced by
+format version and cache key tag, which keeps incompatible writers apart.
 
-Layout: one Redis hash per key, ``torch_aotcache:v<format>:<tag>:<key>``,
-field = entry id (one per guard), value = ``TACZ`` + zstd(entry).  Namespacing
-by format version and cache key tag keeps incompatible writers apart.
+The store is named by ``TORCH_AOTCACHE_REMOTE_URL`` (any scheme), else by
+``TORCH_AOTCACHE_REDIS_URL`` or upstream's ``TORCHINDUCTOR_REDIS_URL`` /
+``_HOST`` / ``_PORT`` with ``enable_remote_autograd_cache``.  With
+``remote_read_only`` a process reads the store and writes nothing to it
+(neither entries nor leases).
 
 Nothing the remote does may hurt a compile:
 
-* every operation has a timeout (reads 50 ms by default);
+* every operation has a timeout (Redis reads 50 ms by default, object-store
+  requests ``remote_object_read_timeout_s``);
 * after ``remote_failure_threshold`` consecutive failures a circuit breaker
   stops asking for ``remote_cooldown_s`` and then lets one request through
   (upstream turns its remote tier off for the rest of the process);
@@ -38,12 +45,13 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 import torch
 
-from .. import _once, config, schemas
+from .. import _once, config
 from ..entry import signing
 from ..counters import count
+from .backend import redact, RemoteBackend
 
 
 log = logging.getLogger(__name__)
@@ -52,13 +60,13 @@ COMPRESSED_MAGIC = b"TACZ"
 
 
 def configured_url(remote_requested: bool) -> str | None:
-    """The Redis URL to use, or None when the remote tier is off."""
+    """The remote store's URL, or None when the remote tier is off."""
     if torch.compiler.config.force_disable_caches:
         return None
     flag = torch._functorch.config.enable_remote_autograd_cache
     if flag is False:
         return None
-    url = config.redis_url or os.environ.get("TORCHINDUCTOR_REDIS_URL")
+    url = config.remote_url or config.redis_url or os.environ.get("TORCHINDUCTOR_REDIS_URL")
     if url:
         return url
     if remote_requested or flag:
@@ -76,6 +84,58 @@ def _ttl_seconds() -> int:
         log.warning("torch_aotcache: ignoring TORCH_AOTCACHE_REMOTE_TTL=%r (not a number)", raw)
         return 0
 
+
+
+ENTRY_POINT_GROUP = "torch_aotcache.remote_backends"
+
+BackendFactory = Callable[[str], RemoteBackend]
+
+_registered: dict[str, BackendFactory] = {}
+
+
+def register_backend(scheme: str, factory: BackendFactory) -> None:
+    """Use ``factory(url)`` for remote URLs of ``scheme`` (``scheme://...``)."""
+    _registered[scheme.lower()] = factory
+
+
+def unregister_backend(scheme: str) -> None:
+    _registered.pop(scheme.lower(), None)
+
+
+def scheme_of(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
+def _builtin(scheme: str) -> BackendFactory | None:
+    if scheme in ("redis", "rediss", "unix"):
+        from .redis_backend import RedisBackend
+
+        return RedisBackend
+    if scheme in ("s3", "s3a", "gs", "az", "azure", "abfs", "abfss", "file"):
+        from .object_store import ObjectStoreBackend
+
+        return ObjectStoreBackend
+    return None
+
+
+def _from_entry_points(scheme: str) -> BackendFactory | None:
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name.lower() == scheme:
+            factory: BackendFactory = ep.load()
+            return factory
+    return None
+
+
+def create_backend(url: str) -> RemoteBackend:
+    """The backend for ``url``; raises ValueError for a scheme nobody serves
+    (and whatever the backend raises for a URL it cannot use)."""
+    scheme = scheme_of(url)
+    factory = _registered.get(scheme) or _builtin(scheme) or _from_entry_points(scheme)
+    if factory is None:
+        raise ValueError(f"no remote cache backend for {scheme or 'a URL without a scheme'!r} ({url})")
+    return factory(url)
 
 
 class CircuitBreaker:
@@ -114,28 +174,18 @@ class CircuitBreaker:
             return False
 
 
-class RedisTier:
-    """One Redis server (or cluster endpoint) holding entries."""
+class RemoteTier:
+    """A remote store (any backend, Note [Remote backends]) with what every
+    store needs around it: breaker, compression, queue, read-only mode."""
 
-    def __init__(self, url: str) -> None:
-        import redis
+    def __init__(self, backend: RemoteBackend) -> None:
         import zstandard
 
-        self.url = url
+        self.backend = backend
+        self.url = backend.url
+        self.shown_url = redact(backend.url)
         self._zstd_c = zstandard.ZstdCompressor(level=3)
         self._zstd_d = zstandard.ZstdDecompressor()
-        self._read = redis.Redis.from_url(
-            url,
-            socket_timeout=config.remote_read_timeout_s,
-            socket_connect_timeout=config.remote_read_timeout_s,
-            retry_on_timeout=False,
-        )
-        self._write = redis.Redis.from_url(
-            url,
-            socket_timeout=config.remote_write_timeout_s,
-            socket_connect_timeout=config.remote_write_timeout_s,
-            retry_on_timeout=False,
-        )
         self.breaker = CircuitBreaker(config.remote_failure_threshold, config.remote_cooldown_s)
         self._queue: queue.Queue[tuple[str, str, bytes] | None] = queue.Queue(
             maxsize=config.remote_queue_size
@@ -143,27 +193,21 @@ class RedisTier:
         self._writer: threading.Thread | None = None
         self._writer_lock = threading.Lock()
 
-    # -- naming -------------------------------------------------------------
-
-    @staticmethod
-    def redis_key(key: str) -> str:
-        tag = torch.compiler.config.cache_key_tag or "-"
-        return f"torch_aotcache:v{schemas.FORMAT_VERSION}:{tag}:{key}"
-
     # -- failures -----------------------------------------------------------
 
     def _failed(self, op: str, e: BaseException) -> None:
-        import redis
-
-        timeout = isinstance(e, (redis.exceptions.TimeoutError, TimeoutError))
+        try:
+            timeout = self.backend.is_timeout(e)
+        except Exception:  # noqa: BLE001 - a backend's own bug is an error
+            timeout = False
         count("remote_timeout" if timeout else "remote_error")
         opened = self.breaker.failure()
         if _once.first_time(f"remote-failed:{self.url}:{op}:{type(e).__name__}"):
-            log.warning("torch_aotcache: remote cache %s failed (%s): %s", op, self.url, e)
+            log.warning("torch_aotcache: remote cache %s failed (%s): %s", op, self.shown_url, _first_line(e))
         if opened:
             log.warning(
                 "torch_aotcache: remote cache %s unavailable; not asking it for %.0f s",
-                self.url,
+                self.shown_url,
                 self.breaker.cooldown_s,
             )
 
@@ -176,17 +220,16 @@ class RedisTier:
             count("remote_skipped")
             return []
         try:
-            values = self._read.hgetall(self.redis_key(key))
+            values = self.backend.read(key)
+            if not isinstance(values, dict):
+                raise TypeError(f"read answered {type(values).__name__}")
         except Exception as e:  # noqa: BLE001 - any failure is a miss
             self._failed("read", e)
             return []
         self.breaker.success()
         out = []
-        if not isinstance(values, dict):
-            count("remote_error")
-            return []
         for field, value in values.items():
-            if not isinstance(value, bytes) or not isinstance(field, bytes):
+            if not isinstance(value, bytes) or not isinstance(field, str):
                 count("remote_garbage")
                 continue
             count("remote_bytes_read", len(value))
@@ -194,7 +237,7 @@ class RedisTier:
             if data is None:
                 count("remote_garbage")
                 continue
-            out.append((field.decode("ascii", "replace"), data))
+            out.append((field, data))
         count("remote_hit" if out else "remote_miss")
         return out
 
@@ -214,6 +257,9 @@ class RedisTier:
     # -- writes -------------------------------------------------------------
 
     def put(self, key: str, entry_id: str, data: bytes) -> None:
+        if config.remote_read_only:
+            count("remote_read_only_skipped")
+            return
         value = self.encode(data)
         if config.remote_sync_writes:
             self._put_now(key, entry_id, value)
@@ -229,13 +275,7 @@ class RedisTier:
             count("remote_skipped")
             return
         try:
-            name = self.redis_key(key)
-            pipe = self._write.pipeline(transaction=True)
-            pipe.hset(name, entry_id, value)
-            ttl = _ttl_seconds()
-            if ttl:
-                pipe.expire(name, ttl)
-            pipe.execute()
+            self.backend.write(key, entry_id, value, _ttl_seconds())
         except Exception as e:  # noqa: BLE001
             self._failed("write", e)
             return
@@ -268,23 +308,64 @@ class RedisTier:
             time.sleep(0.005)
         return not self._queue.unfinished_tasks
 
+    # -- leases (Note [Single flight]) ----------------------------------------
+
+    def take_lease(self, key: str, token: str, ttl_s: float) -> bool | None:
+        """True: ``token`` holds ``key``'s lease now; False: another holds it;
+        None: no lease to be had (read-only, breaker open, a failure), so the
+        caller coordinates locally only."""
+        if config.remote_read_only or not self.breaker.allow():
+            return None
+        try:
+            return bool(self.backend.create_lease(key, token, ttl_s))
+        except Exception as e:  # noqa: BLE001 - a dead remote never blocks a compile
+            self._failed("lock", e)
+            return None
+
+    def refresh_lease(self, key: str, token: str, ttl_s: float) -> bool:
+        try:
+            return bool(self.backend.refresh_lease(key, token, ttl_s))
+        except Exception:  # noqa: BLE001 - the lease expires by itself
+            return False
+
+    def release_lease(self, key: str, token: str) -> None:
+        try:
+            self.backend.release_lease(key, token)
+        except Exception:  # noqa: BLE001 - it expires by itself
+            pass
+
     def close(self) -> None:
-        for client in (self._read, self._write):
-            try:
-                client.close()
-            except Exception:  # noqa: BLE001
-                pass
+        try:
+            self.backend.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+class RedisTier(RemoteTier):
+    """The remote tier on Redis (its names are part of the tests' view)."""
+
+    @staticmethod
+    def redis_key(key: str) -> str:
+        from .redis_backend import redis_key
+
+        return redis_key(key)
+
+
+def _first_line(e: BaseException) -> str:
+    """An exception's message without a client's multi-line debug dump."""
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
 
 
 # ---------------------------------------------------------------------------
 # The process's tier
 # ---------------------------------------------------------------------------
 
-_tiers: dict[str, RedisTier] = {}
+_tiers: dict[str, RemoteTier] = {}
 _tiers_lock = threading.Lock()
 
 
-def tier(remote_requested: bool) -> RedisTier | None:
+def tier(remote_requested: bool) -> RemoteTier | None:
     """The remote tier to use now, or None."""
     url = configured_url(remote_requested)
     if url is None:
@@ -293,7 +374,7 @@ def tier(remote_requested: bool) -> RedisTier | None:
         signed = signing.enabled()
     except signing.SigningKeyError as e:
         if _once.first_time("remote-url:" + url):
-            log.warning("torch_aotcache: remote cache %s not used: %s", url, e)
+            log.warning("torch_aotcache: remote cache %s not used: %s", redact(url), e)
         return None
     if not signed:
         if not config.trust_unsigned_remote:
@@ -302,31 +383,39 @@ def tier(remote_requested: bool) -> RedisTier | None:
                     "torch_aotcache: remote cache %s is configured but no signing key is; "
                     "remote entries are not used. Configure TORCH_AOTCACHE_SIGNING_KEY(_FILE), "
                     "or set TORCH_AOTCACHE_TRUST_UNSIGNED_REMOTE=1 to trust unsigned remote data",
-                    url,
+                    redact(url),
                 )
             return None
         if _once.first_time("remote-unsigned-trusted"):
             log.warning(
                 "torch_aotcache: trusting UNSIGNED entries from remote cache %s "
                 "(TORCH_AOTCACHE_TRUST_UNSIGNED_REMOTE is set)",
-                url,
+                redact(url),
             )
     with _tiers_lock:
         t = _tiers.get(url)
         if t is None:
             try:
-                t = RedisTier(url)
-            except Exception as e:  # noqa: BLE001 - e.g. redis-py missing, bad URL
+                t = open_tier(url)
+            except Exception as e:  # noqa: BLE001 - e.g. a client missing, bad URL
                 if _once.first_time("remote-url:" + url):
-                    log.warning("torch_aotcache: cannot use remote cache %s: %s", url, e)
+                    log.warning("torch_aotcache: cannot use remote cache %s: %s", redact(url), _first_line(e))
                 return None
             _tiers[url] = t
         return t
 
 
+def open_tier(url: str) -> RemoteTier:
+    """A tier on the backend ``url`` names (raises where it cannot be made)."""
+    b = create_backend(url)
+    from .redis_backend import RedisBackend
+
+    return RedisTier(b) if isinstance(b, RedisBackend) else RemoteTier(b)
 
 
-def active_tiers() -> Iterator[RedisTier]:
+
+
+def active_tiers() -> Iterator[RemoteTier]:
     with _tiers_lock:
         yield from list(_tiers.values())
 

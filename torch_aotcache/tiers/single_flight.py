@@ -9,11 +9,13 @@ On a miss, before the compile starts, the process takes the key's lock:
 * on one machine, an exclusive ``flock`` on ``<store>/locks/<key>.lock``; the
   operating system drops it when the holder exits or dies, so a dead holder
   never blocks anyone;
-* across machines (when the remote tier is on), a Redis key
-  ``torch_aotcache:lock:`` + the entry's Redis key set with ``NX`` and an expiry,
-  holding a random token; the holder refreshes the expiry while it compiles
-  and deletes the key only if it still holds its token.  A holder that dies
-  stops refreshing, and a waiter takes over once the key expires.
+* across machines (when the remote tier is on and may be written), the key's
+  lease in the remote store, created atomically and holding a random token
+  (a Redis key set with ``NX`` and an expiry; an object created with a
+  conditional create, Note [Object-store layout and leases]); the holder
+  refreshes the expiry while it compiles and deletes the lease only if it
+  still holds its token.  A holder that dies stops refreshing, and a waiter
+  takes over once the lease expires.
 
 A process that cannot take a lock waits, looking the key up again every
 ``single_flight_poll_s``; when the entry appears it loads it (a hit), when the
@@ -76,29 +78,13 @@ try:
 except ImportError:  # pragma: no cover - Windows: no local single flight
     fcntl = None  # type: ignore[assignment]
 
-_RELEASE_SCRIPT = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-    return redis.call('del', KEYS[1])
-end
-return 0
-"""
-_REFRESH_SCRIPT = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-    return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-return 0
-"""
-
-
-
 class Flight:
     """The locks a compiling process holds for one key."""
 
     def __init__(self, key: str) -> None:
         self.key = key
         self.fd: int | None = None
-        self.redis_client: Any = None
-        self.redis_name: str | None = None
+        self.remote_tier: Any = None
         self.token: str | None = None
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
@@ -132,45 +118,35 @@ class Flight:
     def try_remote(self, tier: Any) -> bool:
         if tier is None:
             return True
-        if not tier.breaker.allow():
-            return True  # remote unavailable: coordinate locally only
-        name = "torch_aotcache:lock:" + tier.redis_key(self.key)
         token = secrets.token_hex(16)
-        ttl_ms = int(config.single_flight_remote_ttl_s * 1000)
-        try:
-            got = tier._write.set(name, token, nx=True, px=ttl_ms)
-        except Exception as e:  # noqa: BLE001 - a dead remote never blocks a compile
-            tier._failed("lock", e)
-            return True
+        ttl_s = config.single_flight_remote_ttl_s
+        got = tier.take_lease(self.key, token, ttl_s)
+        if got is None:
+            return True  # remote unavailable or read-only: coordinate locally only
         if not got:
             return False
-        self.redis_client, self.redis_name, self.token = tier._write, name, token
+        self.remote_tier, self.token = tier, token
         self._heartbeat = threading.Thread(
-            target=self._refresh, args=(ttl_ms,), name="torch_aotcache-lock", daemon=True
+            target=self._refresh, args=(ttl_s,), name="torch_aotcache-lock", daemon=True
         )
         self._heartbeat.start()
         return True
 
-    def _refresh(self, ttl_ms: int) -> None:
+    def _refresh(self, ttl_s: float) -> None:
         deadline = time.monotonic() + config.single_flight_max_hold_s
-        while not self._stop.wait(ttl_ms / 3000.0):
+        while not self._stop.wait(ttl_s / 3.0):
             if time.monotonic() > deadline:
                 return
-            try:
-                self.redis_client.eval(_REFRESH_SCRIPT, 1, self.redis_name, self.token, ttl_ms)
-            except Exception:  # noqa: BLE001 - the lock will expire; fine
-                pass
+            # A failed refresh: the lease expires by itself and a waiter takes over.
+            self.remote_tier.refresh_lease(self.key, self.token, ttl_s)
 
     # -- release --------------------------------------------------------------
 
     def release(self) -> None:
         self._stop.set()
-        if self.redis_client is not None:
-            try:
-                self.redis_client.eval(_RELEASE_SCRIPT, 1, self.redis_name, self.token)
-            except Exception:  # noqa: BLE001 - it expires by itself
-                pass
-            self.redis_client = None
+        if self.remote_tier is not None:
+            self.remote_tier.release_lease(self.key, self.token)
+            self.remote_tier = None
         if self.fd is not None:
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_UN)
