@@ -21,8 +21,14 @@ setup(
             "numpy",
             "redis>=5",
             "zstandard",
+            # The object-store tier's tests: the client, and an S3 API server
+            # (moto's server mode) they start on loopback.
+            "obstore>=0.6",
+            "moto[server]>=5.1",
         ],
         "redis": ["redis>=5", "zstandard"],
+        # The object-store tier (s3://, gs://, az://, file://).
+        "object-store": ["obstore>=0.6", "zstandard"],
         # Models the benchmark builds from transformers configs (bert, gpt2).
         "bench": ["transformers", "matplotlib"],
         # The linters .ci/run runs: on the package (settings in

@@ -218,4 +218,7 @@ class ObjectStoreBackend(RemoteBackend):
             self._obs.delete(self._write_store, self._lease(key))
 
     def is_timeout(self, exc: BaseException) -> bool:
-        return isinstance(exc, TimeoutError) or "timed out" in str(exc).lower() or "timeout" in str(exc).lower()
+        # obstore raises its GenericError for a timeout; the client's error
+        # chain in the message names it (``kind: Timeout``, ``TimedOut``).
+        text = str(exc)
+        return isinstance(exc, TimeoutError) or "kind: Timeout" in text or "TimedOut" in text
