@@ -178,6 +178,124 @@ class TestObjectStoreTier(ObjectStoreCase):
 
 
 @unittest.skipIf(SKIP_REASON is not None, SKIP_REASON or "")
+class TestRemoteCommands(ObjectStoreCase):
+    """``python -m torch_aotcache remote ...`` on the bucket (in this process)."""
+
+    def cli(self, *argv: str) -> tuple[int, str, str]:
+        import contextlib
+        import io
+
+        from torch_aotcache.cli import commands
+
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = commands.main(["remote", *argv])
+        return rc, out.getvalue(), err.getvalue()
+
+    def test_push_pull_ls_stats_prune(self) -> None:
+        from torch_aotcache.store.local import LocalStore
+
+        with tac_config.patch(remote_url=None):  # compile with the local store only
+            compile_step()
+        [local_path] = list(LocalStore().iter_paths())
+        self.assertEqual(self.server.objects(self.bucket), [])
+        rc, out, err = self.cli("push", "--url", self.url)
+        self.assertEqual((rc, err), (0, ""), out)
+        self.assertIn("pushed 1 entries", out)
+        rc, out, _ = self.cli("ls")
+        self.assertEqual(rc, 0)
+        self.assertEqual(len(out.strip().splitlines()), 1, out)
+        key = out.split()[0]
+        self.assertEqual(key, os.path.basename(os.path.dirname(local_path)))
+        rc, out, _ = self.cli("stats")
+        self.assertIn("entries:      1 (1 keys)", out)
+        # Another machine pulls it into its empty store and hits locally.
+        clear_in_memory_state()
+        with fresh_cache(), tac_config.patch(remote_url=None):
+            rc, out, err = self.cli("pull", "--url", self.url)
+            self.assertEqual((rc, err), (0, ""), out)
+            self.assertEqual(len(list(LocalStore().iter_paths())), 1)
+            got = compile_step()
+            self.assertEqual(aot_counts(), {"autograd_cache_hit": 1})
+        self.assert_matches_eager(got)
+        # Another signing key: the pull refuses the entry.
+        with fresh_cache(), tac_config.patch(signing_key="another-secret"):
+            rc, out, err = self.cli("pull")
+            self.assertEqual(rc, 1)
+            self.assertIn("refused", err)
+            self.assertEqual(list(LocalStore().iter_paths()), [])
+        # Prune: nothing is older than a day; a 1-byte bound removes it.
+        rc, out, _ = self.cli("prune", "--older-than", "1")
+        self.assertIn("removed 0 entries", out)
+        rc, out, _ = self.cli("prune", "--max-size", "1", "--dry-run")
+        self.assertIn("would remove 1 entries", out)
+        self.assertEqual(len(self.server.objects(self.bucket)), 1)
+        rc, out, _ = self.cli("prune", "--max-size", "1")
+        self.assertIn("removed 1 entries", out)
+        self.assertEqual(self.server.objects(self.bucket), [])
+
+    def test_unusable_store_is_a_clear_error(self) -> None:
+        rc, _, err = self.cli("ls", "--url", "nosuch://x")
+        self.assertEqual(rc, 2)
+        self.assertIn("no remote cache backend for 'nosuch'", err)
+
+
+class DictBackend:
+    """A user's backend: a dict in this process (the README's example)."""
+
+    def __init__(self, url: str) -> None:
+        from torch_aotcache.tiers.backend import RemoteBackend
+
+        class Backend(RemoteBackend):
+            objects: dict[tuple[str, str], bytes] = {}
+            leases: dict[str, str] = {}
+
+            def read(self, key: str) -> dict[str, bytes]:
+                return {e: v for (k, e), v in self.objects.items() if k == key}
+
+            def write(self, key: str, entry_id: str, value: bytes, ttl_s: int) -> None:
+                self.objects[key, entry_id] = value
+
+            def create_lease(self, key: str, token: str, ttl_s: float) -> bool:
+                return self.leases.setdefault(key, token) == token
+
+            def refresh_lease(self, key: str, token: str, ttl_s: float) -> bool:
+                return self.leases.get(key) == token
+
+            def release_lease(self, key: str, token: str) -> None:
+                if self.leases.get(key) == token:
+                    del self.leases[key]
+
+        self.backend = Backend()
+        self.backend.url = url
+
+
+@unittest.skipIf(SKIP_REASON is not None, SKIP_REASON or "")
+class TestUserBackend(CacheTestCase):
+    def test_registered_scheme_serves_the_tier(self) -> None:
+        made: list[object] = []
+
+        def factory(url: str) -> object:
+            made.append(DictBackend(url).backend)
+            return made[-1]
+
+        remote.register_backend("dict", factory)
+        self.addCleanup(remote.unregister_backend, "dict")
+        remote.reset()
+        self.addCleanup(remote.reset)
+        self.enterContext(tac_config.patch(remote_url="dict://team", signing_key="k", remote_sync_writes=True))
+        with fresh_cache():
+            compile_step()
+        self.assertEqual(len(made[0].objects), 1)
+        self.assertEqual(made[0].leases, {})  # released after the save
+        clear_in_memory_state()
+        with fresh_cache():
+            got = compile_step()
+            self.assertEqual(aot_counts(), {"autograd_cache_hit": 1})
+        torch.testing.assert_close(got[0], eager_step()[0])
+
+
+@unittest.skipIf(SKIP_REASON is not None, SKIP_REASON or "")
 class TestFileUrl(CacheTestCase):
     def test_shared_folder_hit(self) -> None:
         folder = tempfile.mkdtemp(prefix="tac-shared-")

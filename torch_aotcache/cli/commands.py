@@ -9,7 +9,7 @@ command is one function and one row.
 Nothing here unpickles a payload: ``ls``, ``stats``, ``explain`` and
 ``prune`` read headers only; ``verify``, ``export`` and ``import`` check
 sizes, checksums and signatures (see Note [Entry layout] in entry/framing.py).
-Nothing here but ``demo`` imports torch: the store, the settings and the
+Nothing here but ``demo`` and ``remote`` imports torch: the store, the settings and the
 torch version are found without it (Note [Reading the store without torch]
 in store/layout.py).  The store inspected is the one the cache itself would use
 (see Note [Store layout] in store/local.py); ``--cache-dir`` points
@@ -423,6 +423,18 @@ def _import_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("archive", metavar="ARCHIVE", help="a file written by export")
 
 
+def cmd_remote(args: argparse.Namespace) -> int:
+    from . import remote_commands
+
+    return remote_commands.run(args)
+
+
+def _remote_arguments(parser: argparse.ArgumentParser) -> None:
+    from . import remote_commands
+
+    remote_commands.add_arguments(parser)
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     """See Note [Explaining misses] in store/explain.py."""
     misses = explain.recent_misses(args.limit)
@@ -468,6 +480,9 @@ COMMANDS: tuple[Command, ...] = (
     Command("import", "verify and store the entries of an archive written by export",
             cmd_import, _import_arguments),
     Command("clear", "remove every entry from the local store", cmd_clear),
+    Command("remote", "the remote store (TORCH_AOTCACHE_REMOTE_URL or --url): ls, stats, prune (by age and "
+            "size), push local entries to it, pull its entries into the local store", cmd_remote,
+            _remote_arguments),
 )
 
 
