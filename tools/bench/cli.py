@@ -53,6 +53,7 @@ def settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
         settle_s=args.settle,
         remote=remote,
         only_remote=bool(args.only_remote),
+        object_store=_object_store_wanted(args, notes),
         frames=bool(args.frames),
     ), notes
 
@@ -75,6 +76,17 @@ def _remote_wanted(args: argparse.Namespace, notes: list[str]) -> bool:
     return remote
 
 
+def _object_store_wanted(args: argparse.Namespace, notes: list[str]) -> bool:
+    """Whether the object-store runs happen: with --remote-object-store, where obstore and moto are there."""
+    if not args.object_store:
+        return False
+    missing = [m for m in ("obstore", "moto", "zstandard") if importlib.util.find_spec(m) is None]
+    if missing:
+        notes.append(f"object-store runs skipped: {', '.join(missing)} not importable here (pip install -e '.[test]')")
+        return False
+    return True
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=DESCRIPTION)
     parser.add_argument("--quick", action="store_true", help="smallest settings (MLP only, tiny)")
@@ -90,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-remote", dest="remote", action="store_false", help="skip the Redis runs")
     parser.add_argument("--only-remote", action="store_true",
                         help="only the Redis runs and the local ours cold/warm they are compared with")
+    parser.add_argument("--remote-object-store", dest="object_store", action="store_true",
+                        help="also measure a warm start from an object store (moto's S3 API server on loopback), "
+                             "beside the Redis runs")
     parser.add_argument("--frames", action="store_true",
                         help="also measure torch_aotcache with its Dynamo frame cache on (TORCH_AOTCACHE_DYNAMO=1; "
                              "torch 2.15 and later)")

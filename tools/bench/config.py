@@ -33,6 +33,9 @@ TARGET_OVERHEAD_RATIO = 0.25
 TARGET_MISS_PCT = 2.0
 TARGET_LOOKUP_MS = 5.0
 TARGET_REMOTE_MS = 50.0
+# A whole warm process hitting an object store from an empty cache dir, against
+# one hitting its local store (issue target: within 0.3 s).
+TARGET_OBJECT_STORE_PROCESS_MS = 300.0
 # Whole warm process above the Dynamo-only floor: ours/upstream, and (the
 # stretch) seconds.
 TARGET_PROCESS_RATIO = 0.25
@@ -63,5 +66,7 @@ class Settings:
     settle_s: float = 0.0
     remote: bool = False
     only_remote: bool = False
+    # Also a warm start from an object store (an S3 API server on loopback).
+    object_store: bool = False
     # Also measure torch_aotcache with its Dynamo frame cache on (mode "frames").
     frames: bool = False

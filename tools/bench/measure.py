@@ -24,19 +24,20 @@ from .machine import _children_cpu_s, _git, _machine_busy
 REMOTE_ENV = (
     "TORCH_AOTCACHE_REDIS_URL", "TORCHINDUCTOR_REDIS_URL", "TORCH_AOTCACHE_SIGNING_KEY",
     "TORCH_AOTCACHE_SIGNING_KEY_FILE", "TORCH_AOTCACHE_VERIFY_KEY_FILES",
-    "TORCH_AOTCACHE_TRUST_UNSIGNED_REMOTE", "TORCH_AOTCACHE_REMOTE_SYNC",
+    "TORCH_AOTCACHE_TRUST_UNSIGNED_REMOTE", "TORCH_AOTCACHE_REMOTE_SYNC", "TORCH_AOTCACHE_REMOTE_URL",
+    "TORCH_AOTCACHE_REMOTE_READ_ONLY",
 )
 
 
-def _env_for(mode: str, cache_dir: str, redis_url: str | None = None) -> dict[str, str]:
+def _env_for(mode: str, cache_dir: str, remote_env: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     # Only the remote runs talk to Redis (and sign): whatever the caller's
     # shell set must not leak into the local measurements.
     for name in ("TORCHINDUCTOR_FORCE_DISABLE_CACHES", "TORCH_AOTCACHE_DISABLE", *REMOTE_ENV):
         env.pop(name, None)
     env["TORCHINDUCTOR_CACHE_DIR"] = cache_dir
-    if redis_url is not None:
-        env["TORCH_AOTCACHE_REDIS_URL"] = redis_url
+    if remote_env is not None:
+        env.update(remote_env)
         env["TORCH_AOTCACHE_SIGNING_KEY"] = BENCH_SIGNING_KEY
         env["TORCH_AOTCACHE_REMOTE_SYNC"] = "1"
     env.pop("TORCH_AOTCACHE_DYNAMO", None)
@@ -96,7 +97,7 @@ class Driver:
         return path
 
     def worker(self, spec: dict[str, Any], mode: str, cache_dir: str, label: str,
-               redis_url: str | None = None) -> dict[str, Any]:
+               remote_env: dict[str, str] | None = None) -> dict[str, Any]:
         """Run one worker process; returns its record (result or error)."""
         self._n += 1
         result_path = os.path.join(self.tmp_root, f"result-{self._n:03d}.json")
@@ -109,7 +110,7 @@ class Driver:
         busy0, kids0 = _machine_busy(), _children_cpu_s()
         spawned_at = time.time()
         t = time.perf_counter()
-        rc = _run_logged(cmd, _env_for(mode, cache_dir, redis_url), log_path)
+        rc = _run_logged(cmd, _env_for(mode, cache_dir, remote_env), log_path)
         wall = time.perf_counter() - t
         exited_at = time.time()
         busy1, kids1 = _machine_busy(), _children_cpu_s()
@@ -146,10 +147,10 @@ class Driver:
         return time.perf_counter() - start
 
     def step(self, model: str, mode: str, phase: str, cache_dir: str, index: int,
-             redis_url: str | None = None) -> dict[str, Any]:
+             remote_env: dict[str, str] | None = None) -> dict[str, Any]:
         s = self.settings
         spec = {"kind": "step", "model": model, "mode": mode, "device": s.device, "size": s.sizes[model]}
-        record = self.worker(spec, mode, cache_dir, f"{model}-{mode}-{phase}{index}", redis_url)
+        record = self.worker(spec, mode, cache_dir, f"{model}-{mode}-{phase}{index}", remote_env)
         record.update(kind="step", model=model, phase=phase, index=index)
         self.runs.append(record)
         return record
@@ -181,6 +182,8 @@ class Driver:
                         self.step(model, mode, "warm", warm_dirs[mode], r)
             if s.remote:
                 self.run_remote(model)
+            if s.object_store:
+                self.run_object_store(model)
 
     def run_remote(self, model: str) -> None:
         """Cold ``ours`` filling a throwaway Redis, then warm processes from empty cache dirs."""
@@ -191,10 +194,11 @@ class Driver:
         finally:
             sys.path.pop(0)
         server = RedisServer().start()
-        info: dict[str, Any] = {"model": model}
+        info: dict[str, Any] = {"model": model, "store": "redis", "phase_prefix": "remote"}
         try:
             cold_dir = self.new_cache_dir(f"{model}-remote-cold")
-            self.step(model, "ours", "remote_cold", cold_dir, 0, server.url)
+            env = {"TORCH_AOTCACHE_REDIS_URL": server.url}
+            self.step(model, "ours", "remote_cold", cold_dir, 0, env)
             local = 0
             from torch_aotcache.store import layout  # torch-free
 
@@ -203,12 +207,38 @@ class Driver:
             info["local_entry_bytes"] = local
             info.update(_redis_value_bytes(server))
             for r in range(s.repeats):
-                self.step(model, "ours", "remote_warm", self.new_cache_dir(f"{model}-remote-warm"), r, server.url)
+                self.step(model, "ours", "remote_warm", self.new_cache_dir(f"{model}-remote-warm"), r, env)
             info["redis_version"] = _redis_version(server)
         except Exception as e:  # noqa: BLE001 - a report, never a crash of the whole run
             info["error"] = f"{type(e).__name__}: {e}"
             self.failures += 1
             print(f"  !! remote run of {model} failed: {info['error']}", file=sys.stderr)
+        finally:
+            server.close()
+        self.remote_info.append(info)
+
+    def run_object_store(self, model: str) -> None:
+        """The same through an S3 API server (moto's, on loopback): cold ``ours``
+        filling a bucket, then warm processes from empty cache dirs."""
+        s = self.settings
+        sys.path.insert(0, os.path.join(REPO_ROOT, "test"))
+        try:
+            from s3_server import S3Server, s3_env  # type: ignore[import-not-found]
+        finally:
+            sys.path.pop(0)
+        server = S3Server().start()
+        info: dict[str, Any] = {"model": model, "store": "object store (S3 API, loopback)", "phase_prefix": "s3"}
+        try:
+            server.create_bucket("bench")
+            env = {**s3_env(server.endpoint), "TORCH_AOTCACHE_REMOTE_URL": "s3://bench/run"}
+            self.step(model, "ours", "s3_cold", self.new_cache_dir(f"{model}-s3-cold"), 0, env)
+            info["remote_fields"] = len(server.objects("bench"))
+            for r in range(s.repeats):
+                self.step(model, "ours", "s3_warm", self.new_cache_dir(f"{model}-s3-warm"), r, env)
+        except Exception as e:  # noqa: BLE001 - a report, never a crash of the whole run
+            info["error"] = f"{type(e).__name__}: {e}"
+            self.failures += 1
+            print(f"  !! object-store run of {model} failed: {info['error']}", file=sys.stderr)
         finally:
             server.close()
         self.remote_info.append(info)

@@ -32,8 +32,9 @@ upstream functions, under the same config patches and contexts:
    call AOTAutograd's own ``prepare_aot_module_simplified``: the same fake
    inputs and ``AOTConfig`` as the normal path (no decomposition table: a
    hit never traces, and the table is not a key component).
-4. Compute the key with the same key function and look in the local store
-   (:func:`load_if_stored`).  A verified entry is loaded as the
+4. Compute the key with the same key function and look in the local store,
+   then in the remote tier when it is on (:func:`load_if_stored`; Note [The
+   front door asks the remote tier first] in tiers/remote.py).  A verified entry is loaded as the
    normal path loads it and counted as a hit; anything else (no entry, a
    bypass, an entry that does not load, an error of ours) records nothing
    and gives way, and the normal path then looks up again, records what it
@@ -302,10 +303,11 @@ def load_if_stored(
 ) -> Callable[..., Any] | None:
     """The lookup of the front door.
 
-    The compiled function of a verified local entry, its hit recorded as
-    ``try_load`` records one; or None, recording nothing: the compile then
-    takes the normal path, which looks up again and records what it finds
-    (a miss, a bypass, a remote hit, an entry that does not load).
+    The compiled function of a verified entry (local, or remote when the
+    remote tier is on), its hit recorded as ``try_load`` records one; or
+    None, recording nothing: the compile then takes the normal path, which
+    looks up again and records what it finds (a miss, a bypass, an entry
+    that does not load).
     """
     from torch._functorch._aot_autograd import autograd_cache as upstream
 
@@ -320,14 +322,20 @@ def load_if_stored(
         prime_torch_key()
         cache_info: dict[str, Any] = {}
         with storage.faults_give_way():
-            hit = lookup.find_entry(cache_key, True, lookup.hints_of(args), cache_info, record=False, give_way=True)
+            hit = lookup.find_entry(cache_key, True, lookup.hints_of(args), cache_info, remote=remote,
+                                    record=False, give_way=True)
         if hit is None:
             return None
         compiled_fn = runtime_wrappers.wrap_cached_result(hit.result, hit.entry, args, aot_config, fx_config)
     except Exception as e:  # noqa: BLE001 - the normal path decides what this is
         log.debug("torch_aotcache: front door lookup gave way to the normal path: %s", e)
         return None
-    lookup.record_result(local_hit=True, local_miss=False, remote_hit=False, remote_miss=False)
+    in_local = hit.path is not None
+    if not in_local:
+        from ..tiers import remote as remote_tier
+
+        remote_tier.count_ahead_hit(cache_key)
+    lookup.record_result(local_hit=in_local, local_miss=not in_local, remote_hit=not in_local, remote_miss=False)
     lookup.record_artifacts(cache_key, hit, aot_config)
     lookup.account_hit(hit, cache_key, cache_info)
     lookup.log_outcome("hit", cache_key, cache_info, debug_lines, time.time_ns(), True, remote)

@@ -108,10 +108,14 @@ class LocalTier:
 class RemoteTier:
     name = "remote"
 
+    def __init__(self, ahead: bool = False) -> None:
+        # The front door's lookup (Note [The front door asks the remote tier first]).
+        self.ahead = ahead
+
     def candidates(self, key: str) -> Iterable[Candidate]:
         from . import remote
 
-        for field, data in remote.remote_entries(key, True):
+        for field, data in remote.remote_entries(key, True, ahead=self.ahead):
             yield Candidate(data, field)
 
     def describe(self, key: str, candidate: Candidate) -> str:
@@ -137,12 +141,12 @@ class ArtifactSource:
         return None
 
 
-def tiers(local: bool, remote: bool) -> list[Tier]:
+def tiers(local: bool, remote: bool, ahead: bool = False) -> list[Tier]:
     found: list[Tier] = []
     if local:
         found.append(LocalTier())
     if remote:
-        found.append(RemoteTier())
+        found.append(RemoteTier(ahead))
     return found
 
 
@@ -208,11 +212,12 @@ def find_entry(
     give_way: bool = False,
 ) -> CacheHit | None:
     """The first verified entry under ``key`` whose guards pass, unpickled;
-    see Note [One loop over the tiers].  ``give_way``: a candidate that
-    fails verification raises instead (the front door leaves it to the
-    normal path, which rejects it)."""
+    see Note [One loop over the tiers].  ``give_way`` (the front door's
+    lookup): a candidate that fails verification raises instead (the front
+    door leaves it to the normal path, which rejects it), and the remote tier
+    is asked ahead (Note [The front door asks the remote tier first])."""
     status, guard, found = "full_miss", None, None
-    for tier in tiers(local, remote):
+    for tier in tiers(local, remote, ahead=give_way):
         for candidate in tier.candidates(key):
             try:
                 entry = _verified(key, candidate)

@@ -216,30 +216,36 @@ class RemoteTier:
     def get(self, key: str) -> list[tuple[str, bytes]]:
         """(entry id, entry) pairs stored under ``key``, decompressed and
         unverified; [] on any failure."""
+        out, raw = self.read_quietly(key)
+        count_answer(out, raw)
+        return out
+
+    def read_quietly(self, key: str) -> tuple[list[tuple[str, bytes]], int]:
+        """``get`` without counting the hit or miss: the pairs and the bytes
+        read (failures and garbage are counted)."""
         if not self.breaker.allow():
             count("remote_skipped")
-            return []
+            return [], 0
         try:
             values = self.backend.read(key)
             if not isinstance(values, dict):
                 raise TypeError(f"read answered {type(values).__name__}")
         except Exception as e:  # noqa: BLE001 - any failure is a miss
             self._failed("read", e)
-            return []
+            return [], 0
         self.breaker.success()
-        out = []
+        out, raw = [], 0
         for field, value in values.items():
             if not isinstance(value, bytes) or not isinstance(field, str):
                 count("remote_garbage")
                 continue
-            count("remote_bytes_read", len(value))
+            raw += len(value)
             data = self.decode(value)
             if data is None:
                 count("remote_garbage")
                 continue
             out.append((field, data))
-        count("remote_hit" if out else "remote_miss")
-        return out
+        return out, raw
 
     def decode(self, value: bytes) -> bytes | None:
         if not value.startswith(COMPRESSED_MAGIC):
@@ -434,6 +440,8 @@ def reset() -> None:
         for t in _tiers.values():
             t.close()
         _tiers.clear()
+    with _ahead_lock:
+        _ahead.clear()
     _once.reset("remote-")
 
 
@@ -446,7 +454,49 @@ def _flush_at_exit() -> None:
         pass
 
 
-def remote_entries(key: str, remote_requested: bool) -> list[tuple[str, bytes]]:
-    t = tier(remote_requested)
-    return t.get(key) if t is not None else []
+# Note [The front door asks the remote tier first]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# A machine with an empty local store hits from the remote tier; if only the
+# normal path asked it, every such hit would import Inductor's compiler first
+# (Note [Front door] in inductor/front_door.py).  So the front door asks too
+# (``ahead``), counting nothing.  Its answer is kept for a few seconds: when
+# the front door gives way (a miss, an entry it cannot load), the normal
+# path's lookup of the same key takes the kept answer instead of asking the
+# store again (one request per lookup, one failure counted, one timeout paid)
+# and counts the hit or miss then; a hit through the front door counts it
+# with :func:`count_ahead_hit`.
+_AHEAD_KEEP_S = 5.0
+_ahead: dict[str, tuple[float, list[tuple[str, bytes]], int]] = {}
+_ahead_lock = threading.Lock()
 
+
+def remote_entries(key: str, remote_requested: bool, ahead: bool = False) -> list[tuple[str, bytes]]:
+    if not ahead:
+        with _ahead_lock:
+            kept = _ahead.pop(key, None)
+        if kept is not None and time.monotonic() - kept[0] < _AHEAD_KEEP_S:
+            count_answer(kept[1], kept[2])
+            return kept[1]
+    t = tier(remote_requested)
+    if t is None:
+        return []
+    if not ahead:
+        return t.get(key)
+    got, raw = t.read_quietly(key)
+    with _ahead_lock:
+        _ahead[key] = (time.monotonic(), got, raw)
+    return got
+
+
+def count_answer(entries: list[tuple[str, bytes]], raw_bytes: int) -> None:
+    count("remote_hit" if entries else "remote_miss")
+    if raw_bytes:
+        count("remote_bytes_read", raw_bytes)
+
+
+def count_ahead_hit(key: str) -> None:
+    """The front door loaded an entry it read ahead: count it as the normal path would."""
+    with _ahead_lock:
+        kept = _ahead.pop(key, None)
+    if kept is not None:
+        count_answer(kept[1], kept[2])
