@@ -295,6 +295,25 @@ class TestUserBackend(CacheTestCase):
         torch.testing.assert_close(got[0], eager_step()[0])
 
 
+class TestClientImport(unittest.TestCase):
+    def test_tier_off_imports_no_client(self) -> None:
+        from common import run_python
+
+        with tempfile.TemporaryDirectory() as d:
+            proc = run_python(
+                """
+                import sys, torch
+                import torch_aotcache
+                out = torch.compile(torch.nn.Linear(3, 2))(torch.randn(2, 3))
+                # (Inductor itself imports redis where it is installed.)
+                print(sorted(m for m in ("obstore", "zstandard", "moto", "boto3") if m in sys.modules))
+                """,
+                {"TORCHINDUCTOR_CACHE_DIR": d},
+            )
+        self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+        self.assertEqual(proc.stdout.strip().splitlines()[-1], "[]")
+
+
 @unittest.skipIf(SKIP_REASON is not None, SKIP_REASON or "")
 class TestFileUrl(CacheTestCase):
     def test_shared_folder_hit(self) -> None:
