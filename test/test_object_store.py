@@ -447,6 +447,47 @@ class TestFaults(CacheTestCase):
             server.close()
 
 
+HOLDER = """
+import sys, time
+import torch_aotcache
+from torch_aotcache import config as tac_config
+from torch_aotcache.tiers import remote, single_flight
+tac_config.single_flight_remote_ttl_s = 1.0
+assert single_flight.coordinate(sys.argv[1], lambda: None, remote.tier(True)) is None
+print("holding", flush=True)
+time.sleep(600)
+"""
+
+
+@unittest.skipIf(SKIP_REASON is not None, SKIP_REASON or "")
+class TestKilledHolder(ObjectStoreCase):
+    def test_waiter_takes_over_within_the_expiry(self) -> None:
+        key = "tac" + "9" * 40
+        env = child_env({**s3_env(self.server.endpoint), "TORCH_AOTCACHE_REMOTE_URL": self.url,
+                         "TORCH_AOTCACHE_SIGNING_KEY": "fleet-secret",
+                         "TORCHINDUCTOR_CACHE_DIR": tempfile.mkdtemp(prefix="tac-holder-")})
+        holder = spawn_child(["-c", HOLDER, key], env)
+        try:
+            self.assertEqual(holder.stdout.readline().strip(), "holding", holder.stderr.read()[-3000:]
+                             if holder.poll() is not None else "")
+            time.sleep(1.5)  # the heartbeat keeps it past one expiry
+            self.assertFalse(ObjectStoreBackend(self.url).create_lease(key, "probe", 30))
+            holder.kill()  # SIGKILL: no release, no more refreshes
+            holder.wait()
+            start = time.monotonic()
+            with tac_config.patch(single_flight_wait_s=30):
+                self.assertIsNone(single_flight.coordinate(key, lambda: None, remote.tier(True)))
+            waited = time.monotonic() - start
+        finally:
+            if holder.poll() is None:
+                holder.kill()
+                holder.wait()
+            single_flight.release_all()
+        # Within the lease's expiry (1 s) and a few polls; not the 30 s bound.
+        self.assertLess(waited, 5.0)
+        self.assertEqual(counters["torch_aotcache"]["single_flight_timeout"], 0)
+
+
 WORKER = """
 import json, sys, time, torch
 import torch_aotcache

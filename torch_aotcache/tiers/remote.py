@@ -61,6 +61,8 @@ COMPRESSED_MAGIC = b"TACZ"
 
 def configured_url(remote_requested: bool) -> str | None:
     """The remote store's URL, or None when the remote tier is off."""
+    import torch._functorch.config  # not imported yet in a process that has compiled nothing (the CLI)
+
     if torch.compiler.config.force_disable_caches:
         return None
     flag = torch._functorch.config.enable_remote_autograd_cache
