@@ -46,7 +46,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-import torch
 
 from .. import _once, config
 from ..entry import signing
