@@ -90,7 +90,7 @@ def _normalize(text: str, cache: Path) -> str:
 class TestCliParser(unittest.TestCase):
     def test_every_command_is_in_the_parser(self) -> None:
         parser = cli.build_parser()
-        positional = {"export": ["a.tar"], "import": ["a.tar"]}
+        positional = {"export": ["a.tar"], "import": ["a.tar"], "remote": ["stats"]}
         for command in cli.COMMANDS:
             rest = positional.get(command.name, [])
             args = parser.parse_args(["--cache-dir", "/x", command.name, *rest])
