@@ -92,7 +92,8 @@ def probed_vec_isa_env() -> dict[str, str]:
 
 
 def child_env(
-    extra: Mapping[str, str] | None = None, *, path: Sequence[str] = (REPO_ROOT,), clean: bool = False
+    extra: Mapping[str, str] | None = None, *, path: Sequence[str] = (REPO_ROOT,), clean: bool = False,
+    probed_isa: bool = True,
 ) -> dict[str, str]:
     """The environment of a child Python process.
 
@@ -102,14 +103,17 @@ def child_env(
     the cache on: ``TORCH_AOTCACHE_DISABLE`` is dropped.  With ``clean``,
     nothing of the parent's set-up leaks in: every ``TORCH_AOTCACHE_*``
     variable is dropped and ``PYTHONPATH`` is ``path`` alone.  The vector ISA
-    probe's answer is passed on (``probed_vec_isa_env``).  ``extra`` is
-    applied last.
+    probe's answer is passed on (``probed_vec_isa_env``) unless
+    ``probed_isa`` is false: it sets an Inductor config, which is part of a
+    cache key, so a child whose keys are compared with this process's must
+    probe for itself.  ``extra`` is applied last.
     """
     env = {
         k: v for k, v in os.environ.items()
         if not (k == "TORCH_AOTCACHE_DISABLE" or (clean and k.startswith("TORCH_AOTCACHE")))
     }
-    env.update(probed_vec_isa_env())
+    if probed_isa:
+        env.update(probed_vec_isa_env())
     inherited = "" if clean else env.get("PYTHONPATH", "")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (*path, inherited) if p)
     env.update(extra or {})

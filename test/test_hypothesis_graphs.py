@@ -239,7 +239,8 @@ class TestKeyInAnotherProcess(unittest.TestCase):
             cwd.mkdir()
             cache.mkdir()
             # child_env: this checkout's package first on PYTHONPATH, installed or not.
-            env = child_env({"PYTHONHASHSEED": hash_seed, "TORCHINDUCTOR_CACHE_DIR": str(cache)})
+            # Keys are compared with this process's: no ISA answer handed down (it is a config).
+            env = child_env({"PYTHONHASHSEED": hash_seed, "TORCHINDUCTOR_CACHE_DIR": str(cache)}, probed_isa=False)
             procs.append(spawn_child([os.path.abspath(fx_strategies.__file__), request], env, cwd=cwd))
         # This process (whatever its own hash seed) meanwhile computes the same keys.
         here = keys_for_seeds(CROSS_PROCESS_SEEDS, device)
