@@ -83,14 +83,21 @@ class S3Server:
 
 
 class StatusServer:
-    """Answers every request with ``status`` (after ``delay_s``), on loopback."""
+    """Answers every request with ``status`` (after ``delay_s``), on loopback;
+    with ``cut``, reads half of a request's body and hangs up instead."""
 
-    def __init__(self, status: int, delay_s: float = 0.0) -> None:
+    def __init__(self, status: int, delay_s: float = 0.0, cut: bool = False) -> None:
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def _answer(self) -> None:
                 outer.requests += 1
+                if outer.cut:
+                    length = int(self.headers.get("Content-Length") or 0)
+                    self.rfile.read(length // 2)
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
                 time.sleep(outer.delay_s)
                 body = b"<Error><Code>Failure</Code></Error>"
                 try:
@@ -108,6 +115,7 @@ class StatusServer:
 
         self.status = status
         self.delay_s = delay_s
+        self.cut = cut
         self.requests = 0
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True

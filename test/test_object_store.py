@@ -272,6 +272,16 @@ class DictBackend:
 
 @unittest.skipIf(SKIP_REASON is not None, SKIP_REASON or "")
 class TestUserBackend(CacheTestCase):
+    def test_entry_point_names_a_backend(self) -> None:
+        from importlib import metadata
+
+        point = metadata.EntryPoint("dictep", "test_object_store:DictBackend", remote.ENTRY_POINT_GROUP)
+        with unittest.mock.patch.object(metadata, "entry_points", lambda group: [point] if group == point.group else []):
+            made = remote.create_backend("dictep://x")
+        self.assertIsInstance(made, DictBackend)
+        with self.assertRaisesRegex(ValueError, "no remote cache backend for 'nosuch'"):
+            remote.create_backend("nosuch://x")
+
     def test_registered_scheme_serves_the_tier(self) -> None:
         made: list[object] = []
 
@@ -433,6 +443,24 @@ class TestFaults(CacheTestCase):
                 torch.testing.assert_close(got[0], eager_step()[0])
             finally:
                 server.close()
+
+    def test_write_cut_mid_body_loses_nothing_locally(self) -> None:
+        server = StatusServer(200, cut=True)
+        try:
+            self.use(server.endpoint)
+            with fresh_cache():
+                got = compile_step()
+                from torch_aotcache.store.local import LocalStore
+
+                self.assertEqual(len(list(LocalStore().iter_paths())), 1)  # saved locally all the same
+                c = counters["torch_aotcache"]
+                self.assertGreaterEqual(c["remote_error"] + c["remote_timeout"], 1, dict(c))
+                self.assertNotIn("remote_put", c)
+                self.assertNotIn("remote_skipped", c)  # the write was sent, and cut
+            self.assertGreaterEqual(server.requests, 3)  # the read, the lease, the write
+            torch.testing.assert_close(got[0], eager_step()[0])
+        finally:
+            server.close()
 
     def test_slow_server_is_a_bounded_miss(self) -> None:
         server = StatusServer(200, delay_s=5.0)
