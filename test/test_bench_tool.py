@@ -95,7 +95,7 @@ class TestBenchWarmstartTool(unittest.TestCase):
         self.assertIsNone(remote["error"], remote["error"])
         self.assertTrue(remote["remote_hits_per_process"] and remote["remote_hits_per_process"][0] >= 1)
         self.assertTrue(remote["local_entry_bytes"] > 0 and remote["remote_value_bytes"] > 0, remote)
-        self.assertIn("## Remote (Redis) warm start", (out / "results.md").read_text(encoding="utf-8"))
+        self.assertIn("## Remote warm start", (out / "results.md").read_text(encoding="utf-8"))
 
 
 if __name__ == "__main__":

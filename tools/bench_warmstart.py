@@ -5,7 +5,7 @@ Usage::
 
     python tools/bench_warmstart.py [--quick] [--models mlp,encoder,conv,bert,gpt2]
         [--repeats N] [--cold-repeats N] [--settle S] [--out DIR] [--device cpu|cuda]
-        [--no-remote] [--only-remote]
+        [--no-remote] [--only-remote] [--remote-object-store]
     python tools/bench_warmstart.py --render --out DIR   # redo the report from DIR/results.json
 
 Every measurement runs in a fresh interpreter (``python tools/bench_warmstart.py
@@ -50,6 +50,9 @@ also gives the remote counters of each warm process and the compression
 ratio (local ``.entry`` bytes written by the cold process / Redis value bytes).
 ``--only-remote`` runs just that and the local ``ours`` cold/warm it is
 compared with (no off/upstream/floor, no key or lookup micro-benchmarks).
+``--remote-object-store`` does the same through an object store (moto's S3
+API server on loopback, ``TORCH_AOTCACHE_REMOTE_URL=s3://...``), reported
+beside the Redis rows with whole-process times as well.
 
 Two micro-benchmarks complete the picture: key computation on synthetic FX
 graphs of growing size (upstream's key function and ours, each in its own
