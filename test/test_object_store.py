@@ -26,6 +26,8 @@ from torch_aotcache.tiers.object_store import ObjectStoreBackend
 
 from common import aot_counts, CacheTestCase, child_env, clear_in_memory_state, slow, spawn_child
 from s3_server import closed_endpoint, S3Server, s3_env, s3_missing, StatusServer
+# The same cold worker as the Redis fleet test.
+from test_single_flight import WORKER
 
 # Every test here starts a server or other processes (CONTRIBUTING.md, "Tests").
 pytestmark = slow
@@ -516,21 +518,6 @@ class TestKilledHolder(ObjectStoreCase):
         self.assertEqual(counters["torch_aotcache"]["single_flight_timeout"], 0)
 
 
-WORKER = """
-import json, sys, time, torch
-import torch_aotcache
-from torch._dynamo.utils import counters
-torch.manual_seed(0)
-m = torch.nn.Sequential(torch.nn.Linear(10, 20), torch.nn.SiLU(), torch.nn.Linear(20, 2))
-x = torch.randn(3, 10)
-go = float(sys.argv[1])
-while time.time() < go:
-    time.sleep(0.01)
-out = torch.compile(m)(x)
-out.sum().backward()
-print(json.dumps({"aot": dict(counters["aot_autograd"]), "tac": dict(counters["torch_aotcache"]),
-                  "out": out.tolist(), "grad": m[0].weight.grad.tolist()}))
-"""
 
 
 @unittest.skipIf(SKIP_REASON is not None, SKIP_REASON or "")
